@@ -1,0 +1,215 @@
+//! The `mesh` catalog: one schema per domain, one table per product output port.
+//!
+//! Building the catalog reads nothing from storage; each table opens its storage the first time
+//! a query needs it (see [`ProductTable`]), so a mesh of thousands of products is ready at once.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::TableType;
+use meshql_contract::{MeshDefinition, TableEntry};
+
+use crate::error::CatalogError;
+use crate::store::StoreRegistry;
+use crate::table::{CatalogContext, OpenedTable, ProductTable, UnavailableTable};
+
+/// The name of the catalog that holds the mesh's domains.
+pub const MESH_CATALOG: &str = "mesh";
+
+/// The `mesh` catalog over a loaded [`MeshDefinition`].
+#[derive(Debug)]
+pub struct MeshCatalog {
+    definition: Arc<MeshDefinition>,
+    schemas: BTreeMap<String, Arc<DomainSchema>>,
+    ctx: Arc<CatalogContext>,
+}
+
+impl MeshCatalog {
+    /// Builds the catalog; `runtime` is the DataFusion runtime every session of the mesh shares
+    /// (its object stores are registered here).
+    pub fn new(definition: Arc<MeshDefinition>, runtime: Arc<RuntimeEnv>) -> Self {
+        let stores = Arc::new(StoreRegistry::new(&definition.root));
+        stores.register_with(&runtime);
+        let ctx = Arc::new(CatalogContext {
+            stores,
+            runtime,
+            refresh: Duration::from_secs(definition.settings.metadata_refresh_seconds),
+        });
+        let mut schemas: BTreeMap<String, Arc<DomainSchema>> = definition
+            .domains
+            .iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    Arc::new(DomainSchema {
+                        domain: d.name.clone(),
+                        tables: BTreeMap::new(),
+                    }),
+                )
+            })
+            .collect();
+        let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = BTreeMap::new();
+        for entry in &definition.tables {
+            tables.entry(entry.domain.clone()).or_default().insert(
+                entry.name.clone(),
+                Arc::new(ProductTable::new(entry.clone(), ctx.clone())),
+            );
+        }
+        for (domain, t) in tables {
+            schemas.insert(domain.clone(), Arc::new(DomainSchema { domain, tables: t }));
+        }
+        MeshCatalog {
+            definition,
+            schemas,
+            ctx,
+        }
+    }
+
+    pub fn definition(&self) -> &Arc<MeshDefinition> {
+        &self.definition
+    }
+
+    pub fn stores(&self) -> &Arc<StoreRegistry> {
+        &self.ctx.stores
+    }
+
+    /// The product table `domain.name`, if the mesh defines it.
+    pub fn product(&self, domain: &str, name: &str) -> Option<&Arc<ProductTable>> {
+        self.schemas.get(domain)?.tables.get(name)
+    }
+
+    /// Every product table, in catalog order.
+    pub fn products(&self) -> impl Iterator<Item = &Arc<ProductTable>> {
+        self.schemas.values().flat_map(|s| s.tables.values())
+    }
+
+    /// Opens `domain.name`, or says why it cannot be served, naming whom to ask.
+    pub async fn open(&self, domain: &str, name: &str) -> Result<OpenedTable, ProductUnavailable> {
+        let Some(product) = self.product(domain, name) else {
+            return Err(ProductUnavailable {
+                table: format!("mesh.{domain}.{name}"),
+                reason: "no such product".into(),
+                contact: None,
+            });
+        };
+        product
+            .open()
+            .await
+            .map_err(|e| ProductUnavailable::new(product.entry(), e))
+    }
+}
+
+/// A product that cannot be served, with the reason and whom to ask.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{table} is unavailable: {reason}{}", contact_suffix(.contact))]
+pub struct ProductUnavailable {
+    pub table: String,
+    pub reason: String,
+    pub contact: Option<String>,
+}
+
+fn contact_suffix(contact: &Option<String>) -> String {
+    contact
+        .as_ref()
+        .map(|c| format!(" (contact the product owner: {c})"))
+        .unwrap_or_default()
+}
+
+impl ProductUnavailable {
+    pub fn new(entry: &TableEntry, err: CatalogError) -> Self {
+        let product = &entry.product;
+        let contact = match (product.owner(), product.support_channel()) {
+            (Some(o), Some(s)) => Some(format!("{o}, {s}")),
+            (Some(o), None) => Some(o.to_string()),
+            (None, Some(s)) => Some(s.to_string()),
+            (None, None) => None,
+        };
+        ProductUnavailable {
+            table: format!("mesh.{}", entry.qualified_name()),
+            reason: err.to_string(),
+            contact,
+        }
+    }
+}
+
+impl CatalogProvider for MeshCatalog {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        self.schemas.keys().cloned().collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.schemas.get(name).map(|s| s.clone() as Arc<dyn SchemaProvider>)
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        _schema: Arc<dyn SchemaProvider>,
+    ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
+        Err(read_only(&format!("schema mesh.{name}")))
+    }
+}
+
+fn read_only(what: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "cannot create or change {what}: the mesh catalog is defined by the domains' contracts, not by SQL"
+    ))
+}
+
+/// One domain: the schema `mesh.<domain>`.
+#[derive(Debug)]
+pub struct DomainSchema {
+    domain: String,
+    tables: BTreeMap<String, Arc<ProductTable>>,
+}
+
+#[async_trait]
+impl SchemaProvider for DomainSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.tables.keys().cloned().collect()
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let Some(product) = self.tables.get(name) else {
+            return Ok(None);
+        };
+        match product.open().await {
+            Ok(t) => Ok(Some(t.provider)),
+            Err(e) => {
+                let reason = ProductUnavailable::new(product.entry(), e).to_string();
+                tracing::warn!(domain = %self.domain, table = name, %reason, "product unavailable");
+                Ok(Some(Arc::new(UnavailableTable::new(product.entry(), reason))))
+            }
+        }
+    }
+
+    async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
+        Ok(self.tables.contains_key(name).then_some(TableType::Base))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.tables.contains_key(name)
+    }
+
+    fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        Err(read_only(&format!("table mesh.{}.{name}", self.domain)))
+    }
+
+    fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        Err(read_only(&format!("table mesh.{}.{name}", self.domain)))
+    }
+}

@@ -1,0 +1,68 @@
+//! Parquet output ports: a file, a directory, a glob, or a hive-partitioned directory.
+//!
+//! Served through DataFusion's `ListingTable`, so projection, filter pushdown, row-group pruning
+//! by statistics and partition pruning all come from DataFusion. Hive partition columns
+//! (`dir/order_date=2024-01-01/part-0.parquet`) are discovered from the directory names and
+//! typed from the contract (a `date` column becomes `Date32`), so they can be filtered on and
+//! prune whole directories.
+
+use std::sync::Arc;
+
+use arrow::datatypes::DataType;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use meshql_contract::SchemaObject;
+use url::Url;
+
+use crate::conform::arrow_type;
+use crate::error::{CatalogError, Result};
+use crate::store::{as_directory, StoreRegistry};
+
+/// Opens the Parquet data at `url`.
+pub async fn open(
+    state: &dyn Session,
+    stores: &StoreRegistry,
+    url: &Url,
+    contract: &SchemaObject,
+) -> Result<Arc<dyn TableProvider>> {
+    let err = |e: datafusion::error::DataFusionError| CatalogError::storage(url, e);
+    let is_glob = url.path().contains(['*', '?', '[']);
+    let single_file = !is_glob && stores.is_object(url).await?;
+    let table_url = if single_file || is_glob {
+        ListingTableUrl::parse(url.as_str()).map_err(err)?
+    } else {
+        ListingTableUrl::parse(as_directory(url).as_str()).map_err(err)?
+    };
+    let mut options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_collect_stat(true);
+    if !single_file && !is_glob {
+        let partition_names = options.infer_partitions(state, &table_url).await.map_err(err)?;
+        let partition_cols: Vec<(String, DataType)> = partition_names
+            .into_iter()
+            .map(|name| {
+                let dt = contract
+                    .properties
+                    .iter()
+                    .find(|p| p.storage_name() == name)
+                    .map(arrow_type)
+                    .unwrap_or(DataType::Utf8);
+                (name, dt)
+            })
+            .collect();
+        options = options.with_table_partition_cols(partition_cols);
+    }
+    let file_schema = options
+        .infer_schema(state, &table_url)
+        .await
+        .map_err(|e| CatalogError::storage(url, format!("cannot read the Parquet schema: {e}")))?;
+    if file_schema.fields().is_empty() {
+        return Err(CatalogError::storage(url, "no Parquet files found"));
+    }
+    let config = ListingTableConfig::new(table_url)
+        .with_listing_options(options)
+        .with_schema(file_schema);
+    let table = ListingTable::try_new(config).map_err(err)?;
+    Ok(Arc::new(table))
+}

@@ -1,0 +1,299 @@
+//! One product's table: opened on first use, checked against its contract, cached, refreshed.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Column, TableReference};
+use datafusion::datasource::{provider_as_source, ViewTable};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use meshql_contract::{Format, PortBinding, TableEntry, VersionPin};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::conform::{self, Conformance};
+use crate::error::{CatalogError, Result};
+use crate::store::StoreRegistry;
+use crate::{delta, iceberg, parquet};
+
+/// What every product table shares: where the mesh is, its stores, the runtime, the refresh rule.
+#[derive(Debug)]
+pub struct CatalogContext {
+    pub stores: Arc<StoreRegistry>,
+    pub runtime: Arc<RuntimeEnv>,
+    /// How old a check for new commits may be before the next query checks again.
+    pub refresh: Duration,
+}
+
+/// A product's table as served: the contract's columns over the storage scan.
+#[derive(Debug, Clone)]
+pub struct OpenedTable {
+    pub provider: Arc<dyn TableProvider>,
+    pub conformance: Conformance,
+    /// The storage version served: Delta version or Iceberg snapshot, when the format has one.
+    pub version: Option<i64>,
+}
+
+enum Source {
+    Parquet,
+    Delta(delta::DeltaSource),
+    Iceberg { metadata_file: Url },
+}
+
+struct Loaded {
+    opened: OpenedTable,
+    source: Source,
+    checked: Instant,
+}
+
+/// One table of the mesh with its lazily opened storage.
+pub struct ProductTable {
+    entry: TableEntry,
+    ctx: Arc<CatalogContext>,
+    cache: Mutex<Option<Loaded>>,
+}
+
+impl std::fmt::Debug for ProductTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProductTable")
+            .field("table", &self.entry.qualified_name())
+            .finish()
+    }
+}
+
+impl ProductTable {
+    pub fn new(entry: TableEntry, ctx: Arc<CatalogContext>) -> Self {
+        ProductTable {
+            entry,
+            ctx,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn entry(&self) -> &TableEntry {
+        &self.entry
+    }
+
+    /// The table, opening storage on first use and re-opening it when newer commits exist.
+    pub async fn open(&self) -> Result<OpenedTable> {
+        let binding = self
+            .entry
+            .binding
+            .as_ref()
+            .map_err(|e| CatalogError::Contract(e.clone()))?;
+        let mut cache = self.cache.lock().await;
+        if let Some(loaded) = cache.as_mut() {
+            if loaded.checked.elapsed() < self.ctx.refresh || !self.may_change(binding) {
+                return Ok(loaded.opened.clone());
+            }
+            if !self.has_new_commits(loaded).await? {
+                loaded.checked = Instant::now();
+                return Ok(loaded.opened.clone());
+            }
+            tracing::info!(table = %self.entry.qualified_name(), "new commits: re-opening");
+        }
+        let loaded = self.load(binding).await?;
+        let opened = loaded.opened.clone();
+        *cache = Some(loaded);
+        Ok(opened)
+    }
+
+    /// Pinned versions and metadata-file locations never change.
+    fn may_change(&self, binding: &PortBinding) -> bool {
+        binding.storage.pin.is_none()
+            && !(binding.storage.format == Format::Iceberg && binding.storage.location.ends_with(".metadata.json"))
+    }
+
+    async fn has_new_commits(&self, loaded: &Loaded) -> Result<bool> {
+        match &loaded.source {
+            // The listing table lists files on every scan; re-opening re-reads the schema.
+            Source::Parquet => Ok(true),
+            Source::Delta(d) => Ok(Some(d.latest_version().await?) != d.version()),
+            Source::Iceberg { metadata_file } => {
+                let binding = self
+                    .entry
+                    .binding
+                    .as_ref()
+                    .map_err(|e| CatalogError::Contract(e.clone()))?;
+                let url = self.ctx.stores.resolve(&binding.storage.location)?;
+                Ok(&iceberg::find_metadata(&self.ctx.stores, &url).await? != metadata_file)
+            }
+        }
+    }
+
+    async fn load(&self, binding: &PortBinding) -> Result<Loaded> {
+        let started = Instant::now();
+        let storage = &binding.storage;
+        let url = self.ctx.stores.resolve(&storage.location)?;
+        let (provider, source, version): (Arc<dyn TableProvider>, Source, Option<i64>) = match storage.format {
+            Format::Parquet => {
+                let state = SessionStateBuilder::new()
+                    .with_runtime_env(self.ctx.runtime.clone())
+                    .build();
+                let p = parquet::open(&state, &self.ctx.stores, &url, &binding.schema).await?;
+                (p, Source::Parquet, None)
+            }
+            Format::Delta => {
+                let pin = match storage.pin {
+                    Some(VersionPin::DeltaVersion(v)) => Some(v),
+                    _ => None,
+                };
+                let d = delta::open(&self.ctx.stores, &url, pin).await?;
+                let version = d.version().and_then(|v| i64::try_from(v).ok());
+                (d.provider.clone(), Source::Delta(d), version)
+            }
+            Format::Iceberg => {
+                let pin = match storage.pin {
+                    Some(VersionPin::IcebergSnapshot(s)) => Some(s),
+                    _ => None,
+                };
+                let t = iceberg::open(&self.ctx.stores, &url, pin, (&self.entry.domain, &self.entry.name)).await?;
+                let version = t.snapshot_id;
+                (
+                    t.provider,
+                    Source::Iceberg {
+                        metadata_file: t.metadata_file,
+                    },
+                    version,
+                )
+            }
+        };
+        let conformance = conform::check(provider.schema().as_ref(), &binding.schema);
+        if !conformance.is_ok() {
+            return Err(CatalogError::SchemaMismatch {
+                location: url.to_string(),
+                contract: binding.contract.source.display().to_string(),
+                problems: conformance.errors,
+            });
+        }
+        let view = contract_view(&self.entry, provider, &conformance).map_err(|e| CatalogError::storage(&url, e))?;
+        tracing::debug!(table = %self.entry.qualified_name(), elapsed = ?started.elapsed(), "opened");
+        Ok(Loaded {
+            opened: OpenedTable {
+                provider: view,
+                conformance,
+                version,
+            },
+            source,
+            checked: Instant::now(),
+        })
+    }
+}
+
+/// `SELECT <storage col> AS <contract col>, … FROM <storage>`: the contract's shape over the
+/// storage scan. DataFusion inlines it at planning, so projections and filters still reach the
+/// storage scan.
+fn contract_view(
+    entry: &TableEntry,
+    storage: Arc<dyn TableProvider>,
+    conformance: &Conformance,
+) -> DFResult<Arc<dyn TableProvider>> {
+    let table_ref = TableReference::full("mesh", entry.domain.as_str(), entry.name.as_str());
+    let exprs: Vec<Expr> = conformance
+        .columns
+        .iter()
+        .map(|(stored, name)| {
+            let c = Expr::Column(Column::new(Some(table_ref.clone()), stored));
+            if stored == name {
+                c
+            } else {
+                c.alias(name)
+            }
+        })
+        .collect();
+    let plan = LogicalPlanBuilder::scan(table_ref.clone(), provider_as_source(storage), None)?
+        .project(exprs)?
+        .build()?;
+    Ok(Arc::new(ContractTable {
+        view: ViewTable::new(plan, None),
+    }))
+}
+
+/// A [`ViewTable`] that presents itself as a base table: to clients it is the product's table.
+#[derive(Debug)]
+struct ContractTable {
+    view: ViewTable,
+}
+
+#[async_trait]
+impl TableProvider for ContractTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.view.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_logical_plan(&'_ self) -> Option<Cow<'_, LogicalPlan>> {
+        self.view.get_logical_plan()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.view.scan(state, projection, filters, limit).await
+    }
+}
+
+/// Stands in for a product that cannot be served: it has the contract's columns (so metadata
+/// queries keep working) and fails any scan with the reason.
+#[derive(Debug)]
+pub struct UnavailableTable {
+    schema: SchemaRef,
+    reason: String,
+}
+
+impl UnavailableTable {
+    pub fn new(entry: &TableEntry, reason: String) -> Self {
+        let schema = match &entry.binding {
+            Ok(b) => conform::contract_schema(&b.schema),
+            Err(_) => arrow::datatypes::Schema::empty(),
+        };
+        UnavailableTable {
+            schema: Arc::new(schema),
+            reason,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for UnavailableTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        Err(DataFusionError::Plan(self.reason.clone()))
+    }
+}

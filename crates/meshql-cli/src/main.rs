@@ -1,0 +1,346 @@
+//! `meshql`: query a data mesh, browse its catalog, check its contracts.
+
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use meshql::{Mesh, Principal, ProductStatus};
+
+use crate::output::OutputFormat;
+
+#[derive(Parser)]
+#[command(
+    name = "meshql",
+    version,
+    about = "Federated SQL over a data mesh of contracted data products"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct MeshArg {
+    /// The mesh directory (the one holding mesh.yaml).
+    #[arg(long, short = 'm', env = "MESHQL_MESH", default_value = ".")]
+    mesh: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run SQL against the mesh.
+    Query(QueryArgs),
+    /// Browse the mesh's domains and products.
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
+    /// Validate every contract and compare every product's storage with its contract; exits
+    /// non-zero if anything is wrong.
+    Check(MeshArg),
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    #[command(flatten)]
+    mesh: MeshArg,
+    /// The SQL to run; `-` reads it from standard input.
+    sql: String,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
+    /// Write the result to this file instead of standard output (required for arrow and parquet).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Run as this principal.
+    #[arg(long, default_value = "cli")]
+    user: String,
+    /// A group of the principal (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// An attribute of the principal, KEY=VALUE (repeatable).
+    #[arg(long = "attr", value_parser = parse_attribute)]
+    attributes: Vec<(String, String)>,
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Domains and products with owner, status, format and location.
+    List(MeshArg),
+    /// One product's contract summary and schema.
+    Show {
+        #[command(flatten)]
+        mesh: MeshArg,
+        /// `<domain>.<product>` (as in `mesh.<domain>.<product>`).
+        product: String,
+    },
+}
+
+fn parse_attribute(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG").unwrap_or_else(|_| "error".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Query(args) => query(args).await,
+        Command::Catalog(CatalogCommand::List(m)) => catalog_list(&open(&m)?),
+        Command::Catalog(CatalogCommand::Show { mesh, product }) => catalog_show(&open(&mesh)?, &product).await,
+        Command::Check(m) => check(&open(&m)?).await,
+    }
+}
+
+fn open(m: &MeshArg) -> Result<Mesh> {
+    Mesh::open(&m.mesh).with_context(|| format!("opening mesh {}", m.mesh.display()))
+}
+
+async fn query(args: QueryArgs) -> Result<ExitCode> {
+    let sql = if args.sql == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading SQL from standard input")?
+    } else {
+        args.sql.clone()
+    };
+    if args.output.is_none() && args.format.is_binary() {
+        bail!("--format {} writes a file: give --output FILE", args.format.name());
+    }
+    let mesh = open(&args.mesh)?;
+    let mut principal = Principal::new(&args.user).with_groups(args.groups.iter().cloned());
+    for (k, v) in &args.attributes {
+        principal = principal.with_attribute(k, v);
+    }
+    let session = mesh.session(principal);
+    let result = session.sql(&sql).await?;
+    let schema = result.schema();
+    let stream = result.stream().await?;
+    output::write(stream, schema, args.format, args.output.as_deref()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn catalog_list(mesh: &Mesh) -> Result<ExitCode> {
+    let def = mesh.definition();
+    println!("mesh {} ({})", def.settings.name, def.root.display());
+    for domain in &def.domains {
+        let d = &domain.descriptor;
+        println!();
+        println!(
+            "{}  — {}{}",
+            domain.name,
+            d.title.as_deref().unwrap_or(&d.name),
+            d.owner.as_deref().map(|o| format!(" · owner {o}")).unwrap_or_default()
+        );
+        let mut rows = vec![vec![
+            "TABLE".to_string(),
+            "OWNER".into(),
+            "STATUS".into(),
+            "FORMAT".into(),
+            "LOCATION".into(),
+        ]];
+        for t in def.tables_in(&domain.name) {
+            let (format, location) = match &t.binding {
+                Ok(b) => (b.storage.format.to_string(), b.storage.location.clone()),
+                Err(_) => ("-".to_string(), "-".to_string()),
+            };
+            let status = match &t.binding {
+                Ok(_) => t.product.status.clone(),
+                Err(_) => "invalid".to_string(),
+            };
+            rows.push(vec![
+                format!("mesh.{}", t.qualified_name()),
+                t.product.owner().unwrap_or("-").to_string(),
+                status,
+                format,
+                location,
+            ]);
+        }
+        print_columns(&rows);
+    }
+    if !def.problems.is_empty() {
+        println!();
+        println!("not loaded ({}):", def.problems.len());
+        for p in &def.problems {
+            println!("  {p}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_columns(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("  {}", line.join("  ").trim_end());
+    }
+}
+
+async fn catalog_show(mesh: &Mesh, name: &str) -> Result<ExitCode> {
+    let name = name.strip_prefix("mesh.").unwrap_or(name);
+    let Some((domain, table)) = name.split_once('.') else {
+        bail!("expected <domain>.<product>, got {name:?}");
+    };
+    let def = mesh.definition();
+    let Some(entry) = def.table(domain, table) else {
+        bail!("no product mesh.{domain}.{table} in this mesh (see `meshql catalog list`)");
+    };
+    let p = &entry.product;
+    println!("mesh.{}", entry.qualified_name());
+    println!(
+        "  product      {} ({}), version {}",
+        p.display_name(),
+        p.id,
+        p.version.as_deref().unwrap_or("-")
+    );
+    println!("  status       {}", p.status);
+    println!("  owner        {}", p.owner().unwrap_or("-"));
+    if let Some(s) = p.support_channel() {
+        println!("  support      {s}");
+    }
+    if let Some(purpose) = p.description.as_ref().and_then(|d| d.purpose.as_deref()) {
+        println!("  purpose      {purpose}");
+    }
+    println!("  descriptor   {}", p.source.display());
+    if !entry.port.is_empty() {
+        println!("  output port  {} {}", entry.port, entry.port_version);
+    }
+    for input in &p.input_ports {
+        println!(
+            "  input port   {} {} (contract {})",
+            input.name, input.version, input.contract_id
+        );
+    }
+    let binding = match &entry.binding {
+        Ok(b) => b,
+        Err(e) => {
+            println!("  UNAVAILABLE  {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let c = &binding.contract;
+    println!(
+        "  contract     {} {} ({}), {}",
+        c.id,
+        c.version,
+        c.status,
+        c.source.display()
+    );
+    println!(
+        "  storage      {} at {}",
+        binding.storage.format, binding.storage.location
+    );
+    if let Some(pin) = binding.storage.pin {
+        println!("  pinned       {pin:?}");
+    }
+    let mut rows = vec![vec![
+        "COLUMN".to_string(),
+        "TYPE".into(),
+        "REQUIRED".into(),
+        "KEY".into(),
+        "CLASSIFICATION".into(),
+        "TAGS".into(),
+        "DESCRIPTION".into(),
+    ]];
+    for prop in &binding.schema.properties {
+        rows.push(vec![
+            prop.name.clone(),
+            prop.physical_type
+                .clone()
+                .or_else(|| prop.logical_type.map(|t| t.to_string()))
+                .unwrap_or_else(|| "-".into()),
+            if prop.required { "yes" } else { "" }.into(),
+            if prop.primary_key {
+                "pk"
+            } else if prop.unique {
+                "unique"
+            } else {
+                ""
+            }
+            .into(),
+            prop.classification.clone().unwrap_or_default(),
+            prop.tags.join(","),
+            prop.description.clone().unwrap_or_default(),
+        ]);
+    }
+    println!();
+    print_columns(&rows);
+    match mesh.catalog().open(domain, table).await {
+        Ok(t) => {
+            println!();
+            match t.version {
+                Some(v) => println!("  storage matches the contract (version {v})"),
+                None => println!("  storage matches the contract"),
+            }
+            for w in &t.conformance.warnings {
+                println!("  warning: {w}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!();
+            println!("  UNAVAILABLE  {}", e.reason);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn check(mesh: &Mesh) -> Result<ExitCode> {
+    let report = mesh.check().await;
+    let mut failed = 0;
+    for p in &report.products {
+        match &p.status {
+            ProductStatus::Ok { warnings, version } => {
+                let v = version.map(|v| format!(" @ {v}")).unwrap_or_default();
+                let fmt = p.format.map(|f| f.to_string()).unwrap_or_default();
+                println!("ok      {} ({fmt}{v})", p.table);
+                for w in warnings {
+                    println!("        warning: {w}");
+                }
+            }
+            ProductStatus::Unavailable(reason) => {
+                failed += 1;
+                println!("FAILED  {}", p.table);
+                println!("        {reason}");
+            }
+        }
+    }
+    for problem in &report.problems {
+        println!("FAILED  {problem}");
+    }
+    let total_failed = failed + report.problems.len();
+    println!();
+    println!(
+        "{} products ok, {} failed, {} documents not loaded",
+        report.products.len() - failed,
+        failed,
+        report.problems.len()
+    );
+    Ok(if total_failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

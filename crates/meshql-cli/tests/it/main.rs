@@ -1,0 +1,177 @@
+//! The `meshql` binary, run as a user would run it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn mesh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mesh")
+}
+
+fn meshql(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshql"))
+        .args(args)
+        .env_remove("MESHQL_MESH")
+        .output()
+        .expect("run meshql")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const REGION_COUNTS: &str = "SELECT region, count(*) AS n FROM mesh.customer.profiles GROUP BY region ORDER BY region";
+
+#[test]
+fn query_prints_a_table() {
+    let m = mesh();
+    let o = meshql(&["query", "--mesh", m.to_str().unwrap(), REGION_COUNTS]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("| region | n "), "{out}");
+    assert!(out.contains("| APAC "), "{out}");
+    assert!(out.trim_end().ends_with("4 rows"), "{out}");
+}
+
+#[test]
+fn query_writes_csv_json_arrow_and_parquet() {
+    let m = mesh();
+    let m = m.to_str().unwrap();
+    let csv = meshql(&["query", "-m", m, "-f", "csv", REGION_COUNTS]);
+    assert!(csv.status.success(), "{}", stderr(&csv));
+    let csv = stdout(&csv);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "region,n");
+    assert_eq!(lines.len(), 5);
+
+    let json = meshql(&["query", "-m", m, "-f", "json", REGION_COUNTS]);
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).expect("a JSON array");
+    let rows = parsed.as_array().expect("array");
+    assert_eq!(rows.len(), 4);
+    let total: i64 = rows.iter().map(|r| r["n"].as_i64().expect("n")).sum();
+    assert_eq!(total, 200);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let arrow_path = dir.path().join("r.arrow");
+    let o = meshql(&[
+        "query",
+        "-m",
+        m,
+        "-f",
+        "arrow",
+        "-o",
+        arrow_path.to_str().unwrap(),
+        REGION_COUNTS,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reader = arrow::ipc::reader::FileReader::try_new(std::fs::File::open(&arrow_path).unwrap(), None).unwrap();
+    let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, 4);
+
+    let pq_path = dir.path().join("r.parquet");
+    let o = meshql(&[
+        "query",
+        "-m",
+        m,
+        "-f",
+        "parquet",
+        "-o",
+        pq_path.to_str().unwrap(),
+        REGION_COUNTS,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reader =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&pq_path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+    let n: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(n, 4);
+
+    let o = meshql(&["query", "-m", m, "-f", "parquet", REGION_COUNTS]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("--output"), "{}", stderr(&o));
+}
+
+#[test]
+fn catalog_list_and_show() {
+    let m = mesh();
+    let m = m.to_str().unwrap();
+    let o = meshql(&["catalog", "list", "--mesh", m]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "mesh.customer.profiles",
+        "customer-data-team",
+        "mesh.product.catalog",
+        "delta",
+        "mesh.product.inventory",
+        "iceberg",
+        "domains/order/data/transactions",
+    ] {
+        assert!(out.contains(needle), "{needle} missing from:\n{out}");
+    }
+
+    let o = meshql(&["catalog", "show", "--mesh", m, "customer.profiles"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("urn:datacontract:customer:profiles"), "{out}");
+    assert!(out.contains("email") && out.contains("pii"), "{out}");
+    assert!(out.contains("storage matches the contract"), "{out}");
+
+    let o = meshql(&["catalog", "show", "--mesh", m, "customer.nope"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no product mesh.customer.nope"), "{}", stderr(&o));
+}
+
+#[test]
+fn check_passes_on_the_sample_and_fails_on_a_broken_copy() {
+    let m = mesh();
+    let o = meshql(&["check", "--mesh", m.to_str().unwrap()]);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("11 products ok, 0 failed"), "{}", stdout(&o));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&m, dir.path());
+    std::fs::write(
+        dir.path().join("domains/product/contracts/catalog.odcs.yaml"),
+        "kind: DataContract\n",
+    )
+    .unwrap();
+    let o = meshql(&["check", "--mesh", dir.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("catalog.odcs.yaml"), "{out}");
+    assert!(out.contains("FAILED  mesh.product.catalog"), "{out}");
+}
+
+#[test]
+fn bad_invocations_explain_themselves() {
+    let o = meshql(&["query", "--mesh", "/nonexistent", "SELECT 1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("mesh.yaml"), "{}", stderr(&o));
+
+    let m = mesh();
+    let o = meshql(&["query", "--mesh", m.to_str().unwrap(), "SELEC nonsense"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("error"), "{}", stderr(&o));
+
+    let o = meshql(&["--help"]);
+    assert!(stdout(&o).contains("query") && stdout(&o).contains("catalog") && stdout(&o).contains("check"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

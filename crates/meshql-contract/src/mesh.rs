@@ -1,0 +1,736 @@
+//! A mesh on disk: settings, domains, products, contracts, and the tables they define.
+//!
+//! Layout (every file is YAML, or JSON with a `.json` ending):
+//!
+//! ```text
+//! <mesh>/mesh.yaml                          mesh-wide settings (MeshSettings)
+//! <mesh>/domains/<dir>/domain.yaml          a domain descriptor (DomainDescriptor)
+//! <mesh>/domains/<dir>/[products/]*.odps.yaml   ODPS v1.0 data products of that domain
+//! <mesh>/domains/<dir>/[contracts/]*.odcs.yaml  ODCS v3.1 data contracts of that domain
+//! ```
+//!
+//! Loading reads only these documents — never data or table metadata — so a mesh of thousands of
+//! products opens quickly. A broken document breaks only what depends on it: the problem is kept
+//! with the file, the field and the reason, and every other product loads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::error::{ContractError, MeshError};
+use crate::naming::{compare_versions, sql_identifier};
+use crate::odcs::{DataContract, SchemaObject, Server};
+use crate::odps::{DataProduct, OutputPort};
+use crate::validate::{validate, Standard};
+
+/// Name of the mesh-wide settings file at the mesh root.
+pub const SETTINGS_FILE: &str = "mesh.yaml";
+/// Name of the domain descriptor in each domain directory.
+pub const DOMAIN_FILE: &str = "domain.yaml";
+
+/// Mesh-wide settings (`mesh.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeshSettings {
+    /// The mesh's name, for people.
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Directory holding one sub-directory per domain, relative to the mesh root.
+    #[serde(default = "default_domains_dir")]
+    pub domains_dir: String,
+    /// Which contract server to use when a contract lists several (matched against
+    /// `servers[].environment`); without it, the first server of a supported format is used.
+    #[serde(default)]
+    pub environment: Option<String>,
+    /// How old cached Delta/Iceberg metadata may get before meshql looks for new commits.
+    /// `0` checks on every query.
+    #[serde(default = "default_refresh_seconds")]
+    pub metadata_refresh_seconds: u64,
+}
+
+fn default_domains_dir() -> String {
+    "domains".to_string()
+}
+
+fn default_refresh_seconds() -> u64 {
+    5
+}
+
+/// A domain descriptor (`domain.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DomainDescriptor {
+    /// The domain's name; its SQL identifier is the schema name (`mesh.<domain>`).
+    pub name: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The owning team.
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Where to ask the domain team (a channel or URL).
+    #[serde(default)]
+    pub support: Option<String>,
+}
+
+/// A loaded domain.
+#[derive(Debug, Clone)]
+pub struct Domain {
+    /// SQL identifier of the domain: the schema name in the `mesh` catalog.
+    pub name: String,
+    pub descriptor: DomainDescriptor,
+    pub dir: PathBuf,
+}
+
+/// Storage formats meshql reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    Parquet,
+    Delta,
+    Iceberg,
+}
+
+impl Format {
+    fn parse(s: &str) -> Option<Format> {
+        match s.to_ascii_lowercase().as_str() {
+            "parquet" => Some(Format::Parquet),
+            "delta" | "deltalake" | "delta_lake" => Some(Format::Delta),
+            "iceberg" => Some(Format::Iceberg),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Delta => "delta",
+            Format::Iceberg => "iceberg",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A table version fixed by the contract (server custom properties `deltaVersion` /
+/// `icebergSnapshotId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionPin {
+    DeltaVersion(u64),
+    IcebergSnapshot(i64),
+}
+
+/// Where an output port's data lives and in what format.
+#[derive(Debug, Clone)]
+pub struct StorageSpec {
+    pub format: Format,
+    /// The location as written in the contract (a path or URL; relative paths are relative to the
+    /// mesh root).
+    pub location: String,
+    /// The contract server's `type` (`local`, `s3`, …).
+    pub server_type: String,
+    /// The contract server's `server` name.
+    pub server_name: Option<String>,
+    pub pin: Option<VersionPin>,
+}
+
+/// Everything needed to serve one output port as a table.
+#[derive(Debug, Clone)]
+pub struct PortBinding {
+    pub contract: Arc<DataContract>,
+    /// The contract's schema object that describes this port's table.
+    pub schema: SchemaObject,
+    pub storage: StorageSpec,
+}
+
+/// One table of the mesh: `mesh.<domain>.<name>`.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    pub domain: String,
+    pub name: String,
+    pub product: Arc<DataProduct>,
+    /// The output port's name and version; empty when the descriptor itself is broken.
+    pub port: String,
+    pub port_version: String,
+    /// The binding, or why this table cannot be served.
+    pub binding: Result<Arc<PortBinding>, ContractError>,
+}
+
+impl TableEntry {
+    /// `<domain>.<name>`, how people refer to the product.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.domain, self.name)
+    }
+}
+
+/// A loaded mesh: the result of reading every document under the mesh root.
+#[derive(Debug, Clone)]
+pub struct MeshDefinition {
+    /// Absolute mesh root directory.
+    pub root: PathBuf,
+    pub settings: MeshSettings,
+    pub domains: Vec<Domain>,
+    pub tables: Vec<TableEntry>,
+    /// Valid contracts by `id`.
+    pub contracts: BTreeMap<String, Arc<DataContract>>,
+    /// Documents that could not be used and are not tied to one table (a broken domain
+    /// descriptor, a product with no output ports, a duplicate contract id, …).
+    pub problems: Vec<ContractError>,
+}
+
+impl MeshDefinition {
+    /// Reads the mesh at `root`. Fails only when `root` is not a mesh (no readable settings);
+    /// every other problem is recorded and isolated.
+    pub fn load(root: impl AsRef<Path>) -> Result<MeshDefinition, MeshError> {
+        let root = root.as_ref();
+        let root = std::path::absolute(root).map_err(|e| MeshError::NotAMesh {
+            path: root.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let settings_path = root.join(SETTINGS_FILE);
+        if !settings_path.is_file() {
+            return Err(MeshError::NotAMesh {
+                path: root,
+                reason: format!("no {SETTINGS_FILE} settings file"),
+            });
+        }
+        let settings: MeshSettings = read_typed(&settings_path)?;
+        let mut loader = Loader::default();
+        let domains_dir = root.join(&settings.domains_dir);
+        let mut domain_dirs: Vec<PathBuf> = match std::fs::read_dir(&domains_dir) {
+            Ok(rd) => rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir() && !is_hidden(p))
+                .collect(),
+            Err(e) => {
+                return Err(MeshError::NotAMesh {
+                    path: root,
+                    reason: format!("cannot read domains directory {}: {e}", domains_dir.display()),
+                })
+            }
+        };
+        domain_dirs.sort();
+        for dir in domain_dirs {
+            loader.load_domain(&dir);
+        }
+        Ok(loader.finish(root, settings))
+    }
+
+    /// Looks a table up by domain and table identifier.
+    pub fn table(&self, domain: &str, name: &str) -> Option<&TableEntry> {
+        self.tables.iter().find(|t| t.domain == domain && t.name == name)
+    }
+
+    /// The tables of one domain.
+    pub fn tables_in<'a>(&'a self, domain: &'a str) -> impl Iterator<Item = &'a TableEntry> + 'a {
+        self.tables.iter().filter(move |t| t.domain == domain)
+    }
+
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.iter().find(|d| d.name == name)
+    }
+}
+
+fn is_hidden(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// A product descriptor read from disk, valid or not.
+struct ProductFile {
+    domain: String,
+    path: PathBuf,
+    parsed: Result<DataProduct, (ContractError, Option<String>)>,
+}
+
+#[derive(Default)]
+struct Loader {
+    domains: Vec<Domain>,
+    products: Vec<ProductFile>,
+    /// Valid contracts by id, with every file that defined the id.
+    contracts: HashMap<String, Vec<Arc<DataContract>>>,
+    /// Contracts that failed validation, by the id they declare (when one can be read).
+    broken_contracts: HashMap<String, ContractError>,
+    problems: Vec<ContractError>,
+}
+
+impl Loader {
+    fn load_domain(&mut self, dir: &Path) {
+        let descriptor_path = dir.join(DOMAIN_FILE);
+        let descriptor: DomainDescriptor = match read_typed(&descriptor_path) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problems.push(e);
+                return;
+            }
+        };
+        let Some(name) = sql_identifier(&descriptor.name) else {
+            self.problems.push(ContractError::invalid(
+                &descriptor_path,
+                "/name",
+                format!("domain name {:?} has no usable SQL identifier", descriptor.name),
+            ));
+            return;
+        };
+        if let Some(other) = self.domains.iter().find(|d| d.name == name) {
+            self.problems.push(ContractError::Conflict {
+                message: format!(
+                    "{}: domain `{name}` is already defined by {}; domain names must be unique",
+                    descriptor_path.display(),
+                    other.dir.join(DOMAIN_FILE).display()
+                ),
+            });
+            return;
+        }
+        for file in documents(dir, "products", ".odps") {
+            let parsed = read_document(&file).and_then(|doc| {
+                validate(Standard::Odps, &file, &doc).map_err(|e| (e, best_effort_name(&doc)))?;
+                let mut product: DataProduct = from_value(&file, doc.clone()).map_err(|e| (e, None))?;
+                product.raw = doc;
+                product.source = file.clone();
+                Ok(product)
+            });
+            self.products.push(ProductFile {
+                domain: name.clone(),
+                path: file,
+                parsed,
+            });
+        }
+        for file in documents(dir, "contracts", ".odcs") {
+            let doc = match read_document(&file) {
+                Ok(doc) => doc,
+                Err((e, _)) => {
+                    self.problems.push(e);
+                    continue;
+                }
+            };
+            let declared_id = doc.get("id").and_then(Value::as_str).map(str::to_string);
+            let contract =
+                validate(Standard::Odcs, &file, &doc).and_then(|()| from_value::<DataContract>(&file, doc.clone()));
+            match contract {
+                Ok(mut c) => {
+                    c.raw = doc;
+                    c.source = file.clone();
+                    self.contracts.entry(c.id.clone()).or_default().push(Arc::new(c));
+                }
+                Err(e) => {
+                    self.problems.push(e.clone());
+                    if let Some(id) = declared_id {
+                        self.broken_contracts.insert(id, e);
+                    }
+                }
+            }
+        }
+        self.domains.push(Domain {
+            name,
+            descriptor,
+            dir: dir.to_path_buf(),
+        });
+    }
+
+    fn finish(mut self, root: PathBuf, settings: MeshSettings) -> MeshDefinition {
+        // Contract ids are global (input ports of one domain reference contracts of another), so
+        // a duplicate id is ambiguous everywhere: neither definition is used.
+        let mut contracts = BTreeMap::new();
+        for (id, defs) in std::mem::take(&mut self.contracts) {
+            if defs.len() == 1 {
+                contracts.insert(id, defs.into_iter().next().expect("one element"));
+            } else {
+                let files: Vec<String> = defs.iter().map(|c| c.source.display().to_string()).collect();
+                let err = ContractError::Conflict {
+                    message: format!("contract id `{id}` is defined more than once: {}", files.join(", ")),
+                };
+                self.problems.push(err.clone());
+                self.broken_contracts.insert(id, err);
+            }
+        }
+
+        let mut tables = Vec::new();
+        for file in std::mem::take(&mut self.products) {
+            match file.parsed {
+                Ok(product) => {
+                    let product = Arc::new(product);
+                    self.bind_product(&file.domain, &product, &contracts, &settings, &mut tables);
+                }
+                Err((err, name)) => {
+                    // Register the broken product under the name it tried to have, so querying it
+                    // says why it is unavailable instead of "table not found".
+                    match name.as_deref().and_then(sql_identifier) {
+                        Some(ident) => tables.push(TableEntry {
+                            domain: file.domain.clone(),
+                            name: ident,
+                            product: Arc::new(DataProduct::placeholder(&file.path, name.unwrap_or_default())),
+                            port: String::new(),
+                            port_version: String::new(),
+                            binding: Err(err),
+                        }),
+                        None => self.problems.push(err),
+                    }
+                }
+            }
+        }
+
+        // Two entries with the same table name: neither is served.
+        let mut seen: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, t) in tables.iter().enumerate() {
+            seen.entry((t.domain.clone(), t.name.clone())).or_default().push(i);
+        }
+        for ((domain, name), idx) in seen {
+            if idx.len() < 2 {
+                continue;
+            }
+            let sources: Vec<String> = idx
+                .iter()
+                .map(|&i| {
+                    let t = &tables[i];
+                    if t.port.is_empty() {
+                        t.product.source.display().to_string()
+                    } else {
+                        format!("{} (port `{}` {})", t.product.source.display(), t.port, t.port_version)
+                    }
+                })
+                .collect();
+            let err = ContractError::Conflict {
+                message: format!(
+                    "table mesh.{domain}.{name} would be defined {} times, by {}; rename a product or port so their SQL names differ",
+                    idx.len(),
+                    sources.join(" and ")
+                ),
+            };
+            for i in idx {
+                tables[i].binding = Err(err.clone());
+            }
+        }
+        tables.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
+
+        MeshDefinition {
+            root,
+            settings,
+            domains: self.domains,
+            tables,
+            contracts,
+            problems: self.problems,
+        }
+    }
+
+    fn bind_product(
+        &mut self,
+        domain: &str,
+        product: &Arc<DataProduct>,
+        contracts: &BTreeMap<String, Arc<DataContract>>,
+        settings: &MeshSettings,
+        tables: &mut Vec<TableEntry>,
+    ) {
+        let path = &product.source;
+        let Some(product_ident) = sql_identifier(product.display_name()) else {
+            self.problems.push(ContractError::invalid(
+                path,
+                "/name",
+                format!("product name {:?} has no usable SQL identifier", product.display_name()),
+            ));
+            return;
+        };
+        if product.output_ports.is_empty() {
+            self.problems.push(ContractError::invalid(
+                path,
+                "/outputPorts",
+                "the product declares no output ports, so there is nothing to serve",
+            ));
+            return;
+        }
+        let domain_error = product.domain.as_deref().and_then(|d| {
+            (sql_identifier(d).as_deref() != Some(domain)).then(|| {
+                ContractError::invalid(
+                    path,
+                    "/domain",
+                    format!("product says it belongs to domain {d:?} but is published in domain `{domain}`"),
+                )
+            })
+        });
+
+        // Group ports by name; the newest version of each gets the plain table name.
+        let mut by_name: BTreeMap<&str, Vec<&OutputPort>> = BTreeMap::new();
+        for port in &product.output_ports {
+            by_name.entry(port.name.as_str()).or_default().push(port);
+        }
+        let several_names = by_name.len() > 1;
+        for (port_name, mut versions) in by_name {
+            versions.sort_by(|a, b| compare_versions(&b.version, &a.version));
+            let base = if several_names {
+                match sql_identifier(port_name) {
+                    Some(p) => format!("{product_ident}_{p}"),
+                    None => {
+                        self.problems.push(ContractError::invalid(
+                            path,
+                            "/outputPorts",
+                            format!("port name {port_name:?} has no usable SQL identifier"),
+                        ));
+                        continue;
+                    }
+                }
+            } else {
+                product_ident.clone()
+            };
+            for (i, port) in versions.into_iter().enumerate() {
+                let name = if i == 0 {
+                    base.clone()
+                } else {
+                    format!(
+                        "{base}_v{}",
+                        sql_identifier(&port.version)
+                            .unwrap_or_default()
+                            .trim_start_matches('_')
+                    )
+                };
+                let binding = match &domain_error {
+                    Some(e) => Err(e.clone()),
+                    None => self.bind_port(product, port, contracts, settings).map(Arc::new),
+                };
+                tables.push(TableEntry {
+                    domain: domain.to_string(),
+                    name,
+                    product: product.clone(),
+                    port: port.name.clone(),
+                    port_version: port.version.clone(),
+                    binding,
+                });
+            }
+        }
+    }
+
+    fn bind_port(
+        &self,
+        product: &DataProduct,
+        port: &OutputPort,
+        contracts: &BTreeMap<String, Arc<DataContract>>,
+        settings: &MeshSettings,
+    ) -> Result<PortBinding, ContractError> {
+        let path = &product.source;
+        let port_field = format!("/outputPorts[name={}]", port.name);
+        let Some(contract_id) = &port.contract_id else {
+            return Err(ContractError::invalid(
+                path,
+                format!("{port_field}/contractId"),
+                "the output port names no contract; meshql serves only contracted ports",
+            ));
+        };
+        let contract = match contracts.get(contract_id) {
+            Some(c) => c.clone(),
+            None => {
+                return Err(match self.broken_contracts.get(contract_id) {
+                    Some(e) => e.clone(),
+                    None => ContractError::invalid(
+                        path,
+                        format!("{port_field}/contractId"),
+                        format!("no contract with id `{contract_id}` was found in the mesh"),
+                    ),
+                })
+            }
+        };
+        let (server_idx, server) = choose_server(&contract, settings.environment.as_deref())?;
+        let storage = storage_spec(&contract, server_idx, server)?;
+        let schema = choose_schema(&contract, port)?;
+        Ok(PortBinding {
+            contract,
+            schema,
+            storage,
+        })
+    }
+}
+
+fn choose_server<'a>(
+    contract: &'a DataContract,
+    environment: Option<&str>,
+) -> Result<(usize, &'a Server), ContractError> {
+    let usable = |s: &Server| s.format.as_deref().and_then(Format::parse).is_some();
+    let mut candidates = contract.servers.iter().enumerate().filter(|(_, s)| usable(s));
+    let found = match environment {
+        Some(env) => candidates.find(|(_, s)| s.environment.as_deref() == Some(env)),
+        None => candidates.next(),
+    };
+    found.ok_or_else(|| {
+        let wanted = match environment {
+            Some(env) => format!(" for environment `{env}` (set in mesh.yaml)"),
+            None => String::new(),
+        };
+        ContractError::invalid(
+            &contract.source,
+            "/servers",
+            format!("no server{wanted} with format parquet, delta or iceberg"),
+        )
+    })
+}
+
+fn storage_spec(contract: &DataContract, idx: usize, server: &Server) -> Result<StorageSpec, ContractError> {
+    let field = |f: &str| format!("/servers/{idx}/{f}");
+    let format = server
+        .format
+        .as_deref()
+        .and_then(Format::parse)
+        .ok_or_else(|| ContractError::invalid(&contract.source, field("format"), "unsupported format"))?;
+    let location = if server.server_type == "local" {
+        server.path.clone()
+    } else {
+        server.location.clone().or_else(|| server.path.clone())
+    };
+    let location = location.filter(|l| !l.trim().is_empty()).ok_or_else(|| {
+        ContractError::invalid(
+            &contract.source,
+            field("location"),
+            "the server gives no path or location",
+        )
+    })?;
+    let int_prop = |name: &str| -> Result<Option<i64>, ContractError> {
+        match server.custom_property(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                .filter(|n| *n >= 0)
+                .map(Some)
+                .ok_or_else(|| {
+                    ContractError::invalid(
+                        &contract.source,
+                        field("customProperties"),
+                        format!("`{name}` must be a non-negative integer, found {v}"),
+                    )
+                }),
+        }
+    };
+    let delta = int_prop("deltaVersion")?;
+    let iceberg = int_prop("icebergSnapshotId")?;
+    let pin = match (format, delta, iceberg) {
+        (_, None, None) => None,
+        (Format::Delta, Some(v), None) => Some(VersionPin::DeltaVersion(v.unsigned_abs())),
+        (Format::Iceberg, None, Some(s)) => Some(VersionPin::IcebergSnapshot(s)),
+        _ => {
+            return Err(ContractError::invalid(
+                &contract.source,
+                field("customProperties"),
+                format!("`deltaVersion` applies only to delta and `icebergSnapshotId` only to iceberg servers (this server is {format})"),
+            ))
+        }
+    };
+    Ok(StorageSpec {
+        format,
+        location,
+        server_type: server.server_type.clone(),
+        server_name: server.server.clone(),
+        pin,
+    })
+}
+
+fn choose_schema(contract: &DataContract, port: &OutputPort) -> Result<SchemaObject, ContractError> {
+    match contract.schema.as_slice() {
+        [] => Err(ContractError::invalid(
+            &contract.source,
+            "/schema",
+            "the contract declares no schema object, so there is nothing to check the data against",
+        )),
+        [only] => Ok(only.clone()),
+        many => many
+            .iter()
+            .find(|s| s.name == port.name || sql_identifier(&s.name) == sql_identifier(&port.name))
+            .cloned()
+            .ok_or_else(|| {
+                let names: Vec<&str> = many.iter().map(|s| s.name.as_str()).collect();
+                ContractError::invalid(
+                    &contract.source,
+                    "/schema",
+                    format!(
+                        "the contract has several schema objects ({}) and none is named like output port `{}`",
+                        names.join(", "),
+                        port.name
+                    ),
+                )
+            }),
+    }
+}
+
+/// Files ending in `<kind>.yaml|.yml|.json` directly in `dir` or in `dir/<sub>`, sorted.
+fn documents(dir: &Path, sub: &str, kind: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for d in [dir.to_path_buf(), dir.join(sub)] {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for entry in rd.filter_map(Result::ok) {
+            let p = entry.path();
+            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if name.starts_with('.') || !p.is_file() {
+                continue;
+            }
+            if [".yaml", ".yml", ".json"]
+                .iter()
+                .any(|ext| name.ends_with(&format!("{kind}{ext}")))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads a YAML or JSON document into a JSON value.
+pub fn read_document(path: &Path) -> Result<Value, (ContractError, Option<String>)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        (
+            ContractError::Read {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+            None,
+        )
+    })?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+    } else {
+        serde_yaml::from_str::<Value>(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|message| {
+        (
+            ContractError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            None,
+        )
+    })
+}
+
+fn from_value<T: serde::de::DeserializeOwned>(path: &Path, doc: Value) -> Result<T, ContractError> {
+    serde_json::from_value(doc).map_err(|e| ContractError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn read_typed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ContractError> {
+    let doc = read_document(path).map_err(|(e, _)| e)?;
+    from_value(path, doc).map_err(|e| match e {
+        ContractError::Parse { path, message } => ContractError::Invalid {
+            path,
+            field: "/".into(),
+            reason: message,
+        },
+        other => other,
+    })
+}
+
+fn best_effort_name(doc: &Value) -> Option<String> {
+    doc.get("name")
+        .or_else(|| doc.get("id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}

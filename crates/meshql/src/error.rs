@@ -1,0 +1,22 @@
+use meshql_catalog::ProductUnavailable;
+use meshql_contract::MeshError;
+
+/// Errors of the embedded API.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The directory is not a mesh (no readable `mesh.yaml`, no domains directory).
+    #[error(transparent)]
+    Mesh(#[from] MeshError),
+
+    /// The query touches a product that cannot be served right now.
+    #[error(transparent)]
+    Unavailable(#[from] ProductUnavailable),
+
+    /// The statement is not one meshql runs (DDL, DML, settings, …).
+    #[error("{0}")]
+    NotAllowed(String),
+
+    /// Parsing, planning or execution failed.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+}

@@ -1,0 +1,148 @@
+//! Sessions: a principal's SQL over the mesh.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement;
+use meshql_catalog::MESH_CATALOG;
+use meshql_policy::Principal;
+
+use crate::{Error, Mesh};
+
+/// A principal's session on a mesh. Create one per user connection; it is cheap.
+#[derive(Clone)]
+pub struct Session {
+    mesh: Mesh,
+    principal: Arc<Principal>,
+    ctx: SessionContext,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("principal", &self.principal.id())
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(mesh: Mesh, principal: Principal) -> Self {
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(MESH_CATALOG, "public");
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(mesh.runtime().clone())
+            .with_default_features()
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        ctx.register_catalog(MESH_CATALOG, mesh.catalog().clone());
+        Session {
+            mesh,
+            principal: Arc::new(principal),
+            ctx,
+        }
+    }
+
+    pub fn principal(&self) -> &Principal {
+        &self.principal
+    }
+
+    pub fn mesh(&self) -> &Mesh {
+        &self.mesh
+    }
+
+    /// Plans `sql`. Nothing is read until the result is collected or streamed.
+    ///
+    /// Only queries (including `EXPLAIN`, `SHOW`, `DESCRIBE`) are accepted: the mesh is defined
+    /// by contracts, not by DDL, and nothing is written through meshql. A query that touches a
+    /// product that cannot be served fails here, naming the product, the reason and whom to ask.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult, Error> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let statement = state.sql_to_statement(sql, &dialect)?;
+        refuse_non_queries(&statement)?;
+        self.ensure_available(&statement).await?;
+        let plan = state.statement_to_plan(statement).await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        Ok(QueryResult { df })
+    }
+
+    /// Every mesh product the statement reads must be servable; otherwise fail with its reason.
+    async fn ensure_available(&self, statement: &Statement) -> Result<(), Error> {
+        let state = self.ctx.state();
+        let defaults = &state.config().options().catalog;
+        let mut seen = BTreeSet::new();
+        for reference in state.resolve_table_references(statement)? {
+            let resolved = reference.resolve(&defaults.default_catalog, &defaults.default_schema);
+            if resolved.catalog.as_ref() != MESH_CATALOG || !seen.insert(resolved.to_string()) {
+                continue;
+            }
+            if self.mesh.catalog().product(&resolved.schema, &resolved.table).is_some() {
+                self.mesh.catalog().open(&resolved.schema, &resolved.table).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refuse_non_queries(statement: &Statement) -> Result<(), Error> {
+    use datafusion::sql::sqlparser::ast::Statement as Sql;
+    let allowed = match statement {
+        Statement::Statement(s) => matches!(
+            s.as_ref(),
+            Sql::Query(_) | Sql::ShowTables { .. } | Sql::ShowColumns { .. } | Sql::ExplainTable { .. }
+        ),
+        Statement::Explain(e) => {
+            matches!(e.statement.as_ref(), Statement::Statement(s) if matches!(s.as_ref(), Sql::Query(_)))
+        }
+        _ => false,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(Error::NotAllowed(format!(
+            "only queries are allowed: meshql serves the mesh read-only and its tables are defined by contracts (refused: {})",
+            first_words(&statement.to_string())
+        )))
+    }
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+/// A planned query.
+pub struct QueryResult {
+    df: DataFrame,
+}
+
+impl QueryResult {
+    /// The schema of the result.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(self.df.schema().as_arrow().clone())
+    }
+
+    /// The logical plan that will run.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        self.df.logical_plan()
+    }
+
+    /// Runs the query and gathers every batch.
+    pub async fn collect(self) -> Result<Vec<RecordBatch>, Error> {
+        Ok(self.df.collect().await?)
+    }
+
+    /// Runs the query as a stream of batches; dropping the stream stops it.
+    pub async fn stream(self) -> Result<SendableRecordBatchStream, Error> {
+        Ok(self.df.execute_stream().await?)
+    }
+}

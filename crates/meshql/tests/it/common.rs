@@ -1,0 +1,102 @@
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use meshql::{Mesh, Principal};
+
+/// The committed sample mesh.
+pub fn sample_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mesh")
+}
+
+pub fn sample_mesh() -> Mesh {
+    Mesh::open(sample_dir()).expect("the sample mesh opens")
+}
+
+/// A private copy of the sample mesh, to break or to commit to. Being somewhere else, it also
+/// exercises reading relocated Iceberg tables.
+pub fn copy_of_sample() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_dir(&sample_dir(), dir.path());
+    dir
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+pub fn analyst() -> Principal {
+    Principal::new("test-analyst").with_group("analysts")
+}
+
+/// Runs `sql` and returns the rows as strings (Arrow's display formatting).
+pub async fn query(mesh: &Mesh, sql: &str) -> Vec<Vec<String>> {
+    let batches = mesh
+        .session(analyst())
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\nfailed to plan: {e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\nfailed to run: {e}"));
+    rows(&batches)
+}
+
+/// The error text of a query expected to fail (at planning or while running).
+pub async fn query_error(mesh: &Mesh, sql: &str) -> String {
+    match mesh.session(analyst()).sql(sql).await {
+        Err(e) => e.to_string(),
+        Ok(q) => match q.collect().await {
+            Err(e) => e.to_string(),
+            Ok(b) => panic!(
+                "{sql}\nunexpectedly succeeded with {} rows",
+                b.iter().map(|b| b.num_rows()).sum::<usize>()
+            ),
+        },
+    }
+}
+
+pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let opts = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("formatter"))
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    out
+}
+
+/// The EXPLAIN text (logical and physical plan) of `sql`.
+pub async fn explain(mesh: &Mesh, sql: &str) -> String {
+    query(mesh, &format!("EXPLAIN {sql}"))
+        .await
+        .into_iter()
+        .map(|r| r.join("\n"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Cents as the decimal text Arrow prints for scale 2.
+pub fn money(cents: i64) -> String {
+    let sign = if cents < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", cents.abs() / 100, cents.abs() % 100)
+}
+
+pub fn date(days: i32) -> String {
+    meshql_testdata::write::iso_date(days)
+}

@@ -1,0 +1,189 @@
+//! Per-format behaviour: pushdown and pruning shown by EXPLAIN, pinned versions, new commits seen
+//! without a restart, relocated tables.
+
+use std::path::Path;
+
+use meshql::Mesh;
+use meshql_testdata::sample::{Sample, FIRST_ORDER_DAY, PRODUCTS_FIRST_COMMIT};
+
+use crate::common::*;
+
+#[tokio::test]
+async fn parquet_projection_filter_and_partition_pruning_reach_the_scan() {
+    let mesh = sample_mesh();
+    let plan = explain(
+        &mesh,
+        "SELECT customer_id FROM mesh.customer.profiles WHERE region = 'EU'",
+    )
+    .await;
+    assert!(plan.contains("DataSourceExec"), "{plan}");
+    assert!(plan.contains("projection=[customer_id, region]"), "{plan}");
+    assert!(
+        plan.contains("predicate=region@") && plan.contains(" = EU, pruning_predicate="),
+        "{plan}"
+    );
+
+    // hive partitions: only the one day's directory is scanned
+    let day = date(FIRST_ORDER_DAY + 4);
+    let plan = explain(
+        &mesh,
+        &format!("SELECT sum(amount) FROM mesh.order.transactions WHERE order_date = DATE '{day}'"),
+    )
+    .await;
+    assert!(plan.contains(&format!("order_date={day}/part-0.parquet")), "{plan}");
+    assert_eq!(plan.matches("part-0.parquet").count(), 1, "{plan}");
+
+    let s = Sample::generate();
+    let expected: i64 = s
+        .orders
+        .iter()
+        .filter(|o| o.order_date == FIRST_ORDER_DAY + 4)
+        .map(|o| o.amount_cents)
+        .sum();
+    let got = query(
+        &mesh,
+        &format!("SELECT sum(amount) FROM mesh.order.transactions WHERE order_date = DATE '{day}'"),
+    )
+    .await;
+    assert_eq!(got, vec![vec![money(expected)]]);
+}
+
+#[tokio::test]
+async fn delta_projection_filter_and_partition_pruning_reach_the_scan() {
+    let mesh = sample_mesh();
+    let plan = explain(
+        &mesh,
+        "SELECT sku FROM mesh.product.catalog WHERE category = 'books' AND unit_price > 10",
+    )
+    .await;
+    // the filter reaches delta-rs's scan, and only files of the `books` partition are read
+    assert!(plan.contains("category=books"), "{plan}");
+    for other in [
+        "category=toys",
+        "category=home",
+        "category=sports",
+        "category=electronics",
+    ] {
+        assert!(!plan.contains(other), "{other} should be pruned: {plan}");
+    }
+    assert!(plan.contains("unit_price"), "{plan}");
+    assert!(
+        !plan.contains("active"),
+        "projection should drop unused columns: {plan}"
+    );
+
+    let s = Sample::generate();
+    let mut expected: Vec<Vec<String>> = s
+        .products
+        .iter()
+        .filter(|p| p.category == "books" && p.unit_price_cents > 1000)
+        .map(|p| vec![p.sku.clone()])
+        .collect();
+    expected.sort();
+    let got = query(
+        &mesh,
+        "SELECT sku FROM mesh.product.catalog WHERE category = 'books' AND unit_price > 10 ORDER BY sku",
+    )
+    .await;
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn iceberg_projection_and_filter_reach_the_scan() {
+    let mesh = sample_mesh();
+    let plan = explain(
+        &mesh,
+        "SELECT campaign_id, clicks FROM mesh.marketing.campaign_performance WHERE channel = 'email'",
+    )
+    .await;
+    assert!(plan.contains("IcebergTableScan"), "{plan}");
+    assert!(plan.contains("predicate:[channel = \"email\"]"), "{plan}");
+    assert!(plan.contains("projection:[campaign_id,channel,clicks]"), "{plan}");
+
+    let s = Sample::generate();
+    let expected: i64 = s
+        .campaigns
+        .iter()
+        .filter(|c| c.channel == "email")
+        .map(|c| c.clicks)
+        .sum();
+    let got = query(
+        &mesh,
+        "SELECT sum(clicks) FROM mesh.marketing.campaign_performance WHERE channel = 'email'",
+    )
+    .await;
+    assert_eq!(got, vec![vec![expected.to_string()]]);
+}
+
+/// Writes `mesh.yaml` so every query checks for new commits.
+fn refresh_always(dir: &Path) {
+    let path = dir.join("mesh.yaml");
+    let text = std::fs::read_to_string(&path).expect("mesh.yaml");
+    let text = text.replace("metadataRefreshSeconds: 5", "metadataRefreshSeconds: 0");
+    std::fs::write(&path, text).expect("write mesh.yaml");
+}
+
+#[tokio::test]
+async fn delta_commits_are_seen_without_restart() {
+    let dir = copy_of_sample();
+    refresh_always(dir.path());
+    let log = dir.path().join("domains/product/data/catalog/_delta_log");
+    let second = log.join("00000000000000000001.json");
+    let held = dir.path().join("held-back.json");
+    std::fs::rename(&second, &held).expect("hold back commit 1");
+
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let count = "SELECT count(*) FROM mesh.product.catalog";
+    assert_eq!(query(&mesh, count).await, vec![vec![PRODUCTS_FIRST_COMMIT.to_string()]]);
+
+    std::fs::rename(&held, &second).expect("commit 1 arrives");
+    assert_eq!(query(&mesh, count).await, vec![vec!["50".to_string()]]);
+}
+
+#[tokio::test]
+async fn iceberg_commits_are_seen_without_restart_and_moved_tables_are_read() {
+    let dir = copy_of_sample();
+    refresh_always(dir.path());
+    let metadata = dir.path().join("domains/product/data/inventory/metadata");
+    let mut files: Vec<_> = std::fs::read_dir(&metadata)
+        .expect("metadata dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".metadata.json"))
+        .collect();
+    files.sort();
+    let newest = files.pop().expect("a metadata file");
+    let held = dir.path().join("held-back.metadata.json");
+    std::fs::rename(&newest, &held).expect("hold back the newest metadata");
+
+    // the copy lives elsewhere than where the table was written: reading it needs relocation
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let q = "SELECT warehouse, count(*) FROM mesh.product.inventory GROUP BY warehouse ORDER BY warehouse";
+    assert_eq!(
+        query(&mesh, q).await,
+        vec![vec!["AMS".to_string(), "50".into()], vec!["NYC".into(), "50".into()]]
+    );
+    std::fs::rename(&held, &newest).expect("the commit arrives");
+    assert_eq!(
+        query(&mesh, q).await,
+        vec![
+            vec!["AMS".to_string(), "50".into()],
+            vec!["NYC".into(), "50".into()],
+            vec!["SIN".into(), "50".into()]
+        ]
+    );
+}
+
+#[tokio::test]
+async fn pinned_versions_stay_put() {
+    let mesh = sample_mesh();
+    // deltars_events: version 0 holds events 0..400, the latest all 600; same for pyiceberg
+    for (table, n) in [
+        ("interop.deltars_events_first_commit", 400),
+        ("interop.deltars_events_latest", 600),
+        ("interop.pyiceberg_events_first_snapshot", 400),
+        ("interop.pyiceberg_events_latest", 600),
+    ] {
+        let got = query(&mesh, &format!("SELECT count(*), max(event_id) FROM mesh.{table}")).await;
+        assert_eq!(got, vec![vec![n.to_string(), (n - 1).to_string()]], "{table}");
+    }
+}

@@ -1,0 +1,10 @@
+//! Integration tests of the embedded API over the sample mesh (`testdata/mesh`) and over
+//! broken copies of it. Expected answers come from the generator's rows
+//! ([`meshql_testdata::sample::Sample`]) or from the interop fixtures' defining formula — never
+//! from meshql itself.
+
+mod bad_input;
+mod common;
+mod formats;
+mod interop;
+mod sample;
