@@ -68,7 +68,7 @@ pub async fn open(
     let recorded_root = to_url(metadata.location())
         .map(|u| u.as_str().trim_end_matches('/').to_string())
         .map_err(|e| CatalogError::storage(&metadata_file, e))?;
-    let relocate = (recorded_root != actual_root).then(|| (recorded_root, actual_root));
+    let relocate = (recorded_root != actual_root).then_some((recorded_root, actual_root));
     if let Some((from, to)) = &relocate {
         tracing::debug!(%from, %to, "reading relocated Iceberg table");
     }
