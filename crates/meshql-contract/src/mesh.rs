@@ -253,9 +253,64 @@ struct ProductFile {
     parsed: Result<DataProduct, (ContractError, Option<String>)>,
 }
 
+#[derive(Clone, Copy)]
+enum DocKind {
+    Product,
+    Contract,
+}
+
+enum Parsed {
+    Product(ProductFile),
+    Contract(Result<DataContract, (ContractError, Option<String>)>),
+}
+
+fn parse_product(file: &Path) -> Result<DataProduct, (ContractError, Option<String>)> {
+    let doc = read_document(file)?;
+    validate(Standard::Odps, file, &doc).map_err(|e| (e, best_effort_name(&doc)))?;
+    let mut product: DataProduct = from_value(file, &doc).map_err(|e| (e, None))?;
+    product.raw = doc;
+    product.source = file.to_path_buf();
+    Ok(product)
+}
+
+/// A contract, or why not with the id it declares (when one can be read).
+fn parse_contract(file: &Path) -> Result<DataContract, (ContractError, Option<String>)> {
+    let doc = read_document(file).map_err(|(e, _)| (e, None))?;
+    let declared_id = || doc.get("id").and_then(Value::as_str).map(str::to_string);
+    validate(Standard::Odcs, file, &doc).map_err(|e| (e, declared_id()))?;
+    let mut contract: DataContract = from_value(file, &doc).map_err(|e| (e, declared_id()))?;
+    contract.raw = doc;
+    contract.source = file.to_path_buf();
+    Ok(contract)
+}
+
+/// `f` over `items` on every available core, results in input order.
+fn parallel_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || items.len() < 64 {
+        return items.iter().map(f).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().map(&f).collect::<Vec<R>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
 #[derive(Default)]
 struct Loader {
     domains: Vec<Domain>,
+    /// Documents found, not yet parsed: (domain, kind, file).
+    pending: Vec<(String, DocKind, PathBuf)>,
     products: Vec<ProductFile>,
     /// Valid contracts by id, with every file that defined the id.
     contracts: HashMap<String, Vec<Arc<DataContract>>>,
@@ -293,43 +348,10 @@ impl Loader {
             return;
         }
         for file in documents(dir, "products", ".odps") {
-            let parsed = read_document(&file).and_then(|doc| {
-                validate(Standard::Odps, &file, &doc).map_err(|e| (e, best_effort_name(&doc)))?;
-                let mut product: DataProduct = from_value(&file, doc.clone()).map_err(|e| (e, None))?;
-                product.raw = doc;
-                product.source = file.clone();
-                Ok(product)
-            });
-            self.products.push(ProductFile {
-                domain: name.clone(),
-                path: file,
-                parsed,
-            });
+            self.pending.push((name.clone(), DocKind::Product, file));
         }
         for file in documents(dir, "contracts", ".odcs") {
-            let doc = match read_document(&file) {
-                Ok(doc) => doc,
-                Err((e, _)) => {
-                    self.problems.push(e);
-                    continue;
-                }
-            };
-            let declared_id = doc.get("id").and_then(Value::as_str).map(str::to_string);
-            let contract =
-                validate(Standard::Odcs, &file, &doc).and_then(|()| from_value::<DataContract>(&file, doc.clone()));
-            match contract {
-                Ok(mut c) => {
-                    c.raw = doc;
-                    c.source = file.clone();
-                    self.contracts.entry(c.id.clone()).or_default().push(Arc::new(c));
-                }
-                Err(e) => {
-                    self.problems.push(e.clone());
-                    if let Some(id) = declared_id {
-                        self.broken_contracts.insert(id, e);
-                    }
-                }
-            }
+            self.pending.push((name.clone(), DocKind::Contract, file));
         }
         self.domains.push(Domain {
             name,
@@ -338,7 +360,34 @@ impl Loader {
         });
     }
 
+    /// Reads, validates and deserializes every collected document, on all cores: parsing YAML
+    /// and validating against the JSON Schemas is most of the cost of opening a large mesh.
+    fn parse_documents(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        let parsed = parallel_map(&pending, |(domain, kind, file)| match kind {
+            DocKind::Product => Parsed::Product(ProductFile {
+                domain: domain.clone(),
+                path: file.clone(),
+                parsed: parse_product(file),
+            }),
+            DocKind::Contract => Parsed::Contract(parse_contract(file)),
+        });
+        for p in parsed {
+            match p {
+                Parsed::Product(f) => self.products.push(f),
+                Parsed::Contract(Ok(c)) => self.contracts.entry(c.id.clone()).or_default().push(Arc::new(c)),
+                Parsed::Contract(Err((e, declared_id))) => {
+                    self.problems.push(e.clone());
+                    if let Some(id) = declared_id {
+                        self.broken_contracts.insert(id, e);
+                    }
+                }
+            }
+        }
+    }
+
     fn finish(mut self, root: PathBuf, settings: MeshSettings) -> MeshDefinition {
+        self.parse_documents();
         // Contract ids are global (input ports of one domain reference contracts of another), so
         // a duplicate id is ambiguous everywhere: neither definition is used.
         let mut contracts = BTreeMap::new();
@@ -709,8 +758,8 @@ pub fn read_document(path: &Path) -> Result<Value, (ContractError, Option<String
     })
 }
 
-fn from_value<T: serde::de::DeserializeOwned>(path: &Path, doc: Value) -> Result<T, ContractError> {
-    serde_json::from_value(doc).map_err(|e| ContractError::Parse {
+fn from_value<T: serde::de::DeserializeOwned>(path: &Path, doc: &Value) -> Result<T, ContractError> {
+    T::deserialize(doc).map_err(|e| ContractError::Parse {
         path: path.to_path_buf(),
         message: e.to_string(),
     })
@@ -718,7 +767,7 @@ fn from_value<T: serde::de::DeserializeOwned>(path: &Path, doc: Value) -> Result
 
 fn read_typed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ContractError> {
     let doc = read_document(path).map_err(|(e, _)| e)?;
-    from_value(path, doc).map_err(|e| match e {
+    from_value(path, &doc).map_err(|e| match e {
         ContractError::Parse { path, message } => ContractError::Invalid {
             path,
             field: "/".into(),

@@ -6,6 +6,7 @@
 //! reading any file.
 
 pub mod sample;
+pub mod synthetic;
 pub mod write;
 
 use std::path::Path;

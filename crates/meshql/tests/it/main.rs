@@ -8,3 +8,4 @@ mod common;
 mod formats;
 mod interop;
 mod sample;
+mod scale;
