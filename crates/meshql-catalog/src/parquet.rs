@@ -29,7 +29,13 @@ pub async fn open(
     let err = |e: datafusion::error::DataFusionError| CatalogError::storage(url, e);
     let is_glob = url.path().contains(['*', '?', '[']);
     let single_file = !is_glob && stores.is_object(url).await?;
-    let table_url = if single_file || is_glob {
+    let table_url = if is_glob && url.scheme() == "file" {
+        // DataFusion expands globs in local paths, not in URLs
+        let path = url
+            .to_file_path()
+            .map_err(|()| CatalogError::storage(url, "not a local path"))?;
+        ListingTableUrl::parse(path.to_string_lossy()).map_err(err)?
+    } else if single_file || is_glob {
         ListingTableUrl::parse(url.as_str()).map_err(err)?
     } else {
         ListingTableUrl::parse(as_directory(url).as_str()).map_err(err)?

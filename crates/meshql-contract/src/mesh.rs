@@ -783,3 +783,103 @@ fn best_effort_name(doc: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTRACT: &str = "apiVersion: v3.1.0\nkind: DataContract\nid: ID\nversion: 1.0.0\nstatus: active\n\
+        servers:\n  - server: s\n    type: local\n    format: parquet\n    path: data/x.parquet\n\
+        schema:\n  - name: t\n    properties:\n      - name: a\n        logicalType: integer\n";
+
+    fn mesh_with(product: &str, contracts: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("mesh.yaml"), "name: t\n").expect("write");
+        let d = dir.path().join("domains/sales");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("domain.yaml"), "name: Sales\n").expect("write");
+        std::fs::write(d.join("p.odps.yaml"), product).expect("write");
+        for id in contracts {
+            std::fs::write(d.join(format!("{id}.odcs.yaml")), CONTRACT.replace("ID", id)).expect("write");
+        }
+        dir
+    }
+
+    #[test]
+    fn ports_and_versions_become_table_names() {
+        let dir = mesh_with(
+            "apiVersion: v1.0.0\nkind: DataProduct\nid: p\nname: Order Lines\nstatus: active\noutputPorts:\n\
+             \x20 - {name: daily, version: 1.9.0, contractId: c1}\n\
+             \x20 - {name: daily, version: 1.10.0, contractId: c2}\n\
+             \x20 - {name: raw-events, version: 2.0.0, contractId: c1}\n",
+            &["c1", "c2"],
+        );
+        let mesh = MeshDefinition::load(dir.path()).expect("load");
+        let names: Vec<String> = mesh.tables.iter().map(TableEntry::qualified_name).collect();
+        assert_eq!(
+            names,
+            [
+                "sales.order_lines_daily",
+                "sales.order_lines_daily_v1_9_0",
+                "sales.order_lines_raw_events"
+            ]
+        );
+        let newest = mesh.table("sales", "order_lines_daily").expect("table");
+        assert_eq!(newest.port_version, "1.10.0");
+        assert!(mesh.tables.iter().all(|t| t.binding.is_ok()));
+    }
+
+    #[test]
+    fn missing_contract_and_bad_pin_are_reported_per_port() {
+        let dir = mesh_with(
+            "apiVersion: v1.0.0\nkind: DataProduct\nid: p\nname: p\nstatus: active\noutputPorts:\n\
+             \x20 - {name: a, version: 1.0.0, contractId: nowhere}\n\
+             \x20 - {name: b, version: 1.0.0, contractId: c1}\n\
+             \x20 - {name: c, version: 1.0.0}\n",
+            &["c1"],
+        );
+        let mesh = MeshDefinition::load(dir.path()).expect("load");
+        let err = |t: &str| match &mesh.table("sales", t).expect("table").binding {
+            Err(e) => e.to_string(),
+            Ok(_) => String::new(),
+        };
+        assert!(err("p_a").contains("no contract with id `nowhere`"), "{}", err("p_a"));
+        assert!(err("p_b").is_empty());
+        assert!(err("p_c").contains("names no contract"), "{}", err("p_c"));
+
+        let text = std::fs::read_to_string(dir.path().join("domains/sales/c1.odcs.yaml")).expect("read");
+        let text = text.replace(
+            "path: data/x.parquet\n",
+            "path: data/x.parquet\n    customProperties:\n      - {property: deltaVersion, value: 3}\n",
+        );
+        std::fs::write(dir.path().join("domains/sales/c1.odcs.yaml"), text).expect("write");
+        let mesh = MeshDefinition::load(dir.path()).expect("load");
+        let b = &mesh.table("sales", "p_b").expect("table").binding;
+        let msg = b.as_ref().err().map(ToString::to_string).unwrap_or_default();
+        assert!(
+            msg.contains("/servers/0/customProperties") && msg.contains("deltaVersion"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicate_contract_ids_are_ambiguous() {
+        let dir = mesh_with(
+            "apiVersion: v1.0.0\nkind: DataProduct\nid: p\nname: p\nstatus: active\noutputPorts:\n\
+             \x20 - {name: a, version: 1.0.0, contractId: c1}\n",
+            &["c1"],
+        );
+        let d = dir.path().join("domains/sales/contracts");
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(d.join("again.odcs.yaml"), CONTRACT.replace("ID", "c1")).expect("write");
+        let mesh = MeshDefinition::load(dir.path()).expect("load");
+        let msg = mesh.tables[0]
+            .binding
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        assert!(msg.contains("`c1` is defined more than once"), "{msg}");
+        assert_eq!(mesh.problems.len(), 1);
+    }
+}

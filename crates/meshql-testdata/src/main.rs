@@ -17,10 +17,17 @@ async fn main() -> anyhow::Result<()> {
         let per_domain: usize = per_domain.parse().context("PRODUCTS_PER_DOMAIN")?;
         let dir = PathBuf::from(dir);
         meshql_testdata::synthetic::write_mesh(&dir, domains, per_domain, "data/missing.parquet")?;
-        println!("synthetic mesh of {} products written under {}", domains * per_domain, dir.display());
+        println!(
+            "synthetic mesh of {} products written under {}",
+            domains * per_domain,
+            dir.display()
+        );
         return Ok(());
     }
-    let mesh = args.first().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("testdata/mesh"));
+    let mesh = args
+        .first()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("testdata/mesh"));
     meshql_testdata::generate(&mesh).await?;
     println!("sample data written under {}", mesh.display());
     Ok(())

@@ -187,3 +187,66 @@ async fn pinned_versions_stay_put() {
         assert_eq!(got, vec![vec![n.to_string(), (n - 1).to_string()]], "{table}");
     }
 }
+
+/// Adds a product to the `product` domain of a mesh copy, served from `path` in `format`, with
+/// the inventory contract's columns.
+fn add_inventory_variant(mesh: &Path, name: &str, format: &str, path: &str) {
+    let domain = mesh.join("domains/product");
+    let contract = std::fs::read_to_string(domain.join("contracts/inventory.odcs.yaml")).expect("read");
+    let contract = contract
+        .replace(
+            "id: urn:datacontract:product:inventory",
+            &format!("id: urn:datacontract:product:{name}"),
+        )
+        .replace("format: iceberg", &format!("format: {format}"))
+        .replace("path: domains/product/data/inventory", &format!("path: {path}"))
+        .replace("  - name: inventory\n", &format!("  - name: {name}\n"));
+    std::fs::write(domain.join(format!("contracts/{name}.odcs.yaml")), contract).expect("write");
+    let product = std::fs::read_to_string(domain.join("products/inventory.odps.yaml")).expect("read");
+    let product = product
+        .replace(
+            "id: urn:dataproduct:product:inventory",
+            &format!("id: urn:dataproduct:product:{name}"),
+        )
+        .replace("name: inventory", &format!("name: {name}"))
+        .replace(
+            "contractId: urn:datacontract:product:inventory",
+            &format!("contractId: urn:datacontract:product:{name}"),
+        );
+    std::fs::write(domain.join(format!("products/{name}.odps.yaml")), product).expect("write");
+}
+
+#[tokio::test]
+async fn iceberg_metadata_file_locations_and_parquet_globs() {
+    let dir = copy_of_sample();
+    let metadata = dir.path().join("domains/product/data/inventory/metadata");
+    let mut files: Vec<String> = std::fs::read_dir(&metadata)
+        .expect("metadata dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".metadata.json"))
+        .collect();
+    files.sort();
+    // 00000: created, 00001: first snapshot (AMS, NYC), 00002: second snapshot (SIN)
+    add_inventory_variant(
+        dir.path(),
+        "inventory_first",
+        "iceberg",
+        &format!("domains/product/data/inventory/metadata/{}", files[1]),
+    );
+    // the Iceberg table's data files, read as plain Parquet through a glob
+    add_inventory_variant(
+        dir.path(),
+        "inventory_files",
+        "parquet",
+        "domains/product/data/inventory/data/s1-*.parquet",
+    );
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let got = query(
+        &mesh,
+        "SELECT count(*), count(DISTINCT warehouse) FROM mesh.product.inventory_first",
+    )
+    .await;
+    assert_eq!(got, vec![vec!["100".to_string(), "2".into()]]);
+    let got = query(&mesh, "SELECT DISTINCT warehouse FROM mesh.product.inventory_files").await;
+    assert_eq!(got, vec![vec!["SIN".to_string()]]);
+}
