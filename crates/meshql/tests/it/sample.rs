@@ -192,3 +192,41 @@ async fn statements_other_than_queries_are_refused() {
         "{err}"
     );
 }
+
+/// The README's quick-start query: hive-partitioned Parquet ⋈ Parquet ⋈ Delta, filtered by an
+/// Iceberg subquery — all three formats in one statement.
+#[tokio::test]
+async fn the_readme_quick_start_query() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+    let start = readme
+        .find("query --mesh testdata/mesh \"")
+        .expect("quick-start command")
+        + "query --mesh testdata/mesh \"".len();
+    let sql = &readme[start..start + readme[start..].find('"').expect("closing quote")];
+
+    let s = Sample::generate();
+    let good_days: std::collections::HashSet<i32> = s
+        .campaigns
+        .iter()
+        .filter(|c| c.channel == "email" && c.conversions > 40)
+        .map(|c| c.day)
+        .collect();
+    let region: HashMap<i64, &str> = s.customers.iter().map(|c| (c.customer_id, c.region.as_str())).collect();
+    let category: HashMap<i64, &str> = s.products.iter().map(|p| (p.product_id, p.category.as_str())).collect();
+    let mut groups: HashMap<(&str, &str), (i64, i64)> = HashMap::new();
+    for o in s.orders.iter().filter(|o| good_days.contains(&o.order_date)) {
+        let e = groups
+            .entry((region[&o.customer_id], category[&o.product_id]))
+            .or_default();
+        e.0 += 1;
+        e.1 += o.amount_cents;
+    }
+    let mut expected: Vec<(i64, Vec<String>)> = groups
+        .into_iter()
+        .map(|((r, c), (n, cents))| (cents, vec![r.to_string(), c.to_string(), n.to_string(), money(cents)]))
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0));
+    let expected: Vec<Vec<String>> = expected.into_iter().take(10).map(|(_, row)| row).collect();
+    assert!(!good_days.is_empty());
+    assert_eq!(query(&sample_mesh(), sql).await, expected, "{sql}");
+}
