@@ -225,7 +225,7 @@ async fn the_readme_quick_start_query() {
         .into_iter()
         .map(|((r, c), (n, cents))| (cents, vec![r.to_string(), c.to_string(), n.to_string(), money(cents)]))
         .collect();
-    expected.sort_by(|a, b| b.0.cmp(&a.0));
+    expected.sort_by_key(|e| std::cmp::Reverse(e.0));
     let expected: Vec<Vec<String>> = expected.into_iter().take(10).map(|(_, row)| row).collect();
     assert!(!good_days.is_empty());
     assert_eq!(query(&sample_mesh(), sql).await, expected, "{sql}");
