@@ -124,7 +124,11 @@ fn contact_suffix(contact: &Option<String>) -> String {
 impl ProductUnavailable {
     pub fn new(entry: &TableEntry, err: CatalogError) -> Self {
         let product = &entry.product;
-        let contact = match (product.owner(), product.support_channel()) {
+        // The product's own support channel, else the one its contract names.
+        let support = product
+            .support_channel()
+            .or_else(|| entry.binding.as_ref().ok().and_then(|b| b.contract.support_channel()));
+        let contact = match (product.owner(), support) {
             (Some(o), Some(s)) => Some(format!("{o}, {s}")),
             (Some(o), None) => Some(o.to_string()),
             (None, Some(s)) => Some(s.to_string()),

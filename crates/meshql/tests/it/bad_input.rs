@@ -177,3 +177,26 @@ async fn a_directory_that_is_not_a_mesh_is_an_error() {
     let err = Mesh::open(dir.path()).expect_err("not a mesh");
     assert!(err.to_string().contains("mesh.yaml"), "{err}");
 }
+
+#[tokio::test]
+async fn whom_to_ask_falls_back_to_the_contract_support_channel() {
+    let dir = copy_of_sample();
+    edit(
+        &dir.path().join("domains/product/products/catalog.odps.yaml"),
+        "support:\n  - channel: \"#merchandising-data\"\n    url: https://chat.example.com/channels/merchandising-data\n",
+        "",
+    );
+    edit(
+        &dir.path().join("domains/product/contracts/catalog.odcs.yaml"),
+        "- name: sku",
+        "- name: stock_keeping_unit",
+    );
+    let mesh = Mesh::open(dir.path()).expect("opens");
+    let err = query_error(&mesh, "SELECT * FROM mesh.product.catalog").await;
+    assert!(
+        err.contains(
+            "contact the product owner: merchandising-team, https://chat.example.com/channels/merchandising-data"
+        ),
+        "{err}"
+    );
+}
