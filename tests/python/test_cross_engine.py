@@ -6,6 +6,8 @@ expected answers are computed by other engines and readers than meshql's.
 """
 
 import decimal
+import hashlib
+import hmac
 import subprocess
 
 import duckdb
@@ -57,10 +59,14 @@ def duckdb_tables(mesh):
     }
 
 
-def meshql_rows(meshql_bin, mesh, sql, tmp_path):
+# The sample policies let `analysts` read every product; `pii-readers` lifts the PII masks.
+ANALYST = ["--group", "analysts", "--group", "pii-readers"]
+
+
+def meshql_rows(meshql_bin, mesh, sql, tmp_path, principal=ANALYST):
     out = tmp_path / "result.arrow"
     subprocess.run(
-        [meshql_bin, "query", "--mesh", str(mesh), "--format", "arrow", "--output", str(out), sql],
+        [meshql_bin, "query", "--mesh", str(mesh), *principal, "--format", "arrow", "--output", str(out), sql],
         check=True,
         capture_output=True,
         text=True,
@@ -91,7 +97,7 @@ def test_cli_reports_a_broken_product_and_serves_the_rest(meshql_bin, mesh_copy,
     assert "`state` is in the contract but not in storage" in check.stdout
 
     broken = subprocess.run(
-        [meshql_bin, "query", "--mesh", str(mesh_copy), "SELECT * FROM mesh.order.shipments"],
+        [meshql_bin, "query", "--mesh", str(mesh_copy), *ANALYST, "SELECT * FROM mesh.order.shipments"],
         capture_output=True,
         text=True,
     )
@@ -101,3 +107,35 @@ def test_cli_reports_a_broken_product_and_serves_the_rest(meshql_bin, mesh_copy,
 
     rows = meshql_rows(meshql_bin, mesh_copy, "SELECT count(*) AS n FROM mesh.order.transactions", tmp_path)
     assert rows == [(2000,)]
+
+
+def test_masks_and_row_filters_match_an_independent_computation(meshql_bin, mesh_dir, tmp_path):
+    """A support agent in EU: the sample's policies, recomputed here with Python's hmac and DuckDB."""
+    key = (mesh_dir / "secrets" / "demo-hash.key").read_bytes().strip()
+    profiles = mesh_dir / "domains" / "customer" / "data" / "profiles.parquet"
+    expected = [
+        (cid, hmac.new(key, email.encode(), hashlib.sha256).hexdigest(), "*" * (len(phone) - 4) + phone[-4:], region)
+        for cid, email, phone, region in duckdb.sql(
+            f"SELECT customer_id, email, phone, region FROM read_parquet('{profiles}') "
+            "WHERE (region = 'EU' OR segment = 'business') AND customer_id > 0 ORDER BY customer_id"
+        ).fetchall()
+    ]
+    got = meshql_rows(
+        meshql_bin,
+        mesh_dir,
+        "SELECT customer_id, email, phone, region FROM mesh.customer.profiles ORDER BY customer_id",
+        tmp_path,
+        principal=["--user", "sam", "--group", "support", "--attr", "region=EU"],
+    )
+    assert got == expected
+    assert 0 < len(got) < 200
+
+
+def test_a_denied_query_fails_and_names_whom_to_ask(meshql_bin, mesh_dir):
+    denied = subprocess.run(
+        [meshql_bin, "query", "--mesh", str(mesh_dir), "--group", "contractors", "SELECT * FROM mesh.customer.profiles"],
+        capture_output=True,
+        text=True,
+    )
+    assert denied.returncode != 0
+    assert "access denied" in denied.stderr and "customer-data-team" in denied.stderr, denied.stderr

@@ -123,21 +123,25 @@ fn contact_suffix(contact: &Option<String>) -> String {
 
 impl ProductUnavailable {
     pub fn new(entry: &TableEntry, err: CatalogError) -> Self {
+        ProductUnavailable {
+            table: format!("mesh.{}", entry.qualified_name()),
+            reason: err.to_string(),
+            contact: Self::contact(entry),
+        }
+    }
+
+    /// Whom to ask about a product: its owner and support channel (the product's own, else the
+    /// one its contract names).
+    pub fn contact(entry: &TableEntry) -> Option<String> {
         let product = &entry.product;
-        // The product's own support channel, else the one its contract names.
         let support = product
             .support_channel()
             .or_else(|| entry.binding.as_ref().ok().and_then(|b| b.contract.support_channel()));
-        let contact = match (product.owner(), support) {
+        match (product.owner(), support) {
             (Some(o), Some(s)) => Some(format!("{o}, {s}")),
             (Some(o), None) => Some(o.to_string()),
             (None, Some(s)) => Some(s.to_string()),
             (None, None) => None,
-        };
-        ProductUnavailable {
-            table: format!("mesh.{}", entry.qualified_name()),
-            reason: err.to_string(),
-            contact,
         }
     }
 }

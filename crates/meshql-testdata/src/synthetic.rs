@@ -1,6 +1,10 @@
 //! A synthetic mesh of many products, for scale tests and benchmarks: `domains` domains with
 //! `per_domain` products each, every product a Parquet output port with its own contract. The
 //! data locations need not exist: opening a mesh must not touch them.
+//!
+//! Policies: everyone discovers, `analysts` read everything; each domain adds four rules (its
+//! team reads unmasked, a regional grant with a row filter, a mask for everyone else) plus a
+//! restriction on each of its first ten products — hundreds of rules for a mesh of thousands.
 
 use std::path::Path;
 
@@ -10,6 +14,12 @@ use anyhow::Result;
 pub fn write_mesh(dir: &Path, domains: usize, per_domain: usize, data_location: &str) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("mesh.yaml"), "name: synthetic\nmetadataRefreshSeconds: 60\n")?;
+    std::fs::write(
+        dir.join("policies.yaml"),
+        "rules:\n  - {name: everyone-discovers, principals: '*', resource: '*', grant: [discover]}\n\
+         \x20 - {name: analysts-read, principals: {groups: [analysts]}, resource: '*', grant: [select]}\n\
+         tagRules:\n  - {name: internal-to-contractors, classification: internal, principals: {groups: [contractors]}, deny: [select]}\n",
+    )?;
     for d in 0..domains {
         let domain = format!("domain_{d:03}");
         let root = dir.join("domains").join(&domain);
@@ -19,6 +29,19 @@ pub fn write_mesh(dir: &Path, domains: usize, per_domain: usize, data_location: 
             root.join("domain.yaml"),
             format!("name: {domain}\nowner: team-{d}\ndescription: synthetic domain {d}\n"),
         )?;
+        let mut policies = format!(
+            "rules:\n\
+             \x20 - {{name: team-reads, principals: {{groups: [team-{d}]}}, resource: '{domain}.*', grant: [select]}}\n\
+             \x20 - {{name: regional-grant, principals: {{groups: [regional]}}, resource: '{domain}.*', grant: [select], rowFilter: \"value = ${{principal.region}}\"}}\n\
+             \x20 - {{name: value-masked, principals: '*', except: {{groups: [team-{d}]}}, resource: '{domain}.*', masks: {{value: {{type: showFirst, n: 2}}}}}}\n\
+             \x20 - {{name: no-interns, principals: {{groups: [interns]}}, resource: '{domain}.*', deny: [select]}}\n"
+        );
+        for p in 0..per_domain.min(10) {
+            policies.push_str(&format!(
+                "  - {{name: positive-ids-{p}, principals: '*', resource: '{domain}.product_{p:05}', rowFilter: 'id >= 0'}}\n"
+            ));
+        }
+        std::fs::write(root.join("policies.yaml"), policies)?;
         for p in 0..per_domain {
             let product = format!("product_{p:05}");
             let contract_id = format!("urn:datacontract:{domain}:{product}");

@@ -53,25 +53,38 @@ pub(crate) async fn run(mesh: &Mesh) -> CheckReport {
         .map(|product| async move {
             let entry = product.entry();
             let storage = entry.binding.as_ref().ok().map(|b| &b.storage);
+            let mut policy_problems = Vec::new();
             let status = match catalog.open(&entry.domain, &entry.name).await {
-                Ok(t) => ProductStatus::Ok {
-                    warnings: t.conformance.warnings,
-                    version: t.version,
-                },
+                Ok(t) => {
+                    let columns = crate::governed::columns_of(entry);
+                    policy_problems = mesh.policies().lint(&entry.domain, &entry.name, &columns, &t.provider.schema());
+                    ProductStatus::Ok {
+                        warnings: t.conformance.warnings,
+                        version: t.version,
+                    }
+                }
                 Err(e) => ProductStatus::Unavailable(e.reason),
             };
-            ProductCheck {
+            let check = ProductCheck {
                 table: format!("mesh.{}", entry.qualified_name()),
                 format: storage.map(|s| s.format),
                 location: storage.map(|s| s.location.clone()),
                 status,
-            }
+            };
+            (check, policy_problems)
         })
         .buffered(4)
         .collect::<Vec<_>>()
         .await;
+    let mut problems: Vec<String> = mesh.definition().problems.iter().map(ToString::to_string).collect();
+    problems.extend(mesh.policies().problems().iter().map(|p| format!("policies not loaded: {p}")));
+    let mut checks = Vec::with_capacity(products.len());
+    for (check, policy_problems) in products {
+        problems.extend(policy_problems);
+        checks.push(check);
+    }
     CheckReport {
-        problems: mesh.definition().problems.iter().map(ToString::to_string).collect(),
-        products,
+        problems,
+        products: checks,
     }
 }

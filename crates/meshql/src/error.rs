@@ -12,6 +12,10 @@ pub enum Error {
     #[error(transparent)]
     Unavailable(#[from] ProductUnavailable),
 
+    /// The principal may not read a product the query names. Says which, why and whom to ask.
+    #[error("{0}")]
+    AccessDenied(String),
+
     /// The statement is not one meshql runs (DDL, DML, settings, …).
     #[error("{0}")]
     NotAllowed(String),

@@ -5,6 +5,7 @@
 //! use meshql::{Mesh, Principal};
 //!
 //! let mesh = Mesh::open("testdata/mesh")?;
+//! // Principals come from your application's authentication; policies decide what they see.
 //! let session = mesh.session(Principal::new("alice").with_group("analysts"));
 //! let batches = session
 //!     .sql("SELECT region, count(*) FROM mesh.customer.profiles GROUP BY region")
@@ -20,6 +21,7 @@
 
 mod check;
 mod error;
+mod governed;
 mod session;
 
 use std::path::Path;
@@ -33,7 +35,7 @@ pub use check::{CheckReport, ProductCheck, ProductStatus};
 pub use error::Error;
 pub use meshql_catalog::ProductUnavailable;
 pub use meshql_contract as contract;
-pub use meshql_policy::Principal;
+pub use meshql_policy::{PolicySet, Principal};
 pub use session::{QueryResult, Session};
 
 /// An opened mesh. Cheap to clone; share one per process.
@@ -45,6 +47,7 @@ pub struct Mesh {
 #[derive(Debug)]
 struct MeshInner {
     catalog: Arc<MeshCatalog>,
+    policies: Arc<PolicySet>,
     runtime: Arc<RuntimeEnv>,
 }
 
@@ -61,13 +64,28 @@ impl Mesh {
         Self::from_definition(definition)
     }
 
-    /// Serves an already loaded definition.
+    /// Serves an already loaded definition, with the policy files found in its directory.
     pub fn from_definition(definition: MeshDefinition) -> Result<Mesh, Error> {
+        let policies = PolicySet::load(&definition);
+        Self::with_policies(definition, policies)
+    }
+
+    /// Serves an already loaded definition under `policies`.
+    pub fn with_policies(definition: MeshDefinition, policies: PolicySet) -> Result<Mesh, Error> {
         let runtime = RuntimeEnvBuilder::new().build_arc()?;
         let catalog = Arc::new(MeshCatalog::new(Arc::new(definition), runtime.clone()));
         Ok(Mesh {
-            inner: Arc::new(MeshInner { catalog, runtime }),
+            inner: Arc::new(MeshInner {
+                catalog,
+                policies: Arc::new(policies),
+                runtime,
+            }),
         })
+    }
+
+    /// The access policies every session of this mesh enforces.
+    pub fn policies(&self) -> &Arc<PolicySet> {
+        &self.inner.policies
     }
 
     /// What the mesh defines: settings, domains, products, contracts, load problems.
@@ -75,7 +93,9 @@ impl Mesh {
         self.inner.catalog.definition()
     }
 
-    /// The DataFusion catalog of the mesh, for embedding in an existing `SessionContext`.
+    /// The unrestricted DataFusion catalog of the mesh: every product, no policies. For trusted
+    /// code only (checks, administration); principals get [`Mesh::session`], which enforces the
+    /// policies.
     pub fn catalog(&self) -> &Arc<MeshCatalog> {
         &self.inner.catalog
     }

@@ -12,8 +12,10 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use meshql_catalog::MESH_CATALOG;
-use meshql_policy::Principal;
+use meshql_policy::enforce::{analyzer_rules, optimizer_rules, GovernedQueryPlanner};
+use meshql_policy::{PolicyCheck, Principal};
 
+use crate::governed::{refusal_message, GovernedCatalog, Governance};
 use crate::{Error, Mesh};
 
 /// A principal's session on a mesh. Create one per user connection; it is cheap.
@@ -21,6 +23,8 @@ use crate::{Error, Mesh};
 pub struct Session {
     mesh: Mesh,
     principal: Arc<Principal>,
+    admin: bool,
+    governance: Arc<Governance>,
     ctx: SessionContext,
 }
 
@@ -34,22 +38,42 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(mesh: Mesh, principal: Principal) -> Self {
-        let config = SessionConfig::new()
+        let principal = Arc::new(principal);
+        let admin = mesh.policies().is_admin(&principal);
+        let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(MESH_CATALOG, "public");
+        // Physical plans name files and partitions, including ones the row filter hides.
+        config.options_mut().explain.logical_plan_only = !admin;
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(mesh.runtime().clone())
             .with_default_features()
+            .with_analyzer_rules(analyzer_rules())
+            .with_optimizer_rules(optimizer_rules())
+            .with_query_planner(Arc::new(GovernedQueryPlanner))
             .build();
         let ctx = SessionContext::new_with_state(state);
-        ctx.register_catalog(MESH_CATALOG, mesh.catalog().clone());
+        let governance = Arc::new(Governance::new(
+            mesh.catalog().clone(),
+            mesh.policies().clone(),
+            principal.clone(),
+        ));
+        // The only catalog of the session: the mesh as this principal may see it.
+        ctx.register_catalog(MESH_CATALOG, Arc::new(GovernedCatalog::new(governance.clone())));
         Session {
             mesh,
-            principal: Arc::new(principal),
+            principal,
+            admin,
+            governance,
             ctx,
         }
+    }
+
+    /// Whether the principal has the administrator role (EXPLAIN ANALYZE, physical plans).
+    pub fn is_admin(&self) -> bool {
+        self.admin
     }
 
     pub fn principal(&self) -> &Principal {
@@ -69,15 +93,19 @@ impl Session {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
-        refuse_non_queries(&statement)?;
-        self.ensure_available(&statement).await?;
+        refuse_non_queries(&statement, self.admin)?;
+        self.ensure_readable(&statement).await?;
         let plan = state.statement_to_plan(statement).await?;
+        // Refuse now, before anything is read, rather than when the result is pulled.
+        PolicyCheck::check(&plan)?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         Ok(QueryResult { df })
     }
 
-    /// Every mesh product the statement reads must be servable; otherwise fail with its reason.
-    async fn ensure_available(&self, statement: &Statement) -> Result<(), Error> {
+    /// Every mesh product the statement names must be readable by the principal and servable;
+    /// otherwise fail with the reason and whom to ask. Products the principal may not discover
+    /// are left to the planner, which does not find them.
+    async fn ensure_readable(&self, statement: &Statement) -> Result<(), Error> {
         let state = self.ctx.state();
         let defaults = &state.config().options().catalog;
         let mut seen = BTreeSet::new();
@@ -86,16 +114,36 @@ impl Session {
             if resolved.catalog.as_ref() != MESH_CATALOG || !seen.insert(resolved.to_string()) {
                 continue;
             }
-            if self.mesh.catalog().product(&resolved.schema, &resolved.table).is_some() {
-                self.mesh.catalog().open(&resolved.schema, &resolved.table).await?;
+            let Some(decision) = self.governance.decision(&resolved.schema, &resolved.table) else {
+                continue;
+            };
+            if !decision.discover {
+                continue;
             }
+            if let Err(refusal) = &decision.select {
+                if let Some(p) = self.mesh.catalog().product(&resolved.schema, &resolved.table) {
+                    return Err(Error::AccessDenied(refusal_message(
+                        p.entry(),
+                        &self.principal,
+                        &refusal.to_string(),
+                    )));
+                }
+            }
+            self.mesh.catalog().open(&resolved.schema, &resolved.table).await?;
         }
         Ok(())
     }
 }
 
-fn refuse_non_queries(statement: &Statement) -> Result<(), Error> {
+fn refuse_non_queries(statement: &Statement, admin: bool) -> Result<(), Error> {
     use datafusion::sql::sqlparser::ast::Statement as Sql;
+    if let Statement::Explain(e) = statement {
+        if (e.analyze || e.verbose) && !admin {
+            return Err(Error::NotAllowed(
+                "EXPLAIN ANALYZE and EXPLAIN VERBOSE are for administrators: their metrics and plans describe rows and files your access policies hide".into(),
+            ));
+        }
+    }
     let allowed = match statement {
         Statement::Statement(s) => matches!(
             s.as_ref(),

@@ -34,8 +34,22 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Reads every product of the sample mesh unmasked (the sample policies grant `analysts`
+/// select everywhere; `pii-readers` lifts the PII masks).
 pub fn analyst() -> Principal {
-    Principal::new("test-analyst").with_group("analysts")
+    Principal::new("test-analyst").with_groups(["analysts", "pii-readers"])
+}
+
+/// An administrator who can also read everything: sees physical plans in EXPLAIN.
+pub fn admin() -> Principal {
+    Principal::new("test-admin").with_groups(["platform-admins", "analysts", "pii-readers"])
+}
+
+/// Runs `sql` as `principal` and returns the rows, or the error text.
+pub async fn query_as(mesh: &Mesh, principal: Principal, sql: &str) -> Result<Vec<Vec<String>>, String> {
+    let result = mesh.session(principal).sql(sql).await.map_err(|e| e.to_string())?;
+    let batches = result.collect().await.map_err(|e| e.to_string())?;
+    Ok(rows(&batches))
 }
 
 /// Runs `sql` and returns the rows as strings (Arrow's display formatting).
@@ -83,8 +97,9 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
 
 /// The EXPLAIN text (logical and physical plan) of `sql`.
 pub async fn explain(mesh: &Mesh, sql: &str) -> String {
-    query(mesh, &format!("EXPLAIN {sql}"))
+    query_as(mesh, admin(), &format!("EXPLAIN {sql}"))
         .await
+        .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"))
         .into_iter()
         .map(|r| r.join("\n"))
         .collect::<Vec<_>>()

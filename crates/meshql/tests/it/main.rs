@@ -7,5 +7,6 @@ mod bad_input;
 mod common;
 mod formats;
 mod interop;
+mod policies;
 mod sample;
 mod scale;

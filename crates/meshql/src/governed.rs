@@ -1,0 +1,244 @@
+//! The `mesh` catalog as one principal sees it.
+//!
+//! Each session registers only this catalog: products the principal may not discover do not
+//! exist in it (not in `information_schema`, `SHOW TABLES`, errors or EXPLAIN), products it may
+//! discover but not read resolve to a refusal that fails the query at plan time, and readable
+//! products resolve to their governed plan (see [`meshql_policy::enforce`]).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::{Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::TableReference;
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::TableType;
+use meshql_catalog::{MeshCatalog, ProductUnavailable, MESH_CATALOG};
+use meshql_contract::TableEntry;
+use meshql_policy::enforce::governed_plan;
+use meshql_policy::{ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
+
+/// What a principal's catalog knows: the mesh, the policies, the principal, and decisions
+/// already taken (the session is bound to one principal and one policy version, so that is the
+/// cache key).
+#[derive(Debug)]
+pub(crate) struct Governance {
+    pub catalog: Arc<MeshCatalog>,
+    pub policies: Arc<PolicySet>,
+    pub principal: Arc<Principal>,
+    decisions: Mutex<HashMap<(String, String), Arc<Decision>>>,
+}
+
+impl Governance {
+    pub fn new(catalog: Arc<MeshCatalog>, policies: Arc<PolicySet>, principal: Arc<Principal>) -> Self {
+        Governance {
+            catalog,
+            policies,
+            principal,
+            decisions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The decision for `domain.name`, if the mesh has that product.
+    pub fn decision(&self, domain: &str, name: &str) -> Option<Arc<Decision>> {
+        let product = self.catalog.product(domain, name)?;
+        let key = (domain.to_string(), name.to_string());
+        if let Some(d) = self.decisions.lock().ok()?.get(&key) {
+            return Some(d.clone());
+        }
+        let d = Arc::new(decide(&self.policies, &self.principal, product.entry()));
+        if let Ok(mut cache) = self.decisions.lock() {
+            cache.insert(key, d.clone());
+        }
+        Some(d)
+    }
+
+    pub fn discoverable(&self, domain: &str, name: &str) -> bool {
+        self.decision(domain, name).is_some_and(|d| d.discover)
+    }
+
+    fn domain_visible(&self, domain: &str) -> bool {
+        self.catalog
+            .products()
+            .filter(|p| p.entry().domain == domain)
+            .any(|p| self.discoverable(domain, &p.entry().name))
+    }
+}
+
+/// The columns of a product's contract, as policies see them.
+pub(crate) fn columns_of(entry: &TableEntry) -> Vec<ColumnInfo> {
+    entry
+        .binding
+        .as_ref()
+        .map(|b| {
+            b.schema
+                .properties
+                .iter()
+                .map(|p| ColumnInfo {
+                    name: p.name.clone(),
+                    classification: p.classification.clone(),
+                    tags: p.tags.clone(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn decide(policies: &PolicySet, principal: &Principal, entry: &TableEntry) -> Decision {
+    let columns = columns_of(entry);
+    policies.decide(
+        principal,
+        &ProductRef {
+            domain: &entry.domain,
+            name: &entry.name,
+            columns: &columns,
+        },
+    )
+}
+
+/// The refusal text for a product the principal may see but not read.
+pub(crate) fn refusal_message(entry: &TableEntry, principal: &Principal, why: &str) -> String {
+    let contact = ProductUnavailable::contact(entry)
+        .map(|c| format!("; to request access, contact the product owner: {c}"))
+        .unwrap_or_default();
+    format!(
+        "access denied: '{}' may not read mesh.{}: {why}{contact}",
+        principal.id(),
+        entry.qualified_name()
+    )
+}
+
+/// The principal's `mesh` catalog.
+#[derive(Debug)]
+pub(crate) struct GovernedCatalog {
+    gov: Arc<Governance>,
+}
+
+impl GovernedCatalog {
+    pub fn new(gov: Arc<Governance>) -> Self {
+        GovernedCatalog { gov }
+    }
+}
+
+impl CatalogProvider for GovernedCatalog {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema_names(&self) -> Vec<String> {
+        self.gov
+            .catalog
+            .schema_names()
+            .into_iter()
+            .filter(|d| self.gov.domain_visible(d))
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.gov.domain_visible(name).then(|| {
+            Arc::new(GovernedSchema {
+                domain: name.to_string(),
+                gov: self.gov.clone(),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+
+    fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
+        self.gov.catalog.register_schema(name, _schema)
+    }
+}
+
+/// One domain, as the principal sees it.
+#[derive(Debug)]
+struct GovernedSchema {
+    domain: String,
+    gov: Arc<Governance>,
+}
+
+#[async_trait]
+impl SchemaProvider for GovernedSchema {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn table_names(&self) -> Vec<String> {
+        self.gov
+            .catalog
+            .products()
+            .map(|p| p.entry())
+            .filter(|e| e.domain == self.domain && self.gov.discoverable(&e.domain, &e.name))
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        let Some(decision) = self.gov.decision(&self.domain, name).filter(|d| d.discover) else {
+            return Ok(None);
+        };
+        let Some(product) = self.gov.catalog.product(&self.domain, name) else {
+            return Ok(None);
+        };
+        let entry = product.entry();
+        let Some(base) = self.gov.catalog.schema(&self.domain) else {
+            return Ok(None);
+        };
+        let Some(base) = base.table(name).await? else {
+            return Ok(None);
+        };
+        let visible_schema = || -> SchemaRef {
+            let schema = base.schema();
+            Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !decision.hidden.contains(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let access = match &decision.select {
+            Ok(access) => access,
+            Err(refusal) => {
+                let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
+                return Ok(Some(Arc::new(GovernedTable::refused(visible_schema(), msg))));
+            }
+        };
+        let table = TableReference::full(MESH_CATALOG, self.domain.as_str(), name);
+        match governed_plan(&table, base.clone(), access, &self.gov.principal, &self.gov.policies) {
+            Ok(plan) => Ok(Some(Arc::new(GovernedTable::served(plan)))),
+            Err(e) => {
+                tracing::error!(table = %table, error = %e, "policy cannot be applied: refusing reads");
+                let msg = refusal_message(
+                    entry,
+                    &self.gov.principal,
+                    &format!("its access policies cannot be applied ({e}), so it is not served"),
+                );
+                Ok(Some(Arc::new(GovernedTable::refused(visible_schema(), msg))))
+            }
+        }
+    }
+
+    async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
+        Ok(self.table_exist(name).then_some(TableType::Base))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.gov.discoverable(&self.domain, name)
+    }
+
+    fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        Err(read_only(&self.domain, &name))
+    }
+
+    fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
+        Err(read_only(&self.domain, name))
+    }
+}
+
+fn read_only(domain: &str, name: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "cannot create or change table mesh.{domain}.{name}: the mesh catalog is defined by the domains' contracts, not by SQL"
+    ))
+}
