@@ -41,7 +41,10 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::NotGranted => f.write_str("no policy grants you select on it"),
             Refusal::Denied { rule } => write!(f, "denied by policy rule '{rule}'"),
-            Refusal::Broken { reason } => write!(f, "its access policies cannot be applied ({reason}), so it is not served"),
+            Refusal::Broken { reason } => write!(
+                f,
+                "its access policies cannot be applied ({reason}), so it is not served"
+            ),
         }
     }
 }
@@ -123,12 +126,14 @@ impl PolicySet {
 
         // Product-wide denies.
         let product_deny = |p: Privilege| {
-            rules.iter().find(|r| {
-                matches!(&r.effect, Effect::Deny { privileges, columns: None } if privileges.contains(&p))
-            })
+            rules
+                .iter()
+                .find(|r| matches!(&r.effect, Effect::Deny { privileges, columns: None } if privileges.contains(&p)))
         };
         if let Some(rule) = product_deny(Privilege::Discover) {
-            return Decision::invisible(Refusal::Denied { rule: rule.name.clone() });
+            return Decision::invisible(Refusal::Denied {
+                rule: rule.name.clone(),
+            });
         }
         let grants: Vec<(&Rule, &BTreeSet<Privilege>, &Option<Vec<String>>, &Option<String>)> = rules
             .iter()
@@ -162,7 +167,13 @@ impl PolicySet {
         for t in &tag_rules {
             if let TagAction::Deny(p) = &t.action {
                 if p.contains(&Privilege::Discover) {
-                    hidden.extend(product.columns.iter().filter(|c| t.matcher.matches(c)).map(|c| c.name.clone()));
+                    hidden.extend(
+                        product
+                            .columns
+                            .iter()
+                            .filter(|c| t.matcher.matches(c))
+                            .map(|c| c.name.clone()),
+                    );
                 }
             }
         }
@@ -173,7 +184,9 @@ impl PolicySet {
         };
 
         if let Some(rule) = product_deny(Privilege::Select) {
-            return decision(Err(Refusal::Denied { rule: rule.name.clone() }));
+            return decision(Err(Refusal::Denied {
+                rule: rule.name.clone(),
+            }));
         }
         let selects: Vec<_> = grants.iter().filter(|g| g.1.contains(&Privilege::Select)).collect();
         if selects.is_empty() {
@@ -247,7 +260,12 @@ impl PolicySet {
         let columns = product
             .columns
             .iter()
-            .map(|c| (c.name.clone(), self.column_access(c, &rules, &tag_rules, &hidden, all_columns, &granted, &table)))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    self.column_access(c, &rules, &tag_rules, &hidden, all_columns, &granted, &table),
+                )
+            })
             .collect();
         decision(Ok(Access {
             columns,
@@ -284,12 +302,16 @@ impl PolicySet {
             })
             .or_else(|| {
                 tag_rules.iter().find_map(|t| match &t.action {
-                    TagAction::Deny(p) if p.contains(&Privilege::Select) && t.matcher.matches(column) => Some(t.name.clone()),
+                    TagAction::Deny(p) if p.contains(&Privilege::Select) && t.matcher.matches(column) => {
+                        Some(t.name.clone())
+                    }
                     _ => None,
                 })
             });
         if let Some(rule) = denied_by {
-            return ColumnAccess::Denied(format!("column '{name}' of {table} is denied to you by policy rule '{rule}'"));
+            return ColumnAccess::Denied(format!(
+                "column '{name}' of {table} is denied to you by policy rule '{rule}'"
+            ));
         }
         if !all_columns && !granted.contains(name) {
             return ColumnAccess::Denied(format!("column '{name}' of {table} is not granted to you"));

@@ -150,15 +150,35 @@ fn select_grant_and_masks_global_over_local() {
     assert!(a.restrictions.is_empty());
     assert_eq!(column(a, "id"), &ColumnAccess::Plain);
     // Global rule beats the domain's redact.
-    assert!(matches!(column(a, "email"), ColumnAccess::Masked { spec: MaskSpec::Hash { .. }, rule } if rule == "global-email-mask"));
+    assert!(
+        matches!(column(a, "email"), ColumnAccess::Masked { spec: MaskSpec::Hash { .. }, rule } if rule == "global-email-mask")
+    );
     // Tag rule (global layer).
-    assert!(matches!(column(a, "name"), ColumnAccess::Masked { spec: MaskSpec::ShowFirst { n: 1 }, .. }));
+    assert!(matches!(
+        column(a, "name"),
+        ColumnAccess::Masked {
+            spec: MaskSpec::ShowFirst { n: 1 },
+            ..
+        }
+    ));
     // Domain mask where no global one applies.
-    assert!(matches!(column(a, "segment"), ColumnAccess::Masked { spec: MaskSpec::Nullify, .. }));
+    assert!(matches!(
+        column(a, "segment"),
+        ColumnAccess::Masked {
+            spec: MaskSpec::Nullify,
+            ..
+        }
+    ));
     // `except` lifts the global masks, the domain's still apply.
     let reader = Principal::new("p").with_groups(["analysts", "pii-readers"]);
     let d = decide(&reader, "customer", "profiles");
-    assert!(matches!(column(access(&d), "email"), ColumnAccess::Masked { spec: MaskSpec::Redact { .. }, .. }));
+    assert!(matches!(
+        column(access(&d), "email"),
+        ColumnAccess::Masked {
+            spec: MaskSpec::Redact { .. },
+            ..
+        }
+    ));
     assert_eq!(column(access(&d), "name"), &ColumnAccess::Plain);
 }
 
@@ -200,7 +220,10 @@ fn grant_filters_or_restrictions_and_columns_union() {
     let a = access(&d);
     let grants = a.grant_filters.as_ref().expect("filtered grants");
     assert_eq!(grants.len(), 2);
-    assert_eq!(a.restrictions.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(), vec!["not-test-rows"]);
+    assert_eq!(
+        a.restrictions.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(),
+        vec!["not-test-rows"]
+    );
     assert_eq!(column(a, "id"), &ColumnAccess::Plain);
     assert!(matches!(column(a, "email"), ColumnAccess::Masked { .. }));
     assert!(matches!(column(a, "segment"), ColumnAccess::Denied(why) if why.contains("not granted")));
@@ -235,9 +258,17 @@ tagRules:
         },
     );
     let a = access(&d);
-    assert!(matches!(column(a, "email"), ColumnAccess::Conflict(why) if why.contains("'mask-a'") && why.contains("'mask-b'")));
+    assert!(
+        matches!(column(a, "email"), ColumnAccess::Conflict(why) if why.contains("'mask-a'") && why.contains("'mask-b'"))
+    );
     // The same mask from two rules is no conflict.
-    assert!(matches!(column(a, "name"), ColumnAccess::Masked { spec: MaskSpec::Nullify, .. }));
+    assert!(matches!(
+        column(a, "name"),
+        ColumnAccess::Masked {
+            spec: MaskSpec::Nullify,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -264,7 +295,10 @@ rules:
             columns: &cols,
         },
     );
-    assert!(matches!(&d.select, Err(Refusal::Broken { reason }) if reason.contains("emial")), "{d:?}");
+    assert!(
+        matches!(&d.select, Err(Refusal::Broken { reason }) if reason.contains("emial")),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -278,7 +312,10 @@ rules:
 "#;
     let err = PolicySet::from_yaml("{}", &[("order", other)]).expect_err("refused");
     let text = err.to_string();
-    assert!(text.contains("domains/order/policies.yaml") && text.contains("belongs to domain 'customer'"), "{text}");
+    assert!(
+        text.contains("domains/order/policies.yaml") && text.contains("belongs to domain 'customer'"),
+        "{text}"
+    );
     let mesh_wide = "rules:\n  - {name: all, principals: '*', resource: '*', grant: [select]}\n";
     assert!(PolicySet::from_yaml("{}", &[("order", mesh_wide)]).is_err());
     let tags = "tagRules:\n  - {name: t, tag: x, mask: {type: year}}\n";
@@ -288,12 +325,27 @@ rules:
 #[test]
 fn malformed_rules_are_rejected_with_the_rule_named() {
     for (text, expect) in [
-        ("rules: [{name: r, principals: '*', resource: '*', grant: [select], deny: [select]}]", "exactly one"),
-        ("rules: [{name: r, principals: {}, resource: '*', grant: [select]}]", "names nobody"),
-        ("rules: [{name: r, principals: '*', resource: 'a.b.c', grant: [select]}]", "resource"),
-        ("rules: [{name: r, principals: '*', resource: '*', grant: [write]}]", "write"),
+        (
+            "rules: [{name: r, principals: '*', resource: '*', grant: [select], deny: [select]}]",
+            "exactly one",
+        ),
+        (
+            "rules: [{name: r, principals: {}, resource: '*', grant: [select]}]",
+            "names nobody",
+        ),
+        (
+            "rules: [{name: r, principals: '*', resource: 'a.b.c', grant: [select]}]",
+            "resource",
+        ),
+        (
+            "rules: [{name: r, principals: '*', resource: '*', grant: [write]}]",
+            "write",
+        ),
         ("hashKeys: {k: {}}", "exactly one of `env` or `file`"),
-        ("rules: [{name: r, principals: '*', resource: '*', masks: {c: {type: rot13}}}]", "rot13"),
+        (
+            "rules: [{name: r, principals: '*', resource: '*', masks: {c: {type: rot13}}}]",
+            "rot13",
+        ),
     ] {
         let err = PolicySet::from_yaml(text, &[]).expect_err(text).to_string();
         assert!(err.contains(expect), "{text}: {err}");
@@ -305,5 +357,7 @@ fn admins_are_explicit() {
     let s = set();
     assert!(s.is_admin(&Principal::new("a").with_group("platform")));
     assert!(!s.is_admin(&Principal::new("a").with_group("analysts")));
-    assert!(!PolicySet::from_yaml("{}", &[]).expect("empty").is_admin(&Principal::new("root")));
+    assert!(!PolicySet::from_yaml("{}", &[])
+        .expect("empty")
+        .is_admin(&Principal::new("root")));
 }

@@ -47,9 +47,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, Statistics,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, Statistics};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::Expr as DfExpr;
 
@@ -102,14 +100,14 @@ pub fn governed_plan(
     }
     let mut exprs = Vec::with_capacity(access.columns.len());
     for (column, how) in &access.columns {
-        let (qualifier, field) = schema
-            .qualified_field_with_unqualified_name(column)
-            .map_err(internal)?;
+        let (qualifier, field) = schema.qualified_field_with_unqualified_name(column).map_err(internal)?;
         let col = Expr::Column(Column::from((qualifier, field)));
         let expr = match how {
             ColumnAccess::Plain => col,
             ColumnAccess::Hidden => continue,
-            ColumnAccess::Denied(why) | ColumnAccess::Conflict(why) => DeniedColumn::expr(why.clone(), col).alias(column),
+            ColumnAccess::Denied(why) | ColumnAccess::Conflict(why) => {
+                DeniedColumn::expr(why.clone(), col).alias(column)
+            }
             ColumnAccess::Masked { spec, rule } => {
                 let masked = mask_expr(
                     spec,
@@ -121,7 +119,9 @@ pub fn governed_plan(
                 match masked {
                     Ok(e) => e.alias(column),
                     Err(why) => DeniedColumn::expr(
-                        format!("column '{column}' of {name} cannot be read: policy rule '{rule}' cannot mask it ({why})"),
+                        format!(
+                            "column '{column}' of {name} cannot be read: policy rule '{rule}' cannot mask it ({why})"
+                        ),
                         col,
                     )
                     .alias(column),
@@ -132,7 +132,10 @@ pub fn governed_plan(
     }
     let plan = builder.project(exprs).map_err(internal)?.build().map_err(internal)?;
     Ok(LogicalPlan::Extension(Extension {
-        node: Arc::new(PolicyBarrier { table: name, input: plan }),
+        node: Arc::new(PolicyBarrier {
+            table: name,
+            input: plan,
+        }),
     }))
 }
 
@@ -165,9 +168,21 @@ impl ScalarUDFImpl for PrincipalPlaceholder {
 /// A session used only to parse policy expressions: default functions plus the placeholders.
 static POLICY_PARSER: LazyLock<SessionState> = LazyLock::new(|| {
     let placeholders = [
-        ("principal_attribute", DataType::Utf8, Signature::exact(vec![DataType::Utf8], Volatility::Immutable)),
-        ("principal_in_group", DataType::Boolean, Signature::exact(vec![DataType::Utf8], Volatility::Immutable)),
-        ("principal_id", DataType::Utf8, Signature::exact(vec![], Volatility::Immutable)),
+        (
+            "principal_attribute",
+            DataType::Utf8,
+            Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        ),
+        (
+            "principal_in_group",
+            DataType::Boolean,
+            Signature::exact(vec![DataType::Utf8], Volatility::Immutable),
+        ),
+        (
+            "principal_id",
+            DataType::Utf8,
+            Signature::exact(vec![], Volatility::Immutable),
+        ),
     ];
     let mut functions: Vec<Arc<ScalarUDF>> = datafusion::functions::all_default_functions();
     for (name, returns, signature) in placeholders {
@@ -226,9 +241,15 @@ pub fn parse_policy_expr(
     expr.apply(|e| {
         if matches!(
             e,
-            Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::AggregateFunction(_) | Expr::WindowFunction(_)
+            Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::AggregateFunction(_)
+                | Expr::WindowFunction(_)
         ) {
-            bad = Some(format!("`{sql}`: subqueries, aggregates and window functions are not allowed in policies"));
+            bad = Some(format!(
+                "`{sql}`: subqueries, aggregates and window functions are not allowed in policies"
+            ));
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
@@ -247,9 +268,15 @@ fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String
         out.push_str(&rest[..start]);
         let tail = &rest[start..];
         if let Some(after) = tail.strip_prefix("${principal.") {
-            let end = after.find('}').ok_or_else(|| format!("`{sql}`: unclosed ${{principal.…}}"))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("`{sql}`: unclosed ${{principal.…}}"))?;
             let key = &after[..end];
-            if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
                 return Err(format!("`{sql}`: '{key}' is not an attribute name"));
             }
             if key == "id" {
@@ -467,11 +494,17 @@ impl ExecutionPlan for PolicyBarrierExec {
         vec![&self.input]
     }
 
-    fn with_new_children(self: Arc<Self>, mut children: Vec<Arc<dyn ExecutionPlan>>) -> DFResult<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
         if children.len() != 1 {
             return plan_err!("PolicyBarrierExec takes one child");
         }
-        Ok(Arc::new(PolicyBarrierExec::new(self.table.clone(), children.swap_remove(0))))
+        Ok(Arc::new(PolicyBarrierExec::new(
+            self.table.clone(),
+            children.swap_remove(0),
+        )))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DFResult<SendableRecordBatchStream> {
@@ -504,7 +537,10 @@ impl ExtensionPlanner for BarrierPlanner {
         let [input] = physical_inputs else {
             return plan_err!("PolicyBarrier takes one input");
         };
-        Ok(Some(Arc::new(PolicyBarrierExec::new(barrier.table.clone(), input.clone()))))
+        Ok(Some(Arc::new(PolicyBarrierExec::new(
+            barrier.table.clone(),
+            input.clone(),
+        ))))
     }
 }
 
@@ -605,8 +641,10 @@ pub fn is_leakproof(e: &Expr, schema: &DFSchema) -> bool {
         Expr::Column(_) | Expr::Literal(..) => true,
         Expr::Alias(a) => is_leakproof(&a.expr, schema),
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-            matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq | IsDistinctFrom | IsNotDistinctFrom | And | Or)
-                && is_leakproof(left, schema)
+            matches!(
+                op,
+                Eq | NotEq | Lt | LtEq | Gt | GtEq | IsDistinctFrom | IsNotDistinctFrom | And | Or
+            ) && is_leakproof(left, schema)
                 && is_leakproof(right, schema)
         }
         Expr::Not(x)
@@ -624,7 +662,9 @@ pub fn is_leakproof(e: &Expr, schema: &DFSchema) -> bool {
         Expr::TryCast(c) => is_leakproof(&c.expr, schema),
         Expr::Cast(c) => {
             is_leakproof(&c.expr, schema)
-                && c.expr.get_type(schema).is_ok_and(|from| cast_cannot_fail(&from, &c.data_type))
+                && c.expr
+                    .get_type(schema)
+                    .is_ok_and(|from| cast_cannot_fail(&from, &c.data_type))
         }
         _ => false,
     }
@@ -784,8 +824,13 @@ mod tests {
     #[test]
     fn principal_values_become_literals_not_sql() {
         let p = Principal::new("o'brien").with_attribute("region", "EU' OR 1=1 --");
-        let e = parse_policy_expr("region = ${principal.region} AND ${principal.id} <> ''", &schema(), &p, None)
-            .expect("parses");
+        let e = parse_policy_expr(
+            "region = ${principal.region} AND ${principal.id} <> ''",
+            &schema(),
+            &p,
+            None,
+        )
+        .expect("parses");
         let text = e.to_string();
         assert!(text.contains("Utf8(\"EU' OR 1=1 --\")"), "{text}");
         assert!(text.contains("Utf8(\"o'brien\")"), "{text}");
@@ -809,7 +854,10 @@ mod tests {
             "region = ${principal.region",
             "count(n) > 1",
         ] {
-            assert!(parse_policy_expr(bad, &schema(), &p, None).is_err(), "{bad} should be refused");
+            assert!(
+                parse_policy_expr(bad, &schema(), &p, None).is_err(),
+                "{bad} should be refused"
+            );
         }
         let tagged = parse_policy_expr("{column} = 'EU'", &schema(), &p, Some("region")).expect("tag filter");
         assert!(tagged.to_string().contains("region"), "{tagged}");
@@ -819,11 +867,22 @@ mod tests {
     fn leakproof_predicates() {
         let s = schema();
         assert!(is_leakproof(&col("t.region").eq(lit("EU")), &s));
-        assert!(is_leakproof(&col("t.n").in_list(vec![lit(1), lit(2)], false).and(col("t.n").is_null()), &s));
-        assert!(is_leakproof(&datafusion::logical_expr::cast(col("t.n"), DataType::Int64).gt(lit(1i64)), &s));
+        assert!(is_leakproof(
+            &col("t.n")
+                .in_list(vec![lit(1), lit(2)], false)
+                .and(col("t.n").is_null()),
+            &s
+        ));
+        assert!(is_leakproof(
+            &datafusion::logical_expr::cast(col("t.n"), DataType::Int64).gt(lit(1i64)),
+            &s
+        ));
         assert!(!is_leakproof(&(lit(1) / col("t.n")).gt(lit(0)), &s));
         assert!(!is_leakproof(&(col("t.n") + lit(1)).gt(lit(0)), &s));
-        assert!(!is_leakproof(&datafusion::logical_expr::cast(col("t.region"), DataType::Int32).eq(lit(1)), &s));
+        assert!(!is_leakproof(
+            &datafusion::logical_expr::cast(col("t.region"), DataType::Int32).eq(lit(1)),
+            &s
+        ));
         assert!(!is_leakproof(&col("t.n").in_list(vec![lit(1) / col("t.n")], false), &s));
     }
 }

@@ -11,5 +11,9 @@ pub enum PolicyError {
     /// A rule that loads but cannot be applied to a product (a row filter that does not parse,
     /// names a missing column, …). Queries on that product fail.
     #[error("policy rule '{rule}' cannot be applied to {table}: {reason}")]
-    Inapplicable { rule: String, table: String, reason: String },
+    Inapplicable {
+        rule: String,
+        table: String,
+        reason: String,
+    },
 }

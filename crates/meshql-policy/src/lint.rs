@@ -23,8 +23,8 @@ impl PolicySet {
         let someone = Principal::new("meshql-check");
         let known = |c: &str| columns.iter().any(|x| x.name.eq_ignore_ascii_case(c));
         let mut out = Vec::new();
-        let check_mask = |rule: &str, source: &std::path::Path, column: &str, spec: &MaskSpec, out: &mut Vec<String>| {
-            match spec {
+        let check_mask =
+            |rule: &str, source: &std::path::Path, column: &str, spec: &MaskSpec, out: &mut Vec<String>| match spec {
                 MaskSpec::Hash { key } => {
                     if let HashKey::Unavailable(why) = self.hash_key(key) {
                         out.push(format!("{table}: rule '{rule}' ({}): {why}", source.display()));
@@ -36,12 +36,16 @@ impl PolicySet {
                     }
                 }
                 _ => {}
-            }
-        };
+            };
         for r in self.rules.iter().filter(|r| r.covers(domain, name)) {
-            let mut problem = |why: String| out.push(format!("{table}: rule '{}' ({}): {why}", r.name, r.source.display()));
+            let mut problem =
+                |why: String| out.push(format!("{table}: rule '{}' ({}): {why}", r.name, r.source.display()));
             match &r.effect {
-                Effect::Grant { columns: cols, row_filter, .. } => {
+                Effect::Grant {
+                    columns: cols,
+                    row_filter,
+                    ..
+                } => {
                     for c in cols.iter().flatten().filter(|c| !known(c)) {
                         problem(format!("names column '{c}', which {table} does not have"));
                     }
@@ -81,7 +85,11 @@ impl PolicySet {
                 match &t.action {
                     TagAction::RowFilter(f) => {
                         if let Err(why) = parse_policy_expr(f, &df_schema, &someone, Some(&c.name)) {
-                            out.push(format!("{table}: tag rule '{}' ({}): {why}", t.name, t.source.display()));
+                            out.push(format!(
+                                "{table}: tag rule '{}' ({}): {why}",
+                                t.name,
+                                t.source.display()
+                            ));
                         }
                     }
                     TagAction::Mask(spec) => check_mask(&t.name, &t.source, &c.name, spec, &mut out),

@@ -209,7 +209,12 @@ struct ParsedFile {
     tag_rules: Vec<TagRule>,
 }
 
-fn read_file(path: &Path, layer: &Layer, root: &Path, hasher: &mut DefaultHasher) -> Result<Option<ParsedFile>, PolicyError> {
+fn read_file(
+    path: &Path,
+    layer: &Layer,
+    root: &Path,
+    hasher: &mut DefaultHasher,
+) -> Result<Option<ParsedFile>, PolicyError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -287,12 +292,12 @@ fn secret(name: &str, doc: &SecretDoc, path: &Path, root: &Path) -> Result<HashK
                 Err(e) => HashKey::Unavailable(format!("hash key '{name}': cannot read {}: {e}", p.display())),
             }
         }
-        _ => {
-            return Err(invalid(
-                path,
-                format!("hash key '{name}' needs exactly one of `env` or `file` (secrets are never written in policy files)"),
-            ))
-        }
+        _ => return Err(invalid(
+            path,
+            format!(
+                "hash key '{name}' needs exactly one of `env` or `file` (secrets are never written in policy files)"
+            ),
+        )),
     };
     if let HashKey::Unavailable(why) = &key {
         tracing::warn!(%why, "masks that use this key fail the queries that read them");
@@ -314,8 +319,12 @@ fn subjects(v: &Value, path: &Path, what: &str) -> Result<Subjects, PolicyError>
         #[serde(default)]
         attributes: BTreeMap<String, String>,
     }
-    let doc: Doc = serde_yaml::from_value(v.clone())
-        .map_err(|e| invalid(path, format!("{what}: expected \"*\" or {{users, groups, attributes}}: {e}")))?;
+    let doc: Doc = serde_yaml::from_value(v.clone()).map_err(|e| {
+        invalid(
+            path,
+            format!("{what}: expected \"*\" or {{users, groups, attributes}}: {e}"),
+        )
+    })?;
     if doc.users.is_empty() && doc.groups.is_empty() && doc.attributes.is_empty() {
         return Err(invalid(path, format!("{what}: names nobody; write \"*\" for everyone")));
     }

@@ -47,7 +47,10 @@ pub fn mask_expr(
             let trunc = datafusion::functions::datetime::date_trunc();
             match data_type {
                 DataType::Date32 | DataType::Date64 => cast(
-                    trunc.call(vec![lit("year"), cast(column, DataType::Timestamp(TimeUnit::Microsecond, None))]),
+                    trunc.call(vec![
+                        lit("year"),
+                        cast(column, DataType::Timestamp(TimeUnit::Microsecond, None)),
+                    ]),
                     data_type.clone(),
                 ),
                 DataType::Timestamp(_, _) => cast(trunc.call(vec![lit("year"), column]), data_type.clone()),

@@ -181,7 +181,10 @@ pub enum TagMatch {
 impl TagMatch {
     pub fn matches(&self, column: &ColumnInfo) -> bool {
         match self {
-            TagMatch::Classification(c) => column.classification.as_deref().is_some_and(|x| x.eq_ignore_ascii_case(c)),
+            TagMatch::Classification(c) => column
+                .classification
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(c)),
             TagMatch::Tag(t) => column.tags.iter().any(|x| x.eq_ignore_ascii_case(t)),
         }
     }

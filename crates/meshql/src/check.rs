@@ -57,7 +57,9 @@ pub(crate) async fn run(mesh: &Mesh) -> CheckReport {
             let status = match catalog.open(&entry.domain, &entry.name).await {
                 Ok(t) => {
                     let columns = crate::governed::columns_of(entry);
-                    policy_problems = mesh.policies().lint(&entry.domain, &entry.name, &columns, &t.provider.schema());
+                    policy_problems = mesh
+                        .policies()
+                        .lint(&entry.domain, &entry.name, &columns, &t.provider.schema());
                     ProductStatus::Ok {
                         warnings: t.conformance.warnings,
                         version: t.version,
@@ -77,7 +79,12 @@ pub(crate) async fn run(mesh: &Mesh) -> CheckReport {
         .collect::<Vec<_>>()
         .await;
     let mut problems: Vec<String> = mesh.definition().problems.iter().map(ToString::to_string).collect();
-    problems.extend(mesh.policies().problems().iter().map(|p| format!("policies not loaded: {p}")));
+    problems.extend(
+        mesh.policies()
+            .problems()
+            .iter()
+            .map(|p| format!("policies not loaded: {p}")),
+    );
     let mut checks = Vec::with_capacity(products.len());
     for (check, policy_problems) in products {
         problems.extend(policy_problems);

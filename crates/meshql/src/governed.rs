@@ -29,6 +29,9 @@ pub(crate) struct Governance {
     pub policies: Arc<PolicySet>,
     pub principal: Arc<Principal>,
     decisions: Mutex<HashMap<(String, String), Arc<Decision>>>,
+    /// Governed tables already built, with the storage provider they were built over: reused
+    /// while the product's storage has not been re-opened.
+    tables: Mutex<HashMap<(String, String), (Arc<dyn TableProvider>, Arc<dyn TableProvider>)>>,
 }
 
 impl Governance {
@@ -38,6 +41,7 @@ impl Governance {
             policies,
             principal,
             decisions: Mutex::new(HashMap::new()),
+            tables: Mutex::new(HashMap::new()),
         }
     }
 
@@ -145,7 +149,11 @@ impl CatalogProvider for GovernedCatalog {
         })
     }
 
-    fn register_schema(&self, name: &str, _schema: Arc<dyn SchemaProvider>) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        _schema: Arc<dyn SchemaProvider>,
+    ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
         self.gov.catalog.register_schema(name, _schema)
     }
 }
@@ -187,37 +195,17 @@ impl SchemaProvider for GovernedSchema {
         let Some(base) = base.table(name).await? else {
             return Ok(None);
         };
-        let visible_schema = || -> SchemaRef {
-            let schema = base.schema();
-            Arc::new(Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .filter(|f| !decision.hidden.contains(f.name()))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            ))
-        };
-        let access = match &decision.select {
-            Ok(access) => access,
-            Err(refusal) => {
-                let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
-                return Ok(Some(Arc::new(GovernedTable::refused(visible_schema(), msg))));
-            }
-        };
-        let table = TableReference::full(MESH_CATALOG, self.domain.as_str(), name);
-        match governed_plan(&table, base.clone(), access, &self.gov.principal, &self.gov.policies) {
-            Ok(plan) => Ok(Some(Arc::new(GovernedTable::served(plan)))),
-            Err(e) => {
-                tracing::error!(table = %table, error = %e, "policy cannot be applied: refusing reads");
-                let msg = refusal_message(
-                    entry,
-                    &self.gov.principal,
-                    &format!("its access policies cannot be applied ({e}), so it is not served"),
-                );
-                Ok(Some(Arc::new(GovernedTable::refused(visible_schema(), msg))))
+        let key = (self.domain.clone(), name.to_string());
+        if let Some((built_over, table)) = self.gov.tables.lock().ok().and_then(|t| t.get(&key).cloned()) {
+            if Arc::ptr_eq(&built_over, &base) {
+                return Ok(Some(table));
             }
         }
+        let table = self.build(&decision, entry, base.clone(), name);
+        if let Ok(mut cache) = self.gov.tables.lock() {
+            cache.insert(key, (base, table.clone()));
+        }
+        Ok(Some(table))
     }
 
     async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
@@ -234,6 +222,49 @@ impl SchemaProvider for GovernedSchema {
 
     fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         Err(read_only(&self.domain, name))
+    }
+}
+
+impl GovernedSchema {
+    /// The product as the principal sees it: the governed plan, or a refusal.
+    fn build(
+        &self,
+        decision: &Decision,
+        entry: &TableEntry,
+        base: Arc<dyn TableProvider>,
+        name: &str,
+    ) -> Arc<dyn TableProvider> {
+        let visible_schema = || -> SchemaRef {
+            let schema = base.schema();
+            Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !decision.hidden.contains(f.name()))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            ))
+        };
+        let access = match &decision.select {
+            Ok(access) => access,
+            Err(refusal) => {
+                let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
+                return Arc::new(GovernedTable::refused(visible_schema(), msg));
+            }
+        };
+        let table = TableReference::full(MESH_CATALOG, self.domain.as_str(), name);
+        match governed_plan(&table, base.clone(), access, &self.gov.principal, &self.gov.policies) {
+            Ok(plan) => Arc::new(GovernedTable::served(plan)),
+            Err(e) => {
+                tracing::error!(table = %table, error = %e, "policy cannot be applied: refusing reads");
+                let msg = refusal_message(
+                    entry,
+                    &self.gov.principal,
+                    &format!("its access policies cannot be applied ({e}), so it is not served"),
+                );
+                Arc::new(GovernedTable::refused(visible_schema(), msg))
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::dataframe::DataFrame;
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -15,7 +15,7 @@ use meshql_catalog::MESH_CATALOG;
 use meshql_policy::enforce::{analyzer_rules, optimizer_rules, GovernedQueryPlanner};
 use meshql_policy::{PolicyCheck, Principal};
 
-use crate::governed::{refusal_message, GovernedCatalog, Governance};
+use crate::governed::{refusal_message, Governance, GovernedCatalog};
 use crate::{Error, Mesh};
 
 /// A principal's session on a mesh. Create one per user connection; it is cheap.
@@ -94,7 +94,7 @@ impl Session {
         let dialect = state.config().options().sql_parser.dialect;
         let statement = state.sql_to_statement(sql, &dialect)?;
         refuse_non_queries(&statement, self.admin)?;
-        self.ensure_readable(&statement).await?;
+        self.ensure_readable(&state, &statement).await?;
         let plan = state.statement_to_plan(statement).await?;
         // Refuse now, before anything is read, rather than when the result is pulled.
         PolicyCheck::check(&plan)?;
@@ -105,8 +105,7 @@ impl Session {
     /// Every mesh product the statement names must be readable by the principal and servable;
     /// otherwise fail with the reason and whom to ask. Products the principal may not discover
     /// are left to the planner, which does not find them.
-    async fn ensure_readable(&self, statement: &Statement) -> Result<(), Error> {
-        let state = self.ctx.state();
+    async fn ensure_readable(&self, state: &SessionState, statement: &Statement) -> Result<(), Error> {
         let defaults = &state.config().options().catalog;
         let mut seen = BTreeSet::new();
         for reference in state.resolve_table_references(statement)? {
@@ -182,6 +181,12 @@ impl QueryResult {
     /// The logical plan that will run.
     pub fn logical_plan(&self) -> &LogicalPlan {
         self.df.logical_plan()
+    }
+
+    /// The plan after DataFusion's and meshql's optimiser rules: what would run. Fails if the
+    /// query reads a column the principal may not read.
+    pub fn into_optimized_plan(self) -> Result<LogicalPlan, Error> {
+        Ok(self.df.into_optimized_plan()?)
     }
 
     /// Runs the query and gathers every batch.

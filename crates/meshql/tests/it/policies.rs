@@ -19,7 +19,9 @@ fn ana() -> Principal {
 
 /// Support agent in EU: her region's customers plus business accounts, some columns only.
 fn sam() -> Principal {
-    Principal::new("sam").with_group("support").with_attribute("region", "EU")
+    Principal::new("sam")
+        .with_group("support")
+        .with_attribute("region", "EU")
 }
 
 /// Contractor: no customer data, no interop products, no confidential columns.
@@ -118,7 +120,12 @@ async fn grant_filters_combine_with_or_and_restrictions_with_and() {
     let s = Sample::generate();
     let expected = ids(s.customers.iter().filter(|c| sam_sees(c)).map(|c| c.customer_id));
     assert!(expected.len() > 20 && expected.len() < 150, "{}", expected.len());
-    let got = ok(&mesh, sam(), "SELECT customer_id FROM mesh.customer.profiles ORDER BY customer_id").await;
+    let got = ok(
+        &mesh,
+        sam(),
+        "SELECT customer_id FROM mesh.customer.profiles ORDER BY customer_id",
+    )
+    .await;
     assert_eq!(got, expected);
     // Domain masks: redacted country, signup time to the month.
     let c = s.customers.iter().find(|c| sam_sees(c)).expect("a visible customer");
@@ -141,17 +148,28 @@ async fn grant_filters_combine_with_or_and_restrictions_with_and() {
     // A tag row filter (regional analysts) applies on top of the analysts' unfiltered grant.
     let apac = s.customers.iter().filter(|c| c.region == "APAC").count();
     assert_eq!(
-        ok(&mesh, rita(), "SELECT region, count(*) FROM mesh.customer.profiles GROUP BY region").await,
+        ok(
+            &mesh,
+            rita(),
+            "SELECT region, count(*) FROM mesh.customer.profiles GROUP BY region"
+        )
+        .await,
         vec![vec!["APAC".to_string(), apac.to_string()]]
     );
     // An attribute that is not set keeps no row: it is NULL, not a wildcard.
     let no_region = Principal::new("r").with_groups(["analysts", "regional-analysts"]);
-    assert_eq!(ok(&mesh, no_region, "SELECT count(*) FROM mesh.customer.profiles").await, vec![vec!["0"]]);
+    assert_eq!(
+        ok(&mesh, no_region, "SELECT count(*) FROM mesh.customer.profiles").await,
+        vec![vec!["0"]]
+    );
     // Attribute values are literals, not SQL.
     let injector = Principal::new("i")
         .with_groups(["analysts", "regional-analysts"])
         .with_attribute("region", "x' OR '1'='1");
-    assert_eq!(ok(&mesh, injector, "SELECT count(*) FROM mesh.customer.profiles").await, vec![vec!["0"]]);
+    assert_eq!(
+        ok(&mesh, injector, "SELECT count(*) FROM mesh.customer.profiles").await,
+        vec![vec!["0"]]
+    );
 }
 
 #[tokio::test]
@@ -167,15 +185,32 @@ async fn column_grants_denies_and_hidden_columns() {
     let cols: Vec<&str> = cols.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
         cols,
-        ["customer_id", "full_name", "email", "phone", "region", "country", "segment", "signup_ts"]
+        [
+            "customer_id",
+            "full_name",
+            "email",
+            "phone",
+            "region",
+            "country",
+            "segment",
+            "signup_ts"
+        ]
     );
     let e = err(&mesh, sam(), "SELECT birth_date FROM mesh.customer.profiles").await;
     assert!(e.contains("birth_date"), "{e}");
     // carl: `amount` is confidential, denied by a tag rule; the rest of the product reads.
     let n = Sample::generate().orders.len().to_string();
-    assert_eq!(ok(&mesh, carl(), "SELECT count(*) FROM mesh.order.transactions").await, vec![vec![n.clone()]]);
     assert_eq!(
-        ok(&mesh, carl(), "SELECT count(order_id) FROM mesh.order.transactions WHERE quantity > 0").await,
+        ok(&mesh, carl(), "SELECT count(*) FROM mesh.order.transactions").await,
+        vec![vec![n.clone()]]
+    );
+    assert_eq!(
+        ok(
+            &mesh,
+            carl(),
+            "SELECT count(order_id) FROM mesh.order.transactions WHERE quantity > 0"
+        )
+        .await,
         vec![vec![n]]
     );
     for sql in [
@@ -188,13 +223,20 @@ async fn column_grants_denies_and_hidden_columns() {
     ] {
         let e = err(&mesh, carl(), sql).await;
         assert!(
-            e.contains("access denied") && e.contains("'amount'") && e.contains("confidential-figures-not-for-contractors"),
+            e.contains("access denied")
+                && e.contains("'amount'")
+                && e.contains("confidential-figures-not-for-contractors"),
             "{sql}: {e}"
         );
     }
     // Column masks from a domain file: contractors see impressions as NULL.
     assert_eq!(
-        ok(&mesh, carl(), "SELECT count(impressions), count(*) > 0 FROM mesh.marketing.campaign_performance").await,
+        ok(
+            &mesh,
+            carl(),
+            "SELECT count(impressions), count(*) > 0 FROM mesh.marketing.campaign_performance"
+        )
+        .await,
         vec![vec!["0", "true"]]
     );
 }
@@ -211,7 +253,10 @@ async fn refusals_name_the_product_and_whom_to_ask() {
         "{e}"
     );
     let e = err(&mesh, nobody(), "SELECT count(*) FROM mesh.order.transactions").await;
-    assert!(e.contains("mesh.order.transactions") && e.contains("no policy grants you select"), "{e}");
+    assert!(
+        e.contains("mesh.order.transactions") && e.contains("no policy grants you select"),
+        "{e}"
+    );
     // Hidden inside a subquery, a CTE or a join: still refused at plan time.
     for sql in [
         "SELECT 1 WHERE EXISTS (SELECT 1 FROM mesh.customer.profiles)",
@@ -222,10 +267,17 @@ async fn refusals_name_the_product_and_whom_to_ask() {
         "SELECT * FROM mesh.customer.profiles LIMIT 0",
     ] {
         let e = err(&mesh, carl(), sql).await;
-        assert!(e.contains("access denied") && e.contains("mesh.customer.profiles"), "{sql}: {e}");
+        assert!(
+            e.contains("access denied") && e.contains("mesh.customer.profiles"),
+            "{sql}: {e}"
+        );
     }
     // A query that is refused reads nothing: the session returns the error from `sql()` itself.
-    assert!(mesh.session(carl()).sql("SELECT * FROM mesh.customer.profiles").await.is_err());
+    assert!(mesh
+        .session(carl())
+        .sql("SELECT * FROM mesh.customer.profiles")
+        .await
+        .is_err());
 }
 
 #[tokio::test]
@@ -247,7 +299,10 @@ async fn undiscoverable_products_appear_nowhere() {
     // The error for a hidden product is the error for one that does not exist.
     let hidden = err(&mesh, carl(), "SELECT * FROM mesh.interop.pyarrow_events").await;
     let missing = err(&mesh, carl(), "SELECT * FROM mesh.interop.no_such_product").await;
-    assert_eq!(hidden.replace("pyarrow_events", "X"), missing.replace("no_such_product", "X"));
+    assert_eq!(
+        hidden.replace("pyarrow_events", "X"),
+        missing.replace("no_such_product", "X")
+    );
     for sql in [
         "EXPLAIN SELECT * FROM mesh.interop.pyarrow_events",
         "DESCRIBE mesh.interop.pyarrow_events",
@@ -256,11 +311,22 @@ async fn undiscoverable_products_appear_nowhere() {
         "SELECT * FROM interop.pyarrow_events",
     ] {
         let e = err(&mesh, carl(), sql).await;
-        assert!(!e.contains("access denied") && !e.contains("interop-fixtures"), "{sql}: {e}");
+        assert!(
+            !e.contains("access denied") && !e.contains("interop-fixtures"),
+            "{sql}: {e}"
+        );
     }
     // A mesh with no policies serves nothing to anyone.
-    let bare = Mesh::with_policies(MeshDefinition::load(sample_dir()).expect("load"), PolicySet::default()).expect("mesh");
-    assert_eq!(ok(&bare, analyst(), "SHOW TABLES").await.iter().filter(|r| r[0] == "mesh" && r[1] != "information_schema").count(), 0);
+    let bare =
+        Mesh::with_policies(MeshDefinition::load(sample_dir()).expect("load"), PolicySet::default()).expect("mesh");
+    assert_eq!(
+        ok(&bare, analyst(), "SHOW TABLES")
+            .await
+            .iter()
+            .filter(|r| r[0] == "mesh" && r[1] != "information_schema")
+            .count(),
+        0
+    );
 }
 
 #[tokio::test]
@@ -307,7 +373,10 @@ async fn subqueries_ctes_unions_and_joins_see_only_permitted_rows() {
     }
     // Quoted identifiers are case-sensitive: no way around the catalog by spelling.
     let e = err(&mesh, sam(), "SELECT * FROM \"Customer\".\"profiles\"").await;
-    assert!(e.contains("not found") || e.contains("doesn't exist") || e.contains("No table named"), "{e}");
+    assert!(
+        e.contains("not found") || e.contains("doesn't exist") || e.contains("No table named"),
+        "{e}"
+    );
     // Tables named by path or URL are not tables here.
     for sql in [
         "SELECT * FROM '../../testdata/mesh/domains/customer/data/profiles.parquet'",
@@ -351,13 +420,23 @@ async fn masked_values_cannot_be_reconstructed() {
         format!("SELECT count(*) FROM {p} WHERE email LIKE '%@example.com'"),
         format!("SELECT count(*) FROM {p} WHERE phone = '{}'", c.phone),
         format!("SELECT count(*) FROM {p} WHERE full_name = '{}'", c.full_name),
-        format!("SELECT count(*) FROM {p} WHERE birth_date = DATE '{}'", date(c.birth_date)),
-        format!("SELECT count(*) FROM {p} a JOIN (VALUES ('{}')) v(e) ON a.email = v.e", c.email),
+        format!(
+            "SELECT count(*) FROM {p} WHERE birth_date = DATE '{}'",
+            date(c.birth_date)
+        ),
+        format!(
+            "SELECT count(*) FROM {p} a JOIN (VALUES ('{}')) v(e) ON a.email = v.e",
+            c.email
+        ),
         format!("SELECT count(*) FROM {p} WHERE starts_with(email, '{}')", &c.email[..3]),
     ] {
         let got = ok(&mesh, ana(), &sql).await;
         // The birth date matches only if it is the first of January; the mask is the year.
-        let expected = if sql.contains("birth_date") && date(c.birth_date).ends_with("-01-01") { "1" } else { "0" };
+        let expected = if sql.contains("birth_date") && date(c.birth_date).ends_with("-01-01") {
+            "1"
+        } else {
+            "0"
+        };
         assert_eq!(got, vec![vec![expected]], "{sql}");
     }
     // GROUP BY on the masked column groups masked values: no raw value comes back.
@@ -366,7 +445,12 @@ async fn masked_values_cannot_be_reconstructed() {
     let raw: BTreeSet<&str> = s.customers.iter().map(|c| c.email.as_str()).collect();
     assert!(groups.iter().all(|r| !raw.contains(r[0].as_str()) && r[0].len() == 64));
     // Statistics do not bypass masks: MIN/MAX are of masked values.
-    let max = ok(&mesh, ana(), &format!("SELECT max(full_name), min(length(phone)) FROM {p}")).await;
+    let max = ok(
+        &mesh,
+        ana(),
+        &format!("SELECT max(full_name), min(length(phone)) FROM {p}"),
+    )
+    .await;
     assert!(max[0][0].chars().skip(1).all(|ch| ch == '*'), "{max:?}");
 }
 
@@ -389,7 +473,10 @@ rules:
     let late: Vec<_> = s.orders.iter().filter(|o| o.order_date >= 19783 + 19).collect();
     for (sql, expected) in [
         ("SELECT count(*) FROM mesh.product.catalog", books.to_string()),
-        ("SELECT count(*) FROM mesh.marketing.campaign_performance", email.to_string()),
+        (
+            "SELECT count(*) FROM mesh.marketing.campaign_performance",
+            email.to_string(),
+        ),
         ("SELECT count(*) FROM mesh.customer.profiles", eu.len().to_string()),
         (
             "SELECT max(customer_id) FROM mesh.customer.profiles",
@@ -421,15 +508,29 @@ rules:
     );
     // The row filter and the user's comparison reach the scan: only one day's files are listed.
     assert!(plan.contains("order_date=2024-03-25"), "{plan}");
-    assert!(!plan.contains("order_date=2024-03-19") && !plan.contains("order_date=2024-03-26"), "{plan}");
+    assert!(
+        !plan.contains("order_date=2024-03-19") && !plan.contains("order_date=2024-03-26"),
+        "{plan}"
+    );
     // The division stays above the barrier, evaluated only on rows the policy lets through.
     let logical = plan.split("physical_plan").next().unwrap_or_default().to_string();
     let barrier = logical.find("PolicyBarrier").expect("barrier in plan");
     let division = logical.find("Int64(1) /").expect("division in plan");
     assert!(division < barrier, "{logical}");
     // Without the user's predicate, the row filter alone prunes the days before the 20th.
-    let plan = format!("{:?}", ok(&mesh, admin, "EXPLAIN SELECT sum(quantity) FROM mesh.order.transactions").await);
-    assert!(plan.contains("order_date=2024-03-20") && !plan.contains("order_date=2024-03-19"), "{plan}");
+    let plan = format!(
+        "{:?}",
+        ok(
+            &mesh,
+            admin,
+            "EXPLAIN SELECT sum(quantity) FROM mesh.order.transactions"
+        )
+        .await
+    );
+    assert!(
+        plan.contains("order_date=2024-03-20") && !plan.contains("order_date=2024-03-19"),
+        "{plan}"
+    );
 }
 
 #[tokio::test]
@@ -446,7 +547,15 @@ async fn explain_shows_only_the_logical_plan_and_analyze_is_for_admins() {
         let e = err(&mesh, sam(), sql).await;
         assert!(e.contains("administrators"), "{sql}: {e}");
     }
-    let analyzed = format!("{:?}", ok(&mesh, admin(), "EXPLAIN ANALYZE SELECT count(*) FROM mesh.customer.profiles").await);
+    let analyzed = format!(
+        "{:?}",
+        ok(
+            &mesh,
+            admin(),
+            "EXPLAIN ANALYZE SELECT count(*) FROM mesh.customer.profiles"
+        )
+        .await
+    );
     assert!(analyzed.contains("output_rows"), "{analyzed}");
 }
 
@@ -483,17 +592,28 @@ rules:
     let p = || Principal::new("x");
     // A row filter over a column that does not exist.
     let mesh = sample_with(
-        &format!("{base}  - {{ name: typo, principals: '*', resource: customer.profiles, rowFilter: \"regoin = 'EU'\" }}\n"),
+        &format!(
+            "{base}  - {{ name: typo, principals: '*', resource: customer.profiles, rowFilter: \"regoin = 'EU'\" }}\n"
+        ),
         &[],
     );
     let e = err(&mesh, p(), "SELECT count(*) FROM mesh.customer.profiles").await;
-    assert!(e.contains("access denied") && e.contains("'typo'") && e.contains("regoin"), "{e}");
-    assert_eq!(ok(&mesh, p(), "SELECT count(*) FROM mesh.product.catalog").await, vec![vec!["50"]]);
+    assert!(
+        e.contains("access denied") && e.contains("'typo'") && e.contains("regoin"),
+        "{e}"
+    );
+    assert_eq!(
+        ok(&mesh, p(), "SELECT count(*) FROM mesh.product.catalog").await,
+        vec![vec!["50"]]
+    );
     // `meshql check` finds it before anyone queries.
     let report = mesh.check().await;
     assert!(!report.is_ok());
     assert!(
-        report.problems.iter().any(|p| p.contains("mesh.customer.profiles") && p.contains("'typo'") && p.contains("regoin")),
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("mesh.customer.profiles") && p.contains("'typo'") && p.contains("regoin")),
         "{:?}",
         report.problems
     );
@@ -512,33 +632,53 @@ rules:
         &[],
     );
     let e = err(&mesh, p(), "SELECT email FROM mesh.customer.profiles").await;
-    assert!(e.contains("MESHQL_TEST_DEFINITELY_UNSET_KEY") && e.contains("'hashed'"), "{e}");
-    assert_eq!(ok(&mesh, p(), "SELECT count(customer_id) FROM mesh.customer.profiles").await, vec![vec!["200"]]);
+    assert!(
+        e.contains("MESHQL_TEST_DEFINITELY_UNSET_KEY") && e.contains("'hashed'"),
+        "{e}"
+    );
+    assert_eq!(
+        ok(&mesh, p(), "SELECT count(customer_id) FROM mesh.customer.profiles").await,
+        vec![vec!["200"]]
+    );
     // Two different masks in one layer: reading the column fails.
     let mesh = sample_with(
         &format!("{base}  - {{ name: m1, principals: '*', resource: customer.*, masks: {{ phone: {{ type: nullify }} }} }}\n  - {{ name: m2, principals: '*', resource: customer.profiles, masks: {{ phone: {{ type: showLast, n: 2 }} }} }}\n"),
         &[],
     );
     let e = err(&mesh, p(), "SELECT phone FROM mesh.customer.profiles").await;
-    assert!(e.contains("conflicting masks") && e.contains("'m1'") && e.contains("'m2'"), "{e}");
+    assert!(
+        e.contains("conflicting masks") && e.contains("'m1'") && e.contains("'m2'"),
+        "{e}"
+    );
     // A custom SQL mask or row filter may not read other tables.
     let mesh = sample_with(
         &format!("{base}  - {{ name: sneaky, principals: '*', resource: customer.profiles, rowFilter: \"customer_id IN (SELECT customer_id FROM mesh.order.transactions)\" }}\n"),
         &[],
     );
-    assert!(err(&mesh, p(), "SELECT count(*) FROM mesh.customer.profiles").await.contains("'sneaky'"));
+    assert!(err(&mesh, p(), "SELECT count(*) FROM mesh.customer.profiles")
+        .await
+        .contains("'sneaky'"));
 }
 
 #[tokio::test]
 async fn broken_policy_files_close_their_scope_and_nothing_else() {
     let dir = copy_of_sample();
-    std::fs::write(dir.path().join("domains/customer/policies.yaml"), "rules: [ {name: x, grant: }").expect("write");
+    std::fs::write(
+        dir.path().join("domains/customer/policies.yaml"),
+        "rules: [ {name: x, grant: }",
+    )
+    .expect("write");
     let mesh = Mesh::open(dir.path()).expect("opens");
     assert_eq!(mesh.policies().problems().len(), 1);
-    assert!(mesh.policies().problems()[0].to_string().contains("domains/customer/policies.yaml"));
+    assert!(mesh.policies().problems()[0]
+        .to_string()
+        .contains("domains/customer/policies.yaml"));
     let e = err(&mesh, analyst(), "SELECT count(*) FROM mesh.customer.profiles").await;
     assert!(e.contains("not found") || e.contains("No table named"), "{e}");
-    assert_eq!(ok(&mesh, analyst(), "SELECT count(*) FROM mesh.product.catalog").await, vec![vec!["50"]]);
+    assert_eq!(
+        ok(&mesh, analyst(), "SELECT count(*) FROM mesh.product.catalog").await,
+        vec![vec!["50"]]
+    );
 
     std::fs::write(dir.path().join("policies.yaml"), "rules: {").expect("write");
     let mesh = Mesh::open(dir.path()).expect("opens");

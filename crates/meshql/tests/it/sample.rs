@@ -198,10 +198,7 @@ async fn statements_other_than_queries_are_refused() {
 #[tokio::test]
 async fn the_readme_quick_start_query() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
-    let start = readme
-        .find(QUICK_START)
-        .expect("quick-start command")
-        + QUICK_START.len();
+    let start = readme.find(QUICK_START).expect("quick-start command") + QUICK_START.len();
     let sql = &readme[start..start + readme[start..].find('"').expect("closing quote")];
 
     let s = Sample::generate();

@@ -1,0 +1,1 @@
+//! meshql's benchmarks live in `benches/` (run `cargo bench -p meshql-benches`).
