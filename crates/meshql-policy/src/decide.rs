@@ -103,6 +103,14 @@ impl Decision {
     }
 }
 
+/// A grant that applies, borrowed from its rule.
+struct Grant<'a> {
+    rule: &'a Rule,
+    privileges: &'a BTreeSet<Privilege>,
+    columns: Option<&'a Vec<String>>,
+    row_filter: Option<&'a String>,
+}
+
 impl PolicySet {
     /// Decides what `principal` may do with `product`.
     pub fn decide(&self, principal: &Principal, product: &ProductRef<'_>) -> Decision {
@@ -135,14 +143,19 @@ impl PolicySet {
                 rule: rule.name.clone(),
             });
         }
-        let grants: Vec<(&Rule, &BTreeSet<Privilege>, &Option<Vec<String>>, &Option<String>)> = rules
+        let grants: Vec<Grant<'_>> = rules
             .iter()
             .filter_map(|r| match &r.effect {
                 Effect::Grant {
                     privileges,
                     columns,
                     row_filter,
-                } => Some((*r, privileges, columns, row_filter)),
+                } => Some(Grant {
+                    rule: r,
+                    privileges,
+                    columns: columns.as_ref(),
+                    row_filter: row_filter.as_ref(),
+                }),
                 _ => None,
             })
             .collect();
@@ -188,7 +201,10 @@ impl PolicySet {
                 rule: rule.name.clone(),
             }));
         }
-        let selects: Vec<_> = grants.iter().filter(|g| g.1.contains(&Privilege::Select)).collect();
+        let selects: Vec<_> = grants
+            .iter()
+            .filter(|g| g.privileges.contains(&Privilege::Select))
+            .collect();
         if selects.is_empty() {
             return decision(Err(Refusal::NotGranted));
         }
@@ -213,22 +229,22 @@ impl PolicySet {
         }
 
         // Selectable columns: the union of the select grants' columns.
-        let all_columns = selects.iter().any(|g| g.2.is_none());
+        let all_columns = selects.iter().any(|g| g.columns.is_none());
         let granted: BTreeSet<String> = selects
             .iter()
-            .filter_map(|g| g.2.as_ref())
+            .filter_map(|g| g.columns)
             .flatten()
             .map(|c| c.to_ascii_lowercase())
             .collect();
-        let grant_filters = if selects.iter().any(|g| g.3.is_none()) {
+        let grant_filters = if selects.iter().any(|g| g.row_filter.is_none()) {
             None
         } else {
             Some(
                 selects
                     .iter()
                     .map(|g| RowFilter {
-                        rule: g.0.name.clone(),
-                        sql: g.3.clone().unwrap_or_default(),
+                        rule: g.rule.name.clone(),
+                        sql: g.row_filter.cloned().unwrap_or_default(),
                         column: None,
                     })
                     .collect(),

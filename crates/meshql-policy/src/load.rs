@@ -292,12 +292,14 @@ fn secret(name: &str, doc: &SecretDoc, path: &Path, root: &Path) -> Result<HashK
                 Err(e) => HashKey::Unavailable(format!("hash key '{name}': cannot read {}: {e}", p.display())),
             }
         }
-        _ => return Err(invalid(
-            path,
-            format!(
+        _ => {
+            return Err(invalid(
+                path,
+                format!(
                 "hash key '{name}' needs exactly one of `env` or `file` (secrets are never written in policy files)"
             ),
-        )),
+            ))
+        }
     };
     if let HashKey::Unavailable(why) = &key {
         tracing::warn!(%why, "masks that use this key fail the queries that read them");

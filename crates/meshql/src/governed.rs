@@ -31,8 +31,11 @@ pub(crate) struct Governance {
     decisions: Mutex<HashMap<(String, String), Arc<Decision>>>,
     /// Governed tables already built, with the storage provider they were built over: reused
     /// while the product's storage has not been re-opened.
-    tables: Mutex<HashMap<(String, String), (Arc<dyn TableProvider>, Arc<dyn TableProvider>)>>,
+    tables: Mutex<HashMap<(String, String), BuiltTable>>,
 }
+
+/// A governed table and the storage provider it was built over.
+type BuiltTable = (Arc<dyn TableProvider>, Arc<dyn TableProvider>);
 
 impl Governance {
     pub fn new(catalog: Arc<MeshCatalog>, policies: Arc<PolicySet>, principal: Arc<Principal>) -> Self {

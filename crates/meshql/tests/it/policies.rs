@@ -364,9 +364,9 @@ async fn subqueries_ctes_unions_and_joins_see_only_permitted_rows() {
         (format!("SELECT count(*) FROM {p} a LEFT JOIN {p} b ON a.customer_id + 1 = b.customer_id WHERE b.customer_id IS NULL OR true"), n),
         (format!("SELECT (SELECT max(customer_id) FROM {p})"), max as usize),
         (format!("SELECT count(*) FROM {p} a WHERE EXISTS (SELECT 1 FROM {p} b WHERE b.customer_id = a.customer_id + 0)"), n),
-        (format!("SELECT count(*) FROM customer.profiles"), n),
-        (format!("SELECT count(*) FROM \"mesh\".\"customer\".\"profiles\""), n),
-        (format!("SELECT count(*) FROM MESH.Customer.PROFILES"), n),
+        ("SELECT count(*) FROM customer.profiles".to_string(), n),
+        ("SELECT count(*) FROM \"mesh\".\"customer\".\"profiles\"".to_string(), n),
+        ("SELECT count(*) FROM MESH.Customer.PROFILES".to_string(), n),
         (format!("SELECT count(DISTINCT customer_id) FROM {p} GROUP BY true"), n),
     ] {
         assert_eq!(ok(&mesh, sam(), &sql).await, vec![vec![expected.to_string()]], "{sql}");
