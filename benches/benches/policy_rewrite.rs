@@ -51,6 +51,8 @@ fn bench(c: &mut Criterion) {
         .with_group("regional")
         .with_attribute("region", "EU");
     let session = mesh.session(principal);
+    // The owning team: an unfiltered grant, no mask — the barrier alone.
+    let owner = mesh.session(Principal::new("owner").with_group("team-7"));
     let raw = SessionContext::new();
     raw.register_catalog("mesh", mesh.catalog().clone());
 
@@ -75,6 +77,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             rt.block_on(async {
                 raw.sql(QUERY)
+                    .await
+                    .expect("plan")
+                    .into_optimized_plan()
+                    .expect("optimise")
+            })
+        })
+    });
+    g.bench_function("meshql, owner: grant without filter or mask", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                owner
+                    .sql(QUERY)
                     .await
                     .expect("plan")
                     .into_optimized_plan()

@@ -67,10 +67,14 @@ impl Governance {
     }
 
     fn domain_visible(&self, domain: &str) -> bool {
-        self.catalog
-            .products()
-            .filter(|p| p.entry().domain == domain)
-            .any(|p| self.discoverable(domain, &p.entry().name))
+        self.product_names(domain)
+            .iter()
+            .any(|name| self.discoverable(domain, name))
+    }
+
+    /// Every product table of `domain`, visible or not.
+    fn product_names(&self, domain: &str) -> Vec<String> {
+        self.catalog.schema(domain).map(|s| s.table_names()).unwrap_or_default()
     }
 }
 
@@ -176,11 +180,9 @@ impl SchemaProvider for GovernedSchema {
 
     fn table_names(&self) -> Vec<String> {
         self.gov
-            .catalog
-            .products()
-            .map(|p| p.entry())
-            .filter(|e| e.domain == self.domain && self.gov.discoverable(&e.domain, &e.name))
-            .map(|e| e.name.clone())
+            .product_names(&self.domain)
+            .into_iter()
+            .filter(|name| self.gov.discoverable(&self.domain, name))
             .collect()
     }
 
