@@ -612,18 +612,21 @@ impl OptimizerRule for LeakproofPushdown {
     }
 }
 
-/// Output columns of a barrier's input that are stored values, not masks or markers.
+/// Output columns of a barrier's input that are stored values (or leak-proof functions of them),
+/// not masks or markers.
 fn plain_columns(input: &LogicalPlan) -> HashSet<Column> {
     let mut node = input;
     loop {
         match node {
             LogicalPlan::Filter(f) => node = &f.input,
             LogicalPlan::Projection(p) => {
+                // Stored columns, possibly through a cast that cannot fail (the contract view);
+                // mask functions and denied-column markers are not leak-proof.
                 return p
                     .expr
                     .iter()
                     .enumerate()
-                    .filter(|(_, e)| matches!(e, Expr::Column(_)))
+                    .filter(|(_, e)| is_leakproof(e, p.input.schema()))
                     .map(|(i, _)| Column::from(p.schema.qualified_field(i)))
                     .collect();
             }

@@ -18,7 +18,7 @@ use datafusion::logical_expr::TableType;
 use meshql_catalog::{MeshCatalog, ProductUnavailable, MESH_CATALOG};
 use meshql_contract::TableEntry;
 use meshql_policy::enforce::governed_plan;
-use meshql_policy::{ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
+use meshql_policy::{ColumnAccess, ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
 
 /// What a principal's catalog knows: the mesh, the policies, the principal, and decisions
 /// already taken (the session is bound to one principal and one policy version, so that is the
@@ -250,15 +250,23 @@ impl GovernedSchema {
                     .collect::<Vec<_>>(),
             ))
         };
-        let access = match &decision.select {
-            Ok(access) => access,
+        let mut access = match &decision.select {
+            Ok(access) => access.clone(),
             Err(refusal) => {
                 let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
                 return Arc::new(GovernedTable::refused(visible_schema(), msg));
             }
         };
+        // Column refusals say whom to ask, like product refusals.
+        if let Some(contact) = ProductUnavailable::contact(entry) {
+            for (_, how) in &mut access.columns {
+                if let ColumnAccess::Denied(why) | ColumnAccess::Conflict(why) = how {
+                    why.push_str(&format!("; to request access, contact the product owner: {contact}"));
+                }
+            }
+        }
         let table = TableReference::full(MESH_CATALOG, self.domain.as_str(), name);
-        match governed_plan(&table, base.clone(), access, &self.gov.principal, &self.gov.policies) {
+        match governed_plan(&table, base.clone(), &access, &self.gov.principal, &self.gov.policies) {
             Ok(plan) => Arc::new(GovernedTable::served(plan)),
             Err(e) => {
                 tracing::error!(table = %table, error = %e, "policy cannot be applied: refusing reads");

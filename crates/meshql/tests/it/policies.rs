@@ -225,7 +225,8 @@ async fn column_grants_denies_and_hidden_columns() {
         assert!(
             e.contains("access denied")
                 && e.contains("'amount'")
-                && e.contains("confidential-figures-not-for-contractors"),
+                && e.contains("confidential-figures-not-for-contractors")
+                && e.contains("order-platform-team"),
             "{sql}: {e}"
         );
     }
