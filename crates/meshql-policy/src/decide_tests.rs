@@ -99,6 +99,19 @@ fn columns() -> Vec<ColumnInfo> {
     ]
 }
 
+/// The decision of `set` for `p` on `customer.profiles` with [`columns`].
+fn profiles_decision(set: &PolicySet, p: &Principal) -> Decision {
+    let cols = columns();
+    set.decide(
+        p,
+        &ProductRef {
+            domain: "customer",
+            name: "profiles",
+            columns: &cols,
+        },
+    )
+}
+
 fn decide(p: &Principal, domain: &str, name: &str) -> Decision {
     let cols = columns();
     set().decide(
@@ -122,15 +135,7 @@ fn column<'a>(a: &'a Access, name: &str) -> &'a ColumnAccess {
 #[test]
 fn deny_by_default() {
     let empty = PolicySet::from_yaml("{}", &[]).expect("empty");
-    let cols = columns();
-    let d = empty.decide(
-        &Principal::new("x").with_group("analysts"),
-        &ProductRef {
-            domain: "customer",
-            name: "profiles",
-            columns: &cols,
-        },
-    );
+    let d = profiles_decision(&empty, &Principal::new("x").with_group("analysts"));
     assert!(!d.discover);
     assert_eq!(d.select, Err(Refusal::NotGranted));
 }
@@ -248,15 +253,7 @@ tagRules:
     mask: { type: "null" }
 "#;
     let set = PolicySet::from_yaml(global, &[]).expect("loads");
-    let cols = columns();
-    let d = set.decide(
-        &Principal::new("x"),
-        &ProductRef {
-            domain: "customer",
-            name: "profiles",
-            columns: &cols,
-        },
-    );
+    let d = profiles_decision(&set, &Principal::new("x"));
     let a = access(&d);
     assert!(
         matches!(column(a, "email"), ColumnAccess::Conflict(why) if why.contains("'mask-a'") && why.contains("'mask-b'"))
@@ -286,15 +283,7 @@ rules:
     columns: [emial]
 "#;
     let set = PolicySet::from_yaml(global, &[]).expect("loads");
-    let cols = columns();
-    let d = set.decide(
-        &Principal::new("x"),
-        &ProductRef {
-            domain: "customer",
-            name: "profiles",
-            columns: &cols,
-        },
-    );
+    let d = profiles_decision(&set, &Principal::new("x"));
     assert!(
         matches!(&d.select, Err(Refusal::Broken { reason }) if reason.contains("emial")),
         "{d:?}"

@@ -12,7 +12,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "testdata/mesh".to_string());
     let mesh = Mesh::open(&dir)?;
 
-    // Principals come from your application's authentication, never from SQL.
+    // Principals come from your application's authentication, never from SQL; what alice may
+    // read (and which columns she sees masked) is decided by testdata/mesh/policies.yaml.
     let alice = Principal::new("alice")
         .with_group("analysts")
         .with_attribute("region", "EU");
