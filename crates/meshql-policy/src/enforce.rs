@@ -23,7 +23,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
@@ -131,9 +131,16 @@ pub fn governed_plan(
         exprs.push(expr);
     }
     let plan = builder.project(exprs).map_err(internal)?.build().map_err(internal)?;
+    let computed = access
+        .columns
+        .iter()
+        .filter(|(_, how)| !matches!(how, ColumnAccess::Plain | ColumnAccess::Hidden))
+        .map(|(c, _)| c.clone())
+        .collect();
     Ok(LogicalPlan::Extension(Extension {
         node: Arc::new(PolicyBarrier {
             table: name,
+            computed,
             input: plan,
         }),
     }))
@@ -393,6 +400,9 @@ impl TableProvider for GovernedTable {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd)]
 pub struct PolicyBarrier {
     pub table: String,
+    /// Output columns the policies compute (masks, denied-column markers): never crossed by a
+    /// user predicate, whatever shape the optimiser gives the plan below.
+    pub computed: BTreeSet<String>,
     pub input: LogicalPlan,
 }
 
@@ -427,6 +437,7 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
         }
         Ok(PolicyBarrier {
             table: self.table.clone(),
+            computed: self.computed.clone(),
             input: inputs.swap_remove(0),
         })
     }
@@ -588,9 +599,13 @@ impl OptimizerRule for LeakproofPushdown {
         };
         let schema = barrier.input.schema();
         let plain = plain_columns(&barrier.input);
-        let (inside, above): (Vec<&Expr>, Vec<&Expr>) = split_conjunction(&filter.predicate)
-            .into_iter()
-            .partition(|e| is_leakproof(e, schema) && e.column_refs().iter().all(|c| plain.contains(*c)));
+        let (inside, above): (Vec<&Expr>, Vec<&Expr>) =
+            split_conjunction(&filter.predicate).into_iter().partition(|e| {
+                is_leakproof(e, schema)
+                    && e.column_refs()
+                        .iter()
+                        .all(|c| plain.contains(*c) && !barrier.computed.contains(&c.name))
+            });
         if inside.is_empty() {
             return Ok(Transformed::no(plan));
         }
@@ -601,6 +616,7 @@ impl OptimizerRule for LeakproofPushdown {
         let moved = LogicalPlan::Extension(Extension {
             node: Arc::new(PolicyBarrier {
                 table: barrier.table.clone(),
+                computed: barrier.computed.clone(),
                 input: inner,
             }),
         });

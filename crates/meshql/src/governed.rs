@@ -15,10 +15,11 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::TableType;
+use meshql_catalog::conform::contract_schema;
 use meshql_catalog::{MeshCatalog, ProductUnavailable, MESH_CATALOG};
 use meshql_contract::TableEntry;
 use meshql_policy::enforce::governed_plan;
-use meshql_policy::{ColumnAccess, ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
+use meshql_policy::{Access, ColumnAccess, ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
 
 /// What a principal's catalog knows: the mesh, the policies, the principal, and decisions
 /// already taken (the session is bound to one principal and one policy version, so that is the
@@ -111,14 +112,32 @@ fn decide(policies: &PolicySet, principal: &Principal, entry: &TableEntry) -> De
 
 /// The refusal text for a product the principal may see but not read.
 pub(crate) fn refusal_message(entry: &TableEntry, principal: &Principal, why: &str) -> String {
-    let contact = ProductUnavailable::contact(entry)
-        .map(|c| format!("; to request access, contact the product owner: {c}"))
-        .unwrap_or_default();
     format!(
-        "access denied: '{}' may not read mesh.{}: {why}{contact}",
+        "access denied: '{}' may not read mesh.{}: {why}{}",
         principal.id(),
-        entry.qualified_name()
+        entry.qualified_name(),
+        ask_owner(entry)
     )
+}
+
+/// The contract's columns the principal may discover: the schema of a product it may not read.
+fn visible_schema(entry: &TableEntry, decision: &Decision) -> SchemaRef {
+    let fields = entry
+        .binding
+        .as_ref()
+        .map(|b| contract_schema(&b.schema).fields().to_vec())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !decision.hidden.contains(f.name()))
+        .collect::<Vec<_>>();
+    Arc::new(Schema::new(fields))
+}
+
+/// "; to request access, contact …" with the product's owner and support channel, if known.
+fn ask_owner(entry: &TableEntry) -> String {
+    ProductUnavailable::contact(entry)
+        .map(|c| format!("; to request access, contact the product owner: {c}"))
+        .unwrap_or_default()
 }
 
 /// The principal's `mesh` catalog.
@@ -159,9 +178,10 @@ impl CatalogProvider for GovernedCatalog {
     fn register_schema(
         &self,
         name: &str,
-        _schema: Arc<dyn SchemaProvider>,
+        schema: Arc<dyn SchemaProvider>,
     ) -> DFResult<Option<Arc<dyn SchemaProvider>>> {
-        self.gov.catalog.register_schema(name, _schema)
+        // The mesh catalog refuses: it is defined by contracts.
+        self.gov.catalog.register_schema(name, schema)
     }
 }
 
@@ -194,10 +214,21 @@ impl SchemaProvider for GovernedSchema {
             return Ok(None);
         };
         let entry = product.entry();
-        let Some(base) = self.gov.catalog.schema(&self.domain) else {
+        let access = match &decision.select {
+            Ok(access) => access,
+            // Refused: described from the contract, storage never touched.
+            Err(refusal) => {
+                let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
+                return Ok(Some(Arc::new(GovernedTable::refused(
+                    visible_schema(entry, &decision),
+                    msg,
+                ))));
+            }
+        };
+        let Some(domain) = self.gov.catalog.schema(&self.domain) else {
             return Ok(None);
         };
-        let Some(base) = base.table(name).await? else {
+        let Some(base) = domain.table(name).await? else {
             return Ok(None);
         };
         let key = (self.domain.clone(), name.to_string());
@@ -206,7 +237,7 @@ impl SchemaProvider for GovernedSchema {
                 return Ok(Some(table));
             }
         }
-        let table = self.build(&decision, entry, base.clone(), name);
+        let table = self.build(&decision, access, entry, base.clone(), name);
         if let Ok(mut cache) = self.gov.tables.lock() {
             cache.insert(key, (base, table.clone()));
         }
@@ -231,38 +262,22 @@ impl SchemaProvider for GovernedSchema {
 }
 
 impl GovernedSchema {
-    /// The product as the principal sees it: the governed plan, or a refusal.
+    /// The readable product as the principal sees it: its governed plan, or a refusal when the
+    /// policies cannot be applied to it.
     fn build(
         &self,
         decision: &Decision,
+        access: &Access,
         entry: &TableEntry,
         base: Arc<dyn TableProvider>,
         name: &str,
     ) -> Arc<dyn TableProvider> {
-        let visible_schema = || -> SchemaRef {
-            let schema = base.schema();
-            Arc::new(Schema::new(
-                schema
-                    .fields()
-                    .iter()
-                    .filter(|f| !decision.hidden.contains(f.name()))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            ))
-        };
-        let mut access = match &decision.select {
-            Ok(access) => access.clone(),
-            Err(refusal) => {
-                let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
-                return Arc::new(GovernedTable::refused(visible_schema(), msg));
-            }
-        };
         // Column refusals say whom to ask, like product refusals.
-        if let Some(contact) = ProductUnavailable::contact(entry) {
-            for (_, how) in &mut access.columns {
-                if let ColumnAccess::Denied(why) | ColumnAccess::Conflict(why) = how {
-                    why.push_str(&format!("; to request access, contact the product owner: {contact}"));
-                }
+        let mut access = access.clone();
+        let ask = ask_owner(entry);
+        for (_, how) in &mut access.columns {
+            if let ColumnAccess::Denied(why) | ColumnAccess::Conflict(why) = how {
+                why.push_str(&ask);
             }
         }
         let table = TableReference::full(MESH_CATALOG, self.domain.as_str(), name);
@@ -275,7 +290,7 @@ impl GovernedSchema {
                     &self.gov.principal,
                     &format!("its access policies cannot be applied ({e}), so it is not served"),
                 );
-                Arc::new(GovernedTable::refused(visible_schema(), msg))
+                Arc::new(GovernedTable::refused(visible_schema(entry, decision), msg))
             }
         }
     }

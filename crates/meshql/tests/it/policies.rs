@@ -705,3 +705,26 @@ async fn a_domain_cannot_govern_another_domains_products() {
     let e = err(&mesh, nobody(), "SELECT count(*) FROM mesh.customer.profiles").await;
     assert!(e.contains("access denied"), "{e}");
 }
+
+#[tokio::test]
+async fn refused_principals_learn_nothing_about_storage() {
+    let dir = copy_of_sample();
+    std::fs::remove_file(dir.path().join("domains/customer/data/profiles.parquet")).expect("delete the data");
+    let mesh = Mesh::open(dir.path()).expect("opens");
+    // Readers are told the product is unavailable; a refused principal only that it is refused,
+    // and its schema still comes from the contract.
+    let e = err(&mesh, analyst(), "SELECT count(*) FROM mesh.customer.profiles").await;
+    assert!(e.contains("unavailable"), "{e}");
+    let e = err(&mesh, carl(), "SELECT count(*) FROM mesh.customer.profiles").await;
+    assert!(
+        e.contains("access denied") && !e.contains("unavailable") && !e.contains("profiles.parquet"),
+        "{e}"
+    );
+    let cols = ok(
+        &mesh,
+        carl(),
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'profiles'",
+    )
+    .await;
+    assert_eq!(cols, vec![vec!["9"]]);
+}
