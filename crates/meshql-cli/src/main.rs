@@ -39,6 +39,43 @@ enum Command {
     /// Validate every contract and compare every product's storage with its contract; exits
     /// non-zero if anything is wrong.
     Check(MeshArg),
+    /// Serve the mesh over Arrow Flight SQL (JDBC, ADBC, any Flight SQL client).
+    Serve(ServeArgs),
+    /// Make credentials for the server configuration.
+    #[command(subcommand)]
+    Auth(AuthCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    mesh: MeshArg,
+    /// Server configuration (YAML: listen, tls, auth, limits, results); see testdata/server.yaml.
+    #[arg(long, short = 'c', env = "MESHQL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration); port 0 picks a free port.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA bundle: require client certificates it signed (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Let callers without credentials in, as principal `anonymous`.
+    #[arg(long)]
+    allow_anonymous: bool,
+}
+
+#[derive(Subcommand)]
+enum AuthCommand {
+    /// Print the argon2 hash of a password read from standard input, for `passwordHash`.
+    HashPassword,
+    /// Print a new service token and the `tokenHash` to configure for it.
+    NewServiceToken,
 }
 
 #[derive(Args)]
@@ -84,11 +121,19 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server logs what it does; one-shot commands only their errors.
+    let default_filter = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "error"
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG").unwrap_or_else(|_| "error".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHQL_LOG").unwrap_or_else(|_| default_filter.into()),
+        )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -111,6 +156,70 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Catalog(CatalogCommand::List(m)) => catalog_list(&open(&m)?),
         Command::Catalog(CatalogCommand::Show { mesh, product }) => catalog_show(&open(&mesh)?, &product).await,
         Command::Check(m) => check(&open(&m)?).await,
+        Command::Serve(args) => serve(args).await,
+        Command::Auth(AuthCommand::HashPassword) => {
+            let password = std::io::read_to_string(std::io::stdin()).context("reading the password")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!("empty password");
+            }
+            println!("{}", meshql_flight::auth::hash_password(password)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Auth(AuthCommand::NewServiceToken) => {
+            let (token, hash) = meshql_flight::auth::new_service_token();
+            println!("token:     {token}\ntokenHash: {hash}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = match &args.config {
+        Some(path) => meshql_flight::ServerConfig::load(path)?,
+        None => meshql_flight::ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(meshql_flight::config::TlsConfig {
+            cert,
+            key,
+            client_ca: args.tls_client_ca,
+        });
+    }
+    if args.allow_anonymous {
+        config.auth.anonymous.enabled = true;
+    }
+    let mesh = open(&args.mesh)?;
+    let server = meshql_flight::serve(mesh, config).await?;
+    // Tests and scripts read the bound address (port 0 = any free port) from this line.
+    println!("meshql listening on {}", server.addr());
+    server.shutdown_on(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
     }
 }
 

@@ -150,6 +150,37 @@ pub struct SchemaProperty {
     pub items: Option<Value>,
     #[serde(default)]
     pub properties: Vec<SchemaProperty>,
+    /// Foreign keys from this column (`relationships`, property level: `from` is implicit).
+    #[serde(default)]
+    pub relationships: Vec<Relationship>,
+}
+
+/// A property-level relationship: this column references `to`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Relationship {
+    /// `foreignKey` (the only type ODCS 3.1 defines, and the default).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `table.column` (shorthand), or a list of them for composite keys.
+    #[serde(default)]
+    pub to: Value,
+}
+
+impl Relationship {
+    /// The referenced columns as `table.column` strings (one for a simple key).
+    pub fn targets(&self) -> Vec<&str> {
+        match &self.to {
+            Value::String(s) => vec![s.as_str()],
+            Value::Array(items) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether this is a foreign key (the default type).
+    pub fn is_foreign_key(&self) -> bool {
+        self.kind.as_deref().is_none_or(|k| k == "foreignKey")
+    }
 }
 
 impl SchemaProperty {

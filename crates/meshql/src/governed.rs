@@ -67,7 +67,15 @@ impl Governance {
         self.decision(domain, name).is_some_and(|d| d.discover)
     }
 
-    fn domain_visible(&self, domain: &str) -> bool {
+    /// The contract's columns of `domain.name` the principal may discover; `None` if it may not
+    /// discover the product.
+    pub fn contract_view(&self, domain: &str, name: &str) -> Option<SchemaRef> {
+        let decision = self.decision(domain, name).filter(|d| d.discover)?;
+        let entry = self.catalog.product(domain, name)?.entry();
+        Some(visible_schema(entry, &decision))
+    }
+
+    pub(crate) fn domain_visible(&self, domain: &str) -> bool {
         self.product_names(domain)
             .iter()
             .any(|name| self.discoverable(domain, name))

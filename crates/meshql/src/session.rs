@@ -4,11 +4,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use meshql_catalog::MESH_CATALOG;
@@ -84,15 +89,69 @@ impl Session {
         &self.mesh
     }
 
+    /// The domains in which the principal may discover at least one product.
+    pub fn domains(&self) -> Vec<String> {
+        let mut names = self.catalog().map(|c| c.schema_names()).unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The products of `domain` the principal may discover.
+    pub fn products(&self, domain: &str) -> Vec<String> {
+        let mut names = self
+            .catalog()
+            .and_then(|c| c.schema(domain))
+            .map(|s| s.table_names())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// The schema of `domain.name` as the principal would read it (after masks, without hidden
+    /// columns). A product whose storage cannot be opened is described from its contract, so
+    /// listings never fail because of one broken product. `None` if it may not be discovered.
+    pub async fn product_schema(&self, domain: &str, name: &str) -> Option<SchemaRef> {
+        let schema = self.catalog()?.schema(domain)?;
+        match schema.table(name).await {
+            Ok(Some(table)) => Some(table.schema()),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::debug!(product = %format!("{domain}.{name}"), error = %e, "described from its contract");
+                self.governance.contract_view(domain, name)
+            }
+        }
+    }
+
+    /// Whether the principal may discover column `column` of `domain.name`.
+    pub fn column_visible(&self, domain: &str, name: &str, column: &str) -> bool {
+        self.governance
+            .decision(domain, name)
+            .is_some_and(|d| d.discover && !d.hidden.contains(column))
+    }
+
+    fn catalog(&self) -> Option<Arc<dyn datafusion::catalog::CatalogProvider>> {
+        self.ctx.catalog(MESH_CATALOG)
+    }
+
     /// Plans `sql`. Nothing is read until the result is collected or streamed.
     ///
     /// Only queries (including `EXPLAIN`, `SHOW`, `DESCRIBE`) are accepted: the mesh is defined
     /// by contracts, not by DDL, and nothing is written through meshql. A query that touches a
     /// product that cannot be served fails here, naming the product, the reason and whom to ask.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, Error> {
-        let state = self.ctx.state();
+        self.sql_in(sql, None).await
+    }
+
+    /// Like [`Session::sql`], with unqualified table names resolved in domain `default_schema`
+    /// (a client's current schema) instead of the session default.
+    pub async fn sql_in(&self, sql: &str, default_schema: Option<&str>) -> Result<QueryResult, Error> {
+        let mut state = self.ctx.state();
+        if let Some(schema) = default_schema {
+            state.config_mut().options_mut().catalog.default_schema = schema.to_string();
+        }
         let dialect = state.config().options().sql_parser.dialect;
-        let statement = state.sql_to_statement(sql, &dialect)?;
+        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        number_placeholders(&mut statement);
         refuse_non_queries(&statement, self.admin)?;
         self.ensure_readable(&state, &statement).await?;
         let plan = state.statement_to_plan(statement).await?;
@@ -132,6 +191,28 @@ impl Session {
         }
         Ok(())
     }
+}
+
+/// JDBC and ODBC write parameters as `?`; DataFusion numbers them `$1`, `$2`, …. Each `?` becomes
+/// the next number, in the order they appear.
+fn number_placeholders(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr, Value};
+    use std::ops::ControlFlow;
+    let Statement::Statement(s) = statement else {
+        return;
+    };
+    let mut n = 0;
+    let _ = visit_expressions_mut(s.as_mut(), |e| {
+        if let Expr::Value(v) = e {
+            if let Value::Placeholder(p) = &mut v.value {
+                if p == "?" {
+                    n += 1;
+                    *p = format!("${n}");
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 fn refuse_non_queries(statement: &Statement, admin: bool) -> Result<(), Error> {
@@ -197,5 +278,41 @@ impl QueryResult {
     /// Runs the query as a stream of batches; dropping the stream stops it.
     pub async fn stream(self) -> Result<SendableRecordBatchStream, Error> {
         Ok(self.df.execute_stream().await?)
+    }
+
+    /// Runs the query as a stream whose operators may hold at most `memory_limit` bytes
+    /// (sorts, joins and aggregations fail with "resources exhausted" beyond it). The limit is
+    /// this query's own: other queries of the mesh do not count against it.
+    pub async fn stream_with_memory_limit(self, memory_limit: usize) -> Result<SendableRecordBatchStream, Error> {
+        let (state, plan) = self.df.into_parts();
+        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit)))
+            .build_arc()?;
+        let physical = state.create_physical_plan(&plan).await?;
+        let task = TaskContext::from(&state).with_runtime(runtime);
+        Ok(execute_stream(physical, Arc::new(task))?)
+    }
+
+    /// The query's placeholders (`$1`, `?`) in order, with the type the planner inferred for
+    /// each (`None` when the context does not say).
+    pub fn parameters(&self) -> Result<Vec<(String, Option<DataType>)>, Error> {
+        let mut params: Vec<_> = self.df.logical_plan().get_parameter_types()?.into_iter().collect();
+        // `$10` after `$9`: order by the number, not the text.
+        params.sort_by_key(|(name, _)| {
+            (
+                name.trim_start_matches('$').parse::<u64>().unwrap_or(u64::MAX),
+                name.clone(),
+            )
+        });
+        Ok(params)
+    }
+
+    /// Binds positional parameter values (`$1` is the first).
+    pub fn with_params(self, values: Vec<ScalarValue>) -> Result<QueryResult, Error> {
+        Ok(QueryResult {
+            df: self
+                .df
+                .with_param_values(ParamValues::List(values.into_iter().map(Into::into).collect()))?,
+        })
     }
 }

@@ -1,0 +1,264 @@
+//! Shaping results for the wire: plain types for clients that cannot read view types, Flight
+//! SQL column metadata, and bound parameters carried inside handles.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::error::ArrowError;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use datafusion::common::ScalarValue;
+
+/// `t` with view types replaced by their plain equivalents, recursively.
+pub fn plain_type(t: &DataType) -> DataType {
+    match t {
+        DataType::Utf8View => DataType::Utf8,
+        DataType::BinaryView => DataType::Binary,
+        DataType::ListView(f) | DataType::List(f) => DataType::List(plain_field(f)),
+        DataType::LargeListView(f) | DataType::LargeList(f) => DataType::LargeList(plain_field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(plain_field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(plain_field).collect::<Fields>()),
+        DataType::Map(f, sorted) => DataType::Map(plain_field(f), *sorted),
+        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(plain_type(v))),
+        other => other.clone(),
+    }
+}
+
+fn plain_field(f: &FieldRef) -> FieldRef {
+    Arc::new(f.as_ref().clone().with_data_type(plain_type(f.data_type())))
+}
+
+/// How results leave the server: the schema clients are told, and how to make each batch match.
+#[derive(Debug, Clone)]
+pub struct Shaper {
+    schema: SchemaRef,
+    /// Columns whose type changes (view → plain).
+    casts: Vec<Option<DataType>>,
+}
+
+impl Shaper {
+    /// Shapes results of `schema`; `plain` replaces view types.
+    pub fn new(schema: &Schema, plain: bool) -> Shaper {
+        let mut casts = Vec::with_capacity(schema.fields().len());
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let target = if plain {
+                    plain_type(f.data_type())
+                } else {
+                    f.data_type().clone()
+                };
+                casts.push((&target != f.data_type()).then(|| target.clone()));
+                let mut metadata = f.metadata().clone();
+                metadata.extend(type_metadata(&target));
+                f.as_ref().clone().with_data_type(target).with_metadata(metadata)
+            })
+            .collect();
+        Shaper {
+            schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+            casts,
+        }
+    }
+
+    /// The schema announced in FlightInfo and sent first in DoGet.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// `batch` in the announced schema.
+    pub fn shape(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(&self.casts)
+            .map(|(c, to)| match to {
+                Some(t) => cast(c, t),
+                None => Ok(c.clone()),
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+/// Flight SQL column metadata for a value of type `t`: the SQL type name, and precision and
+/// scale where they mean something.
+pub fn type_metadata(t: &DataType) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("ARROW:FLIGHT:SQL:TYPE_NAME".to_string(), sql_type_name(t).to_string());
+    let precision_scale = match t {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => Some((i32::from(*p), i32::from(*s))),
+        DataType::Int8 | DataType::UInt8 => Some((3, 0)),
+        DataType::Int16 | DataType::UInt16 => Some((5, 0)),
+        DataType::Int32 | DataType::UInt32 => Some((10, 0)),
+        DataType::Int64 => Some((19, 0)),
+        DataType::UInt64 => Some((20, 0)),
+        DataType::Float32 => Some((7, 0)),
+        DataType::Float64 => Some((15, 0)),
+        DataType::Timestamp(unit, _) | DataType::Time64(unit) | DataType::Time32(unit) => {
+            let digits = match unit {
+                TimeUnit::Second => 0,
+                TimeUnit::Millisecond => 3,
+                TimeUnit::Microsecond => 6,
+                TimeUnit::Nanosecond => 9,
+            };
+            Some((
+                if matches!(t, DataType::Timestamp(..)) {
+                    20 + digits
+                } else {
+                    9 + digits
+                },
+                digits,
+            ))
+        }
+        DataType::Date32 | DataType::Date64 => Some((10, 0)),
+        _ => None,
+    };
+    if let Some((p, s)) = precision_scale {
+        m.insert("ARROW:FLIGHT:SQL:PRECISION".to_string(), p.to_string());
+        m.insert("ARROW:FLIGHT:SQL:SCALE".to_string(), s.to_string());
+    }
+    m.insert("ARROW:FLIGHT:SQL:IS_READ_ONLY".to_string(), "1".to_string());
+    m.insert("ARROW:FLIGHT:SQL:IS_AUTO_INCREMENT".to_string(), "0".to_string());
+    m.insert(
+        "ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE".to_string(),
+        if matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            "1"
+        } else {
+            "0"
+        }
+        .to_string(),
+    );
+    m.insert("ARROW:FLIGHT:SQL:IS_SEARCHABLE".to_string(), "1".to_string());
+    m
+}
+
+/// The SQL name of an Arrow type, as `GetXdbcTypeInfo` lists it.
+pub fn sql_type_name(t: &DataType) -> &'static str {
+    match t {
+        DataType::Null => "NULL",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Int8 => "TINYINT",
+        DataType::Int16 | DataType::UInt8 => "SMALLINT",
+        DataType::Int32 | DataType::UInt16 => "INTEGER",
+        DataType::Int64 | DataType::UInt32 => "BIGINT",
+        DataType::UInt64 => "DECIMAL",
+        DataType::Float16 | DataType::Float32 => "REAL",
+        DataType::Float64 => "DOUBLE",
+        DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) => {
+            "DECIMAL"
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "VARBINARY",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Time32(_) | DataType::Time64(_) => "TIME",
+        DataType::Timestamp(_, None) => "TIMESTAMP",
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE",
+        DataType::Interval(_) | DataType::Duration(_) => "INTERVAL",
+        DataType::List(_)
+        | DataType::LargeList(_)
+        | DataType::ListView(_)
+        | DataType::LargeListView(_)
+        | DataType::FixedSizeList(..) => "ARRAY",
+        DataType::Struct(_) => "STRUCT",
+        DataType::Map(..) => "MAP",
+        DataType::Dictionary(_, v) => sql_type_name(v),
+        _ => "OTHER",
+    }
+}
+
+/// One row of parameter values as Arrow IPC stream bytes (what a handle carries).
+pub fn encode_parameters(batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+    let mut out = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut out, &batch.schema())?;
+        w.write(batch)?;
+        w.finish()?;
+    }
+    Ok(out)
+}
+
+/// The parameter values in `bytes` (empty: none bound), in column order.
+pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, ArrowError> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let reader = StreamReader::try_new(bytes, None)?;
+    let mut values = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        if batch.num_rows() != 1 {
+            return Err(ArrowError::InvalidArgumentError("parameters must be one row".into()));
+        }
+        for column in batch.columns() {
+            values.push(ScalarValue::try_from_array(column, 0).map_err(|e| ArrowError::ExternalError(Box::new(e)))?);
+        }
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringViewArray};
+
+    #[test]
+    fn view_types_become_plain_and_metadata_is_attached() {
+        let schema = Schema::new(vec![
+            Field::new("s", DataType::Utf8View, true),
+            Field::new(
+                "l",
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8View, true))),
+                true,
+            ),
+            Field::new("d", DataType::Decimal128(12, 2), false),
+        ]);
+        let shaper = Shaper::new(&schema, true);
+        let out = shaper.schema();
+        assert_eq!(out.field(0).data_type(), &DataType::Utf8);
+        assert_eq!(
+            out.field(1).data_type(),
+            &DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)))
+        );
+        let d = out.field(2).metadata();
+        assert_eq!(d["ARROW:FLIGHT:SQL:TYPE_NAME"], "DECIMAL");
+        assert_eq!(d["ARROW:FLIGHT:SQL:PRECISION"], "12");
+        assert_eq!(d["ARROW:FLIGHT:SQL:SCALE"], "2");
+        // Views kept when asked.
+        assert_eq!(
+            Shaper::new(&schema, false).schema().field(0).data_type(),
+            &DataType::Utf8View
+        );
+    }
+
+    #[test]
+    fn shapes_batches_and_round_trips_parameters() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("s", DataType::Utf8View, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringViewArray::from(vec!["a"])),
+                Arc::new(Int64Array::from(vec![7])),
+            ],
+        )
+        .unwrap();
+        let shaped = Shaper::new(&schema, true).shape(batch.clone()).unwrap();
+        assert_eq!(shaped.column(0).data_type(), &DataType::Utf8);
+        let bytes = encode_parameters(&batch).unwrap();
+        assert_eq!(
+            decode_parameters(&bytes).unwrap(),
+            vec![ScalarValue::Utf8View(Some("a".into())), ScalarValue::Int64(Some(7))]
+        );
+        assert!(decode_parameters(&[]).unwrap().is_empty());
+        assert!(decode_parameters(b"garbage").is_err());
+    }
+}

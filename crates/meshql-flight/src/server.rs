@@ -1,0 +1,121 @@
+//! Listening: TCP, optional TLS and mutual TLS, graceful shutdown.
+
+use std::net::SocketAddr;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use meshql::Mesh;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::service::MeshFlightService;
+use crate::signing::Signer;
+use crate::FlightError;
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl RunningServer {
+    /// The address it listens on (with the actual port when port 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting calls, lets running calls finish, and returns.
+    pub async fn shutdown(mut self) -> Result<(), FlightError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), FlightError> {
+        match self.task.await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(FlightError::Config(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// Shuts down when `signal` completes (e.g. SIGTERM or Ctrl-C).
+    pub async fn shutdown_on(self, signal: impl std::future::Future<Output = ()>) -> Result<(), FlightError> {
+        signal.await;
+        tracing::info!("shutting down: finishing running calls");
+        self.shutdown().await
+    }
+}
+
+/// Starts serving `mesh` as configured.
+pub async fn serve(mesh: Mesh, config: ServerConfig) -> Result<RunningServer, FlightError> {
+    // Several TLS backends are linked (through object store and catalog clients); rustls needs
+    // one chosen for the process. Keep an application's own choice if it made one.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let signer = match &config.auth.signing_key {
+        Some(key) => {
+            let key = key.read()?;
+            if key.len() < 32 {
+                return Err(FlightError::Config("the signing key must be at least 32 bytes".into()));
+            }
+            Signer::new(key)
+        }
+        None => {
+            tracing::warn!(
+                "no auth.signingKey configured: using a random key, so session tokens and statement handles end with this process and other replicas cannot serve them"
+            );
+            Signer::random()
+        }
+    };
+    let auth = Authenticator::new(&config.auth, signer)?;
+    if config.auth.users.is_empty()
+        && config.auth.service_tokens.is_empty()
+        && config.auth.jwt.is_none()
+        && !config.auth.anonymous.enabled
+    {
+        tracing::warn!("no users, service tokens, JWT issuer or anonymous access configured: nobody can connect");
+    }
+    let service = MeshFlightService::new(mesh, auth, config.clone())?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| FlightError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| FlightError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        let read =
+            |p: &std::path::Path| std::fs::read(p).map_err(|e| FlightError::Tls(format!("{}: {e}", p.display())));
+        let mut tls_config = ServerTlsConfig::new().identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+        if let Some(ca) = &tls.client_ca {
+            tls_config = tls_config.client_ca_root(Certificate::from_pem(read(ca)?));
+        }
+        builder = builder
+            .tls_config(tls_config)
+            .map_err(|e| FlightError::Tls(e.to_string()))?;
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = builder.add_service(FlightServiceServer::new(service));
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%addr, tls = config.tls.is_some(), "meshql Flight SQL server listening");
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        task,
+    })
+}

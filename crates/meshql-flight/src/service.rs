@@ -1,0 +1,1337 @@
+//! The Flight SQL service.
+//!
+//! Two layers: [`MeshFlightService`] is the gRPC `FlightService` clients talk to; it
+//! authenticates every call, opens a tracing span for it and hands the call, with the
+//! authenticated [`Caller`] attached, to [`Handlers`], which implements arrow-flight's
+//! `FlightSqlService` (the Flight SQL command dispatch). No handler runs without a caller.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError as ArrowFlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, XdbcTypeInfoData};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionCancelQueryRequest, ActionCancelQueryResult,
+    ActionClosePreparedStatementRequest, ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    ActionCreatePreparedSubstraitPlanRequest, ActionEndSavepointRequest, ActionEndTransactionRequest, Any, Command,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables, CommandGetXdbcTypeInfo,
+    CommandPreparedStatementQuery, CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementSubstraitPlan, CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, Criteria, Empty, FlightData,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, PutResult,
+    SchemaAsIpc, SchemaResult, Ticket,
+};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use meshql::{Mesh, Principal, ProductUnavailable, QueryResult, Session};
+use meshql_catalog::MESH_CATALOG;
+use prost::Message;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{field, Instrument, Span};
+
+use crate::auth::{unix_now, Authenticator};
+use crate::config::ServerConfig;
+use crate::metadata::{self, like};
+use crate::proto::{self, SessionCookie};
+use crate::results::{decode_parameters, encode_parameters, Shaper};
+use crate::session_options::{
+    session_option_value, CloseSessionResult, GetSessionOptionsResult, SetSessionOptionsRequest,
+    SetSessionOptionsResult,
+};
+use crate::signing::{Kind, Signer};
+use crate::FlightError;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+type DoGetStream = BoxStream<FlightData>;
+
+const SESSION_COOKIE: &str = "meshql_session";
+/// gRPC carries the status message in a header; keep it well under common header limits.
+const MAX_STATUS_MESSAGE: usize = 4000;
+/// Principals whose sessions (and their policy decisions) are kept warm.
+const SESSION_CACHE: usize = 1024;
+
+/// The authenticated caller of an RPC, attached to the request by [`MeshFlightService`].
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Arc<Principal>,
+    /// The current domain chosen with SetSessionOptions (`schema`), from the session cookie.
+    pub schema: Option<String>,
+}
+
+/// The Flight SQL server for one mesh.
+#[derive(Clone)]
+pub struct MeshFlightService {
+    h: Arc<Handlers>,
+}
+
+/// The Flight SQL command handlers, with everything they share.
+pub struct Handlers {
+    mesh: Mesh,
+    auth: Authenticator,
+    config: ServerConfig,
+    sql_info: SqlInfoData,
+    xdbc: XdbcTypeInfoData,
+    sessions: Mutex<HashMap<Principal, Session>>,
+    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    /// Query ids cancelled before (or while) running, with when the entry can be forgotten.
+    cancelled: Mutex<HashMap<String, i64>>,
+    slots: Arc<Semaphore>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MeshFlightService {
+    pub fn new(mesh: Mesh, auth: Authenticator, config: ServerConfig) -> Result<MeshFlightService, FlightError> {
+        let sql_info = metadata::sql_info(config.limits.query_timeout)?;
+        let xdbc = metadata::xdbc_type_info()?;
+        let slots = Arc::new(Semaphore::new(config.limits.max_concurrent_queries.max(1)));
+        Ok(MeshFlightService {
+            h: Arc::new(Handlers {
+                mesh,
+                auth,
+                config,
+                sql_info,
+                xdbc,
+                sessions: Mutex::new(HashMap::new()),
+                running: Arc::new(Mutex::new(HashMap::new())),
+                cancelled: Mutex::new(HashMap::new()),
+                slots,
+            }),
+        })
+    }
+
+    /// Authenticates the call and attaches the caller; refuses with a bare UNAUTHENTICATED.
+    fn authed<T>(&self, mut req: Request<T>, rpc: &'static str) -> Result<(Request<T>, Span), Status> {
+        let header = authorization(req.metadata()).map_err(|()| {
+            tracing::warn!(rpc, "authentication failed: conflicting authorization headers");
+            unauthenticated()
+        })?;
+        let principal = self.h.auth.authenticate(header.as_deref()).map_err(|why| {
+            tracing::warn!(rpc, reason = %why, "authentication failed");
+            unauthenticated()
+        })?;
+        let schema = self.h.cookie_schema(req.metadata(), &principal);
+        let span = tracing::info_span!("rpc", rpc, principal = %principal.id(), query_id = field::Empty);
+        req.extensions_mut().insert(Caller {
+            principal: Arc::new(principal),
+            schema,
+        });
+        Ok((req, span))
+    }
+}
+
+/// The call's credentials: the `authorization` header, if any. Several different values are
+/// refused rather than guessed between.
+fn authorization(md: &MetadataMap) -> Result<Option<String>, ()> {
+    let mut values: Vec<String> = md
+        .get_all("authorization")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    values.dedup();
+    match values.len() {
+        0 => Ok(None),
+        1 => Ok(values.pop()),
+        _ => Err(()),
+    }
+}
+
+fn unauthenticated() -> Status {
+    Status::unauthenticated("authentication failed")
+}
+
+#[tonic::async_trait]
+impl FlightService for MeshFlightService {
+    type HandshakeStream = BoxStream<HandshakeResponse>;
+    type ListFlightsStream = BoxStream<FlightInfo>;
+    type DoGetStream = DoGetStream;
+    type DoPutStream = BoxStream<PutResult>;
+    type DoActionStream = BoxStream<arrow_flight::Result>;
+    type ListActionsStream = BoxStream<ActionType>;
+    type DoExchangeStream = BoxStream<FlightData>;
+
+    /// Password login (`authorization: Basic …`) returns a session token, in the
+    /// `authorization` response header and as the handshake payload. A bearer credential is
+    /// checked and echoed, so clients that always handshake work with tokens too.
+    async fn handshake(
+        &self,
+        req: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // A client may send a (stale) bearer header along with the Basic one: the login wins.
+        let all: Vec<String> = req
+            .metadata()
+            .get_all("authorization")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect();
+        let header = match all
+            .iter()
+            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("basic "))
+        {
+            Some(basic) => Some(basic.clone()),
+            None => authorization(req.metadata()).map_err(|()| unauthenticated())?,
+        };
+        let h = self.h.clone();
+        let outcome = match header.as_deref() {
+            Some(basic) if basic.trim_start().to_ascii_lowercase().starts_with("basic ") => {
+                // argon2 is deliberately slow: keep it off the async workers.
+                let basic = basic.to_string();
+                tokio::task::spawn_blocking(move || h.auth.login_basic(&basic))
+                    .await
+                    .map_err(|_| Status::internal("login failed"))?
+                    .map(|(p, token)| (p, Some(token)))
+            }
+            Some(bearer) => self.h.auth.authenticate(Some(bearer)).map(|p| {
+                let token = bearer.split_once(' ').map(|(_, t)| t.trim().to_string());
+                (p, token)
+            }),
+            None => self.h.auth.authenticate(None).map(|p| (p, None)),
+        };
+        let (principal, token) = outcome.map_err(|why| {
+            tracing::warn!(rpc = "Handshake", reason = %why, "authentication failed");
+            unauthenticated()
+        })?;
+        tracing::info!(rpc = "Handshake", principal = %principal.id(), "authenticated");
+        let payload = token.clone().unwrap_or_default();
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: payload.into_bytes().into(),
+        };
+        let mut response = Response::new(Box::pin(futures::stream::iter([Ok(reply)])) as Self::HandshakeStream);
+        if let Some(token) = token {
+            let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| Status::internal("token"))?;
+            response.metadata_mut().insert("authorization", value);
+        }
+        Ok(response)
+    }
+
+    async fn list_flights(&self, req: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let _ = self.authed(req, "ListFlights")?;
+        Err(Status::unimplemented(
+            "ListFlights is not supported: list products with Flight SQL GetTables, or query information_schema",
+        ))
+    }
+
+    async fn get_flight_info(&self, req: Request<FlightDescriptor>) -> Result<Response<FlightInfo>, Status> {
+        let (req, span) = self.authed(req, "GetFlightInfo")?;
+        FlightService::get_flight_info(&*self.h, req).instrument(span).await
+    }
+
+    async fn poll_flight_info(&self, req: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
+        let _ = self.authed(req, "PollFlightInfo")?;
+        Err(Status::unimplemented(
+            "PollFlightInfo is not supported: use GetFlightInfo",
+        ))
+    }
+
+    async fn get_schema(&self, req: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        let (req, span) = self.authed(req, "GetSchema")?;
+        self.h.get_schema(req).instrument(span).await
+    }
+
+    async fn do_get(&self, req: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        let (req, span) = self.authed(req, "DoGet")?;
+        FlightService::do_get(&*self.h, req).instrument(span).await
+    }
+
+    async fn do_put(&self, req: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
+        let (req, span) = self.authed(req, "DoPut")?;
+        FlightService::do_put(&*self.h, req).instrument(span).await
+    }
+
+    async fn do_action(&self, req: Request<Action>) -> Result<Response<Self::DoActionStream>, Status> {
+        let (req, span) = self.authed(req, "DoAction")?;
+        FlightService::do_action(&*self.h, req).instrument(span).await
+    }
+
+    async fn list_actions(&self, req: Request<Empty>) -> Result<Response<Self::ListActionsStream>, Status> {
+        let (req, span) = self.authed(req, "ListActions")?;
+        FlightService::list_actions(&*self.h, req).instrument(span).await
+    }
+
+    async fn do_exchange(
+        &self,
+        req: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let _ = self.authed(req, "DoExchange")?;
+        Err(Status::unimplemented("DoExchange is not supported"))
+    }
+}
+
+fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    // Set by `MeshFlightService::authed`; absent only if a handler were reached another way.
+    req.extensions().get::<Caller>().cloned().ok_or_else(unauthenticated)
+}
+
+fn read_only() -> Status {
+    Status::unimplemented("meshql serves the mesh read-only: updates, ingestion and transactions are not supported")
+}
+
+/// The gRPC status for an embedded-API error: the message is the one the embedded API gives.
+pub(crate) fn status_of(e: meshql::Error) -> Status {
+    let status = match e {
+        meshql::Error::AccessDenied(m) => Status::permission_denied(m),
+        meshql::Error::NotAllowed(m) => Status::invalid_argument(m),
+        meshql::Error::Unavailable(u) => Status::unavailable(u.to_string()),
+        meshql::Error::Mesh(m) => Status::internal(m.to_string()),
+        meshql::Error::DataFusion(e) => return status_of_df(e),
+    };
+    truncate(status)
+}
+
+fn status_of_df(e: DataFusionError) -> Status {
+    let msg = e.to_string();
+    let root = e.find_root();
+    let status = if msg.contains("access denied") {
+        Status::permission_denied(msg)
+    } else if let DataFusionError::External(inner) = root {
+        if inner.downcast_ref::<ProductUnavailable>().is_some() {
+            Status::unavailable(msg)
+        } else {
+            Status::internal(msg)
+        }
+    } else {
+        match root {
+            DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(msg),
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Execution(_)
+            | DataFusionError::ArrowError(..) => Status::invalid_argument(msg),
+            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Status::unavailable(msg),
+            _ => Status::internal(msg),
+        }
+    };
+    truncate(status)
+}
+
+fn truncate(status: Status) -> Status {
+    if status.message().len() <= MAX_STATUS_MESSAGE {
+        return status;
+    }
+    let mut end = MAX_STATUS_MESSAGE;
+    while !status.message().is_char_boundary(end) {
+        end -= 1;
+    }
+    Status::new(status.code(), format!("{} …", &status.message()[..end]))
+}
+
+fn arrow_status(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+fn schema_ipc(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(arrow_status)?;
+    Ok(bytes)
+}
+
+/// A DoGet stream of ready batches (metadata results).
+fn batch_stream(batch: RecordBatch) -> Response<DoGetStream> {
+    let schema = batch.schema();
+    let stream = FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .build(futures::stream::iter([Ok(batch)]))
+        .map_err(Status::from);
+    Response::new(Box::pin(stream))
+}
+
+impl Handlers {
+    /// The principal's session, reused across calls so its policy decisions stay cached.
+    fn session(&self, principal: &Principal) -> Session {
+        let mut cache = lock(&self.sessions);
+        if let Some(s) = cache.get(principal) {
+            return s.clone();
+        }
+        if cache.len() >= SESSION_CACHE {
+            cache.clear();
+        }
+        let s = self.mesh.session(principal.clone());
+        cache.insert(principal.clone(), s.clone());
+        s
+    }
+
+    fn signer(&self) -> &Signer {
+        self.auth.signer()
+    }
+
+    /// The current domain from the `meshql_session` cookie, if it is valid for `principal`.
+    fn cookie_schema(&self, md: &MetadataMap, principal: &Principal) -> Option<String> {
+        let sealed = md
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(k, _)| *k == SESSION_COOKIE)
+            .map(|(_, v)| v.to_string())?;
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
+        let cookie: SessionCookie = self.signer().open(Kind::SessionCookie, &bytes).ok()?;
+        (cookie.principal == principal.id() && cookie.expires_at > unix_now() && !cookie.schema.is_empty())
+            .then_some(cookie.schema)
+    }
+
+    fn new_statement(&self, caller: &Caller, sql: String, parameters: Vec<u8>) -> proto::Statement {
+        proto::Statement {
+            principal: caller.principal.id().to_string(),
+            sql,
+            default_schema: caller.schema.clone().unwrap_or_default(),
+            parameters,
+            query_id: hex::encode(rand::random::<[u8; 8]>()),
+            expires_at: unix_now().saturating_add(self.config.auth.handle_ttl.as_secs() as i64),
+        }
+    }
+
+    /// Opens a handle or ticket: sealed by this server, not expired, and the caller's own.
+    fn open_statement(&self, kind: Kind, bytes: &[u8], caller: &Caller) -> Result<proto::Statement, Status> {
+        let what = if kind == Kind::Ticket {
+            "ticket"
+        } else {
+            "prepared statement handle"
+        };
+        let stmt: proto::Statement = self.signer().open(kind, bytes).map_err(|_| {
+            Status::invalid_argument(format!("this {what} was not issued by this server, or was altered"))
+        })?;
+        if stmt.expires_at <= unix_now() {
+            return Err(Status::invalid_argument(format!(
+                "this {what} has expired: run or prepare the statement again"
+            )));
+        }
+        if stmt.principal != caller.principal.id() {
+            tracing::warn!(owner = %stmt.principal, "a {what} was presented by another principal");
+            return Err(Status::permission_denied(format!(
+                "this {what} belongs to another principal"
+            )));
+        }
+        Ok(stmt)
+    }
+
+    /// Plans `stmt` for the caller, with its bound parameters. Policies apply as of now.
+    async fn plan(&self, caller: &Caller, stmt: &proto::Statement) -> Result<QueryResult, Status> {
+        let session = self.session(&caller.principal);
+        let schema = (!stmt.default_schema.is_empty()).then_some(stmt.default_schema.as_str());
+        let query = session.sql_in(&stmt.sql, schema).await.map_err(status_of)?;
+        let values = decode_parameters(&stmt.parameters)
+            .map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
+        if values.is_empty() {
+            Ok(query)
+        } else {
+            query.with_params(values).map_err(status_of)
+        }
+    }
+
+    fn shaper(&self, schema: &Schema) -> Shaper {
+        Shaper::new(schema, self.config.results.plain_types)
+    }
+
+    /// A FlightInfo whose one endpoint runs `stmt` (sealed as a ticket).
+    fn statement_info(
+        &self,
+        stmt: &proto::Statement,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let sealed = self.signer().seal(Kind::Ticket, stmt);
+        let ticket = TicketStatementQuery {
+            statement_handle: sealed.into(),
+        }
+        .as_any()
+        .encode_to_vec();
+        Ok(FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(arrow_status)?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+            .with_descriptor(descriptor)
+            .with_ordered(true))
+    }
+
+    /// A FlightInfo for a metadata command: its ticket is the command itself (it carries no
+    /// rights; DoGet re-reads the catalog as the caller).
+    fn metadata_info(
+        &self,
+        cmd: impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = Ticket::new(cmd.as_any().encode_to_vec());
+        Ok(Response::new(
+            FlightInfo::new()
+                .try_with_schema(schema)
+                .map_err(arrow_status)?
+                .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+                .with_descriptor(descriptor),
+        ))
+    }
+
+    fn is_cancelled(&self, query_id: &str) -> bool {
+        let mut cancelled = lock(&self.cancelled);
+        let now = unix_now();
+        cancelled.retain(|_, until| *until > now);
+        cancelled.contains_key(query_id)
+    }
+
+    /// Cancels query `query_id`: stops it if it runs here, refuses it if it starts later.
+    fn cancel(&self, query_id: &str, until: i64) {
+        lock(&self.cancelled).insert(query_id.to_string(), until);
+        if let Some(tx) = lock(&self.running).get(query_id) {
+            let _ = tx.send(true);
+        }
+        tracing::info!(query_id, "query cancelled");
+    }
+
+    /// Runs `stmt` and streams its result.
+    async fn execute(&self, caller: Caller, stmt: proto::Statement) -> Result<Response<DoGetStream>, Status> {
+        Span::current().record("query_id", stmt.query_id.as_str());
+        if self.is_cancelled(&stmt.query_id) {
+            return Err(Status::cancelled(format!("query {} was cancelled", stmt.query_id)));
+        }
+        let limits = &self.config.limits;
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + limits.query_timeout;
+        let permit = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(Status::unavailable("the server is shutting down")),
+            Err(_) => {
+                return Err(Status::resource_exhausted(format!(
+                    "all {} query slots stayed busy for the query time limit; try again later",
+                    limits.max_concurrent_queries
+                )))
+            }
+        };
+        let query = self.plan(&caller, &stmt).await?;
+        let shaper = self.shaper(&query.schema());
+        let stream = query
+            .stream_with_memory_limit(limits.memory_per_query)
+            .await
+            .map_err(status_of)?;
+        let (tx, rx) = watch::channel(false);
+        lock(&self.running).insert(stmt.query_id.clone(), tx);
+        let run = Run {
+            inner: stream,
+            shaper: shaper.clone(),
+            deadline,
+            timeout_secs: limits.query_timeout.as_secs(),
+            cancel: rx,
+            _slot: permit,
+            registration: Registration {
+                running: self.running.clone(),
+                query_id: stmt.query_id.clone(),
+            },
+            principal: caller.principal.id().to_string(),
+            started,
+            rows: 0,
+            done: false,
+        };
+        tracing::info!(sql = %stmt.sql, "query started");
+        let batches = futures::stream::unfold(run, Run::next);
+        let flight = FlightDataEncoderBuilder::new()
+            .with_schema(shaper.schema())
+            .with_max_flight_data_size(self.config.results.max_message_bytes)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Response::new(Box::pin(flight)))
+    }
+
+    async fn get_schema(&self, req: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
+        let caller = caller(&req)?;
+        let any = Any::decode(&*req.get_ref().cmd).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let stmt = match Command::try_from(any).map_err(|e| Status::invalid_argument(e.to_string()))? {
+            Command::CommandStatementQuery(q) => self.new_statement(&caller, q.query, Vec::new()),
+            Command::CommandPreparedStatementQuery(q) => {
+                self.open_statement(Kind::PreparedStatement, &q.prepared_statement_handle, &caller)?
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "GetSchema answers statements and prepared statements, not {}",
+                    other.type_url()
+                )))
+            }
+        };
+        let query = self.plan(&caller, &stmt).await?;
+        let schema = self.shaper(&query.schema()).schema();
+        Ok(Response::new(SchemaResult {
+            schema: schema_ipc(&schema)?,
+        }))
+    }
+
+    /// A product's schema for GetTables: as the principal reads it, plain types if configured,
+    /// with Flight SQL column metadata and the contract's column descriptions as REMARKS.
+    async fn table_schema(&self, session: &Session, domain: &str, table: &str) -> SchemaRef {
+        let Some(schema) = session.product_schema(domain, table).await else {
+            return Arc::new(Schema::empty());
+        };
+        let described = self.shaper(&schema).schema();
+        let entry = self.mesh.definition().table(domain, table);
+        let descriptions: HashMap<&str, &str> = entry
+            .and_then(|e| e.binding.as_ref().ok())
+            .map(|b| {
+                b.schema
+                    .properties
+                    .iter()
+                    .filter_map(|p| p.description.as_deref().map(|d| (p.name.as_str(), d)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fields: Vec<Field> = described
+            .fields()
+            .iter()
+            .map(|f| {
+                let mut md = f.metadata().clone();
+                md.insert("ARROW:FLIGHT:SQL:CATALOG_NAME".into(), MESH_CATALOG.into());
+                md.insert("ARROW:FLIGHT:SQL:DB_SCHEMA_NAME".into(), domain.into());
+                md.insert("ARROW:FLIGHT:SQL:TABLE_NAME".into(), table.into());
+                if let Some(d) = descriptions.get(f.name().as_str()) {
+                    md.insert("ARROW:FLIGHT:SQL:REMARKS".into(), d.to_string());
+                }
+                f.as_ref().clone().with_metadata(md)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The catalog filter of a metadata command: whether it selects the mesh catalog.
+    fn selects_mesh(catalog: Option<&str>) -> bool {
+        catalog.is_none_or(|c| c == MESH_CATALOG)
+    }
+
+    fn set_session_options(
+        &self,
+        caller: &Caller,
+        body: &[u8],
+    ) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
+        let request = SetSessionOptionsRequest::decode(body)
+            .map_err(|e| Status::invalid_argument(format!("SetSessionOptionsRequest: {e}")))?;
+        let session = self.session(&caller.principal);
+        let mut schema = caller.schema.clone();
+        let mut errors = HashMap::new();
+        for (name, value) in &request.session_options {
+            let text = session_option_value(value);
+            let ok = match name.as_str() {
+                "schema" => match text {
+                    Some(d) if session.domains().iter().any(|x| x == d) => {
+                        schema = Some(d.to_string());
+                        true
+                    }
+                    _ => false,
+                },
+                "catalog" => text == Some(MESH_CATALOG),
+                _ => {
+                    errors.insert(
+                        name.clone(),
+                        crate::session_options::error(crate::session_options::ErrorValue::InvalidName),
+                    );
+                    continue;
+                }
+            };
+            if !ok {
+                errors.insert(
+                    name.clone(),
+                    crate::session_options::error(crate::session_options::ErrorValue::InvalidValue),
+                );
+            }
+        }
+        let result = SetSessionOptionsResult { errors };
+        let mut response = one_result(result.encode_to_vec());
+        if let Some(schema) = schema {
+            let cookie = SessionCookie {
+                principal: caller.principal.id().to_string(),
+                schema,
+                expires_at: unix_now().saturating_add(self.config.auth.token_ttl.as_secs() as i64),
+            };
+            use base64::Engine;
+            let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(self.signer().seal(Kind::SessionCookie, &cookie));
+            let value = MetadataValue::try_from(format!("{SESSION_COOKIE}={sealed}; Path=/; HttpOnly"))
+                .map_err(|_| Status::internal("cookie"))?;
+            response.metadata_mut().insert("set-cookie", value);
+        }
+        Ok(response)
+    }
+}
+
+fn one_result(body: Vec<u8>) -> Response<BoxStream<arrow_flight::Result>> {
+    Response::new(Box::pin(futures::stream::iter([Ok(arrow_flight::Result {
+        body: body.into(),
+    })])))
+}
+
+/// Removes a running query from the registry when its stream ends or is dropped.
+struct Registration {
+    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    query_id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        lock(&self.running).remove(&self.query_id);
+    }
+}
+
+/// One running query's result stream: stops on cancellation and at the deadline; dropping it
+/// (the client went away) drops the DataFusion stream, which stops the query and frees its
+/// memory, and gives back the query slot.
+struct Run {
+    inner: SendableRecordBatchStream,
+    shaper: Shaper,
+    deadline: tokio::time::Instant,
+    timeout_secs: u64,
+    cancel: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
+    registration: Registration,
+    principal: String,
+    started: Instant,
+    rows: u64,
+    done: bool,
+}
+
+impl Run {
+    async fn next(mut self) -> Option<(Result<RecordBatch, ArrowFlightError>, Run)> {
+        if self.done {
+            return None;
+        }
+        let query_id = self.registration.query_id.clone();
+        let item = tokio::select! {
+            biased;
+            _ = self.cancel.wait_for(|c| *c) => Err(Status::cancelled(format!("query {query_id} was cancelled"))),
+            _ = tokio::time::sleep_until(self.deadline) => Err(Status::deadline_exceeded(format!(
+                "query {query_id} exceeded the time limit of {} s", self.timeout_secs
+            ))),
+            next = self.inner.next() => match next {
+                None => {
+                    tracing::info!(query_id, principal = %self.principal, rows = self.rows,
+                        ms = self.started.elapsed().as_millis() as u64, "query finished");
+                    return None;
+                }
+                Some(Ok(batch)) => {
+                    self.rows += batch.num_rows() as u64;
+                    self.shaper.shape(batch).map_err(arrow_status)
+                }
+                Some(Err(e)) => Err(status_of_df(e)),
+            },
+        };
+        if let Err(status) = &item {
+            tracing::warn!(query_id, principal = %self.principal, code = ?status.code(), error = %status.message(), "query failed");
+            self.done = true;
+        }
+        Some((item.map_err(|s| ArrowFlightError::Tonic(Box::new(s))), self))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for Handlers {
+    type FlightService = Handlers;
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&req)?;
+        if query.transaction_id.is_some() {
+            return Err(read_only());
+        }
+        let stmt = self.new_statement(&caller, query.query, Vec::new());
+        Span::current().record("query_id", stmt.query_id.as_str());
+        // Planned now so that errors (syntax, access) reach the client before any DoGet.
+        let planned = self.plan(&caller, &stmt).await?;
+        let schema = self.shaper(&planned.schema()).schema();
+        Ok(Response::new(self.statement_info(&stmt, &schema, req.into_inner())?))
+    }
+
+    async fn get_flight_info_substrait_plan(
+        &self,
+        _query: CommandStatementSubstraitPlan,
+        _req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Err(Status::unimplemented("Substrait plans are not supported: send SQL"))
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let caller = caller(&req)?;
+        let mut stmt = self.open_statement(Kind::PreparedStatement, &cmd.prepared_statement_handle, &caller)?;
+        // Each execution is its own query (own id, own cancellation, fresh expiry).
+        let fresh = self.new_statement(&caller, String::new(), Vec::new());
+        stmt.query_id = fresh.query_id;
+        stmt.expires_at = fresh.expires_at;
+        Span::current().record("query_id", stmt.query_id.as_str());
+        let planned = self.plan(&caller, &stmt).await?;
+        let schema = self.shaper(&planned.schema()).schema();
+        Ok(Response::new(self.statement_info(&stmt, &schema, req.into_inner())?))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        self.metadata_info(query, &schema, req.into_inner())
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(query, &schema, req.into_inner())
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(query, &schema, req.into_inner())
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        self.metadata_info(query, &schema, req.into_inner())
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.sql_info.schema();
+        self.metadata_info(query, &schema, req.into_inner())
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &metadata::primary_keys_schema(), req.into_inner())
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &metadata::foreign_keys_schema(), req.into_inner())
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &metadata::foreign_keys_schema(), req.into_inner())
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.metadata_info(query, &metadata::foreign_keys_schema(), req.into_inner())
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        req: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = self.xdbc.schema();
+        self.metadata_info(query, &schema, req.into_inner())
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&req)?;
+        let stmt = self.open_statement(Kind::Ticket, &ticket.statement_handle, &caller)?;
+        self.execute(caller, stmt).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&req)?;
+        let mut stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
+        stmt.query_id = hex::encode(rand::random::<[u8; 8]>());
+        self.execute(caller, stmt).await
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&req)?;
+        let mut builder = query.into_builder();
+        builder.append(MESH_CATALOG);
+        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&req)?;
+        let session = self.session(&caller.principal);
+        let selects = Handlers::selects_mesh(query.catalog.as_deref());
+        let mut builder = query.into_builder();
+        if selects {
+            for domain in session.domains() {
+                builder.append(MESH_CATALOG, domain);
+            }
+        }
+        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&req)?;
+        let session = self.session(&caller.principal);
+        let selects = Handlers::selects_mesh(query.catalog.as_deref())
+            && (query.table_types.is_empty() || query.table_types.iter().any(|t| t == "TABLE"));
+        let schema_pattern = query.db_schema_filter_pattern.clone();
+        let table_pattern = query.table_name_filter_pattern.clone();
+        let include_schema = query.include_schema;
+        let mut builder = query.into_builder();
+        if selects {
+            for domain in session.domains() {
+                if schema_pattern.as_deref().is_some_and(|p| !like(p, &domain)) {
+                    continue;
+                }
+                for table in session.products(&domain) {
+                    if table_pattern.as_deref().is_some_and(|p| !like(p, &table)) {
+                        continue;
+                    }
+                    let schema = if include_schema {
+                        self.table_schema(&session, &domain, &table).await
+                    } else {
+                        Arc::new(Schema::empty())
+                    };
+                    builder
+                        .append(MESH_CATALOG, &domain, &table, "TABLE", &schema)
+                        .map_err(arrow_status)?;
+                }
+            }
+        }
+        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&req)?;
+        let mut builder = query.into_builder();
+        builder.append("TABLE");
+        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&req)?;
+        let batch = query.into_builder(&self.sql_info).build().map_err(arrow_status)?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let caller = caller(&req)?;
+        let session = self.session(&caller.principal);
+        let keys = match query.db_schema.clone().or_else(|| caller.schema.clone()) {
+            Some(domain) if Handlers::selects_mesh(query.catalog.as_deref()) => {
+                metadata::primary_key(&session, self.mesh.definition(), &domain, &query.table)
+            }
+            _ => Vec::new(),
+        };
+        Ok(batch_stream(metadata::primary_keys_batch(&keys).map_err(arrow_status)?))
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        q: CommandGetExportedKeys,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let pk = KeyEnd::new(q.catalog, q.db_schema, q.table);
+        self.foreign_key_rows(&caller(&req)?, Some(pk), None)
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        q: CommandGetImportedKeys,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let fk = KeyEnd::new(q.catalog, q.db_schema, q.table);
+        self.foreign_key_rows(&caller(&req)?, None, Some(fk))
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        q: CommandGetCrossReference,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let pk = KeyEnd::new(q.pk_catalog, q.pk_db_schema, q.pk_table);
+        let fk = KeyEnd::new(q.fk_catalog, q.fk_db_schema, q.fk_table);
+        self.foreign_key_rows(&caller(&req)?, Some(pk), Some(fk))
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        req: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        caller(&req)?;
+        let batch = query.into_builder(&self.xdbc).build().map_err(arrow_status)?;
+        Ok(batch_stream(batch))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        _q: CommandStatementUpdate,
+        _r: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _q: CommandStatementIngest,
+        _r: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _q: CommandPreparedStatementUpdate,
+        _r: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only())
+    }
+
+    async fn do_put_substrait_plan(
+        &self,
+        _q: CommandStatementSubstraitPlan,
+        _r: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(Status::unimplemented("Substrait plans are not supported: send SQL"))
+    }
+
+    /// Binds parameters: returns a new handle carrying them (stateless), which the client uses
+    /// from then on.
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        req: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let caller = caller(&req)?;
+        let mut stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
+        let flight = req.into_inner().map_err(ArrowFlightError::from);
+        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(flight)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?;
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        stmt.parameters = match rows {
+            0 => Vec::new(),
+            1 => {
+                let batch = batches
+                    .into_iter()
+                    .find(|b| b.num_rows() == 1)
+                    .ok_or_else(|| Status::internal("parameter row"))?;
+                encode_parameters(&batch).map_err(arrow_status)?
+            }
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "{n} parameter rows were bound to a query; bind one row per execution"
+                )))
+            }
+        };
+        // Check now that the values fit the statement, rather than at execution.
+        self.plan(&caller, &stmt).await?;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(self.signer().seal(Kind::PreparedStatement, &stmt).into()),
+        })
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        req: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let caller = caller(&req)?;
+        if query.transaction_id.is_some() {
+            return Err(read_only());
+        }
+        let stmt = self.new_statement(&caller, query.query, Vec::new());
+        let planned = self.plan(&caller, &stmt).await?;
+        let dataset = self.shaper(&planned.schema()).schema();
+        let parameters = Schema::new(
+            planned
+                .parameters()
+                .map_err(status_of)?
+                .into_iter()
+                .map(|(name, t)| Field::new(name, t.unwrap_or(arrow::datatypes::DataType::Null), true))
+                .collect::<Vec<_>>(),
+        );
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: self.signer().seal(Kind::PreparedStatement, &stmt).into(),
+            dataset_schema: schema_ipc(&dataset)?,
+            parameter_schema: schema_ipc(&parameters)?,
+        })
+    }
+
+    /// Handles live with the client: closing has nothing to free.
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        req: Request<Action>,
+    ) -> Result<(), Status> {
+        let caller = caller(&req)?;
+        self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)
+            .map(|_| ())
+            .or_else(|e| {
+                if e.code() == tonic::Code::InvalidArgument && e.message().contains("expired") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
+    }
+
+    async fn do_action_create_prepared_substrait_plan(
+        &self,
+        _q: ActionCreatePreparedSubstraitPlanRequest,
+        _r: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        Err(Status::unimplemented("Substrait plans are not supported: send SQL"))
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _q: ActionBeginTransactionRequest,
+        _r: Request<Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(read_only())
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _q: ActionEndTransactionRequest,
+        _r: Request<Action>,
+    ) -> Result<(), Status> {
+        Err(read_only())
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _q: ActionBeginSavepointRequest,
+        _r: Request<Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        Err(read_only())
+    }
+
+    async fn do_action_end_savepoint(&self, _q: ActionEndSavepointRequest, _r: Request<Action>) -> Result<(), Status> {
+        Err(read_only())
+    }
+
+    /// The deprecated CancelQuery action, answered like CancelFlightInfo.
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        req: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let caller = caller(&req)?;
+        let info = FlightInfo::decode(&*query.info).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.cancel_info(&caller, &info)?;
+        Ok(ActionCancelQueryResult {
+            // CANCEL_RESULT_CANCELLED (the enum is not exported by arrow-flight).
+            result: 1,
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        req: Request<Action>,
+    ) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
+        let caller = caller(&req)?;
+        let action = req.into_inner();
+        match action.r#type.as_str() {
+            "CancelFlightInfo" => {
+                let request = CancelFlightInfoRequest::decode(&*action.body)
+                    .map_err(|e| Status::invalid_argument(format!("CancelFlightInfoRequest: {e}")))?;
+                let info = request
+                    .info
+                    .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest without info"))?;
+                self.cancel_info(&caller, &info)?;
+                let result = CancelFlightInfoResult {
+                    status: CancelStatus::Cancelled as i32,
+                };
+                Ok(one_result(result.encode_to_vec()))
+            }
+            "SetSessionOptions" => self.set_session_options(&caller, &action.body),
+            "GetSessionOptions" => {
+                let mut options = HashMap::new();
+                options.insert(
+                    "catalog".to_string(),
+                    crate::session_options::string_value(MESH_CATALOG),
+                );
+                if let Some(schema) = &caller.schema {
+                    options.insert("schema".to_string(), crate::session_options::string_value(schema));
+                }
+                Ok(one_result(
+                    GetSessionOptionsResult {
+                        session_options: options,
+                    }
+                    .encode_to_vec(),
+                ))
+            }
+            "CloseSession" => {
+                let mut response = one_result(
+                    CloseSessionResult {
+                        status: crate::session_options::CloseStatus::Closed as i32,
+                    }
+                    .encode_to_vec(),
+                );
+                response.metadata_mut().insert(
+                    "set-cookie",
+                    MetadataValue::from_static("meshql_session=; Path=/; Max-Age=0"),
+                );
+                Ok(response)
+            }
+            other => Err(Status::invalid_argument(format!("unknown action {other:?}"))),
+        }
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        let t = |name: &str, description: &str| {
+            Ok(ActionType {
+                r#type: name.to_string(),
+                description: description.to_string(),
+            })
+        };
+        Some(vec![
+            t("CancelFlightInfo", "Cancels the query of a FlightInfo"),
+            t("SetSessionOptions", "Sets the session's current schema (domain)"),
+            t("GetSessionOptions", "Returns the session's catalog and current schema"),
+            t("CloseSession", "Forgets the session's options"),
+        ])
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+/// One side of a foreign key as a key RPC names it: catalog, domain (absent: the session's
+/// current one, else any), table.
+struct KeyEnd {
+    catalog: Option<String>,
+    schema: Option<String>,
+    table: String,
+}
+
+impl KeyEnd {
+    fn new(catalog: Option<String>, schema: Option<String>, table: String) -> KeyEnd {
+        KeyEnd { catalog, schema, table }
+    }
+
+    fn matches(&self, key: &metadata::KeyColumn, current: Option<&str>) -> bool {
+        Handlers::selects_mesh(self.catalog.as_deref())
+            && key.table == self.table
+            && self.schema.as_deref().or(current).is_none_or(|d| d == key.domain)
+    }
+}
+
+impl Handlers {
+    /// GetImportedKeys / GetExportedKeys / GetCrossReference: the foreign keys the caller may
+    /// discover whose referenced (`pk`) and referencing (`fk`) sides match, ordered as the
+    /// spec asks (by the other side's table, then key sequence).
+    fn foreign_key_rows(
+        &self,
+        caller: &Caller,
+        pk: Option<KeyEnd>,
+        fk: Option<KeyEnd>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let session = self.session(&caller.principal);
+        let current = caller.schema.as_deref();
+        let mut keys: Vec<_> = metadata::foreign_keys(&session, self.mesh.definition())
+            .into_iter()
+            .filter(|k| pk.as_ref().is_none_or(|e| e.matches(&k.pk, current)))
+            .filter(|k| fk.as_ref().is_none_or(|e| e.matches(&k.fk, current)))
+            .collect();
+        let exported = fk.is_none();
+        keys.sort_by(|a, b| {
+            let side = |k: &metadata::ForeignKey| {
+                let other = if exported { &k.fk } else { &k.pk };
+                (other.domain.clone(), other.table.clone(), k.fk.sequence)
+            };
+            side(a).cmp(&side(b))
+        });
+        Ok(batch_stream(metadata::foreign_keys_batch(&keys).map_err(arrow_status)?))
+    }
+
+    /// Cancels the queries of `info`'s endpoints (they must be the caller's).
+    fn cancel_info(&self, caller: &Caller, info: &FlightInfo) -> Result<(), Status> {
+        let until = unix_now().saturating_add(self.config.auth.handle_ttl.as_secs() as i64);
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else { continue };
+            let any = Any::decode(&*ticket.ticket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let Some(t) = any
+                .unpack::<TicketStatementQuery>()
+                .map_err(|e| Status::invalid_argument(e.to_string()))?
+            else {
+                // Metadata requests have nothing to cancel.
+                continue;
+            };
+            let stmt = self.open_statement(Kind::Ticket, &t.statement_handle, caller)?;
+            self.cancel(&stmt.query_id, until);
+        }
+        Ok(())
+    }
+}

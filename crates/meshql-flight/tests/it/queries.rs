@@ -1,0 +1,422 @@
+//! Queries over the wire: results identical to the embedded API for the same principal,
+//! prepared statements, errors, cancellation, limits, result shaping.
+
+use std::time::Duration;
+
+use arrow::array::Array;
+use arrow::datatypes::DataType;
+use arrow_flight::{Action, CancelFlightInfoRequest, FlightInfo};
+use futures::{StreamExt, TryStreamExt};
+use meshql::Principal;
+use prost::Message;
+use tonic::Code;
+
+use crate::common::*;
+
+const CROSS_DOMAIN: &str = "SELECT p.region, p.email, count(*) AS orders, sum(t.quantity) AS items \
+     FROM mesh.customer.profiles p JOIN mesh.order.transactions t ON t.customer_id = p.customer_id \
+     GROUP BY p.region, p.email ORDER BY orders DESC, p.email LIMIT 20";
+
+#[tokio::test]
+async fn results_equal_the_embedded_api_for_each_principal() {
+    let server = start(config("", "")).await;
+    let support = Principal::new("sam")
+        .with_group("support")
+        .with_attribute("region", "EU");
+    let analyst = Principal::new("alice").with_groups(["analysts", "pii-readers"]);
+    for (user, principal, query) in [
+        ("alice", analyst.clone(), CROSS_DOMAIN),
+        // Filtered rows (own region or business), masked email (keyed hash), redacted country,
+        // coarse signup month: the server must give exactly what the library gives.
+        (
+            "sam",
+            support,
+            "SELECT customer_id, full_name, email, phone, region, country, segment, signup_ts \
+             FROM mesh.customer.profiles ORDER BY customer_id",
+        ),
+    ] {
+        let mut client = login(&server, user).await;
+        let wire = sql(&mut client, query).await.unwrap();
+        assert!(!wire.is_empty());
+        assert_eq!(wire, embedded(principal, query).await, "{user}: {query}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_denied_query_reaches_the_client_with_its_reason() {
+    let server = start(config("", "")).await;
+    let mut carl = login(&server, "carl").await;
+    let e = sql(&mut carl, "SELECT * FROM mesh.customer.profiles")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    assert!(
+        e.message()
+            .contains("access denied: 'carl' may not read mesh.customer.profiles"),
+        "{e}"
+    );
+    assert!(e.message().contains("contact the product owner"), "{e}");
+    // Undiscoverable products look like missing tables.
+    let e = sql(&mut carl, "SELECT * FROM mesh.interop.pyarrow_events")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    assert!(e.message().contains("not found"), "{e}");
+    // Statements other than queries, and writes through Flight SQL.
+    let e = sql(&mut carl, "CREATE TABLE t AS SELECT 1").await.unwrap_err();
+    assert!(e.message().contains("only queries are allowed"), "{e}");
+    let e = carl
+        .execute_update("DELETE FROM mesh.order.transactions".into(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    let e = carl.begin_transaction().await.unwrap_err();
+    assert!(e.to_string().contains("read-only"), "{e}");
+    // The server keeps serving.
+    assert!(sql(&mut carl, "SELECT count(*) FROM mesh.order.transactions")
+        .await
+        .is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn prepared_statements_with_bound_parameters() {
+    let server = start(config("", "")).await;
+    let mut client = login(&server, "alice").await;
+    let mut prepared = client
+        .prepare(
+            "SELECT count(*) AS n, sum(quantity) AS q FROM mesh.order.transactions WHERE customer_id = $1 AND quantity >= $2"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let params = prepared.parameter_schema().unwrap().clone();
+    assert_eq!(params.fields().len(), 2);
+    assert_eq!(params.field(0).name(), "$1");
+    assert_eq!(params.field(0).data_type(), &DataType::Int64);
+    assert!(params.field(1).data_type().is_integer());
+    assert_eq!(prepared.dataset_schema().unwrap().field(0).name(), "n");
+    for (customer, min_qty) in [(7i64, 1i64), (42, 2), (-1, 0)] {
+        let batch = arrow::array::RecordBatch::try_new(
+            std::sync::Arc::new(params.clone()),
+            // Values in the types the server inferred for the parameters.
+            [customer, min_qty]
+                .iter()
+                .zip(params.fields())
+                .map(|(v, f)| arrow::compute::cast(&arrow::array::Int64Array::from(vec![*v]), f.data_type()).unwrap())
+                .collect(),
+        )
+        .unwrap();
+        prepared.set_parameters(batch).unwrap();
+        let info = prepared.execute().await.unwrap();
+        let wire = rows(&fetch(&mut client, info).await.unwrap());
+        let literal = format!(
+            "SELECT count(*) AS n, sum(quantity) AS q FROM mesh.order.transactions WHERE customer_id = {customer} AND quantity >= {min_qty}"
+        );
+        assert_eq!(
+            wire,
+            embedded(
+                Principal::new("alice").with_groups(["analysts", "pii-readers"]),
+                &literal
+            )
+            .await
+        );
+    }
+    prepared.close().await.unwrap();
+    // JDBC-style `?` placeholders are numbered in order.
+    let mut prepared = client
+        .prepare(
+            "SELECT count(*) AS n FROM mesh.customer.profiles WHERE region = ? AND customer_id > ?".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let params = prepared.parameter_schema().unwrap().clone();
+    let names: Vec<&str> = params.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["$1", "$2"]);
+    assert_eq!(params.field(1).data_type(), &DataType::Int64);
+    let batch = arrow::array::RecordBatch::try_new(
+        std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("$1", DataType::Utf8, true),
+            arrow::datatypes::Field::new("$2", DataType::Int64, true),
+        ])),
+        vec![
+            std::sync::Arc::new(arrow::array::StringArray::from(vec!["EU"])),
+            std::sync::Arc::new(arrow::array::Int64Array::from(vec![10])),
+        ],
+    )
+    .unwrap();
+    prepared.set_parameters(batch).unwrap();
+    let info = prepared.execute().await.unwrap();
+    let wire = rows(&fetch(&mut client, info).await.unwrap());
+    let literal = "SELECT count(*) AS n FROM mesh.customer.profiles WHERE region = 'EU' AND customer_id > 10";
+    assert_eq!(
+        wire,
+        embedded(
+            Principal::new("alice").with_groups(["analysts", "pii-readers"]),
+            literal
+        )
+        .await
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn handles_and_tickets_belong_to_their_principal() {
+    let server = start(config("", "")).await;
+    let mut alice = login(&server, "alice").await;
+    let mut carl = login(&server, "carl").await;
+    let info = alice
+        .execute("SELECT count(*) FROM mesh.order.transactions".into(), None)
+        .await
+        .unwrap();
+    // Alice's ticket presented by Carl: refused, even for data Carl may read.
+    let e = fetch(&mut carl, info.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    // A forged ticket.
+    let mut forged = info.clone();
+    let ticket = forged.endpoint[0].ticket.as_mut().unwrap();
+    let mut bytes = ticket.ticket.to_vec();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    ticket.ticket = bytes.into();
+    let e = fetch(&mut alice, forged).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    // The ticket is self-contained: another replica with the same signing key serves it.
+    let key = repo().join("testdata/server/signing.key");
+    let with_key = |_: ()| config(&format!("  signingKey: {{file: '{}'}}\n", key.display()), "");
+    let a = start(with_key(())).await;
+    let b = start(with_key(())).await;
+    let mut on_a = login(&a, "alice").await;
+    let info = on_a
+        .execute("SELECT count(*) FROM mesh.order.transactions".into(), None)
+        .await
+        .unwrap();
+    let mut on_b = anonymous_client(&b).await;
+    on_b.set_token(on_a.token().cloned().unwrap());
+    assert_eq!(rows(&fetch(&mut on_b, info).await.unwrap()).len(), 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+const LONG_QUERY: &str = "SELECT count(*) FROM range(0, 2000000000) a WHERE a.value % 7 = 3";
+
+async fn cancel(
+    client: &mut arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    info: &FlightInfo,
+) {
+    let body = CancelFlightInfoRequest {
+        info: Some(info.clone()),
+    }
+    .encode_to_vec();
+    client
+        .do_action(Action::new("CancelFlightInfo", body))
+        .await
+        .expect("cancel")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("cancel result");
+}
+
+#[tokio::test]
+async fn cancellation_before_and_during_a_query() {
+    let server = start(config("", "")).await;
+    let mut client = login(&server, "alice").await;
+    // Cancelled before DoGet: the ticket no longer runs.
+    let info = client.execute("SELECT 1".into(), None).await.unwrap();
+    cancel(&mut client, &info).await;
+    let e = fetch(&mut client, info).await.unwrap_err();
+    assert_eq!(e.code(), Code::Cancelled, "{e}");
+    // Cancelled while running: the stream ends with CANCELLED.
+    let info = client.execute(LONG_QUERY.into(), None).await.unwrap();
+    let mut runner = client.clone();
+    let running = {
+        let info = info.clone();
+        tokio::spawn(async move { fetch(&mut runner, info).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cancel(&mut client, &info).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("stops promptly")
+        .unwrap();
+    assert_eq!(outcome.unwrap_err().code(), Code::Cancelled);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_stream_stops_the_query_and_frees_its_slot() {
+    let server = start(config("", "limits: {maxConcurrentQueries: 1, queryTimeout: 120}\n")).await;
+    let mut client = login(&server, "alice").await;
+    let info = client.execute(LONG_QUERY.into(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut stream = client.do_get(ticket).await.unwrap();
+    // The query holds the only slot; give it time to start, then walk away.
+    let _ = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    drop(stream);
+    // If the dropped query kept running, this one would wait for the slot (up to 120 s).
+    let quick = tokio::time::timeout(Duration::from_secs(20), sql(&mut client, "SELECT 1")).await;
+    assert_eq!(quick.expect("the slot was freed").unwrap(), vec![vec!["1".to_string()]]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn time_and_memory_limits() {
+    let server = start(config("", "limits: {queryTimeout: 1, memoryPerQuery: 1MiB}\n")).await;
+    let mut client = login(&server, "alice").await;
+    let e = sql(&mut client, LONG_QUERY).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(e.message().contains("time limit of 1 s"), "{e}");
+    let e = sql(&mut client, "SELECT array_agg(value) FROM range(0, 3000000)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+    // Small queries still run.
+    assert!(sql(&mut client, "SELECT count(*) FROM mesh.order.transactions")
+        .await
+        .is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn large_results_stream_in_messages_under_the_grpc_limit() {
+    let server = start(config("", "")).await;
+    let mut client = login(&server, "alice").await;
+    // ~25 MB of strings; the client keeps tonic's default 4 MiB message limit.
+    let info = client
+        .execute(
+            "SELECT value, repeat('x', 120) AS pad FROM range(0, 200000)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let batches = fetch(&mut client, info).await.unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 200_000);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn view_types_are_sent_plain_by_default_and_values_round_trip() {
+    let query = "SELECT full_name, \
+        arrow_cast('2024-03-01T12:34:56.123456789', 'Timestamp(Nanosecond, Some(\"Europe/Berlin\"))') AS ts, \
+        CAST(12345.678 AS DECIMAL(12, 3)) AS amount FROM mesh.customer.profiles ORDER BY customer_id LIMIT 3";
+    let principal = Principal::new("alice").with_groups(["analysts", "pii-readers"]);
+    let local = sample_mesh()
+        .session(principal.clone())
+        .sql(query)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    for plain in [true, false] {
+        let server = start(config("", &format!("results: {{plainTypes: {plain}}}\n"))).await;
+        let mut client = login(&server, "alice").await;
+        let info = client.execute(query.into(), None).await.unwrap();
+        let batches = fetch(&mut client, info).await.unwrap();
+        let schema = batches[0].schema();
+        let name_type = schema.field(0).data_type().clone();
+        if plain {
+            assert_eq!(name_type, DataType::Utf8);
+        } else {
+            assert_eq!(&name_type, local[0].schema().field(0).data_type());
+        }
+        assert_eq!(schema.field(1).data_type(), local[0].schema().field(1).data_type());
+        assert_eq!(schema.field(2).data_type(), &DataType::Decimal128(12, 3));
+        assert_eq!(schema.field(2).metadata()["ARROW:FLIGHT:SQL:PRECISION"], "12");
+        // Values identical, column by column (timestamps to the nanosecond, with their zone).
+        for c in 1..3 {
+            assert_eq!(batches[0].column(c).to_data(), local[0].column(c).to_data());
+        }
+        assert_eq!(rows(&batches), rows(&local));
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn session_options_choose_the_current_domain() {
+    let server = start(config("", "")).await;
+    let mut client = login(&server, "alice").await;
+    let token = client.token().cloned().unwrap();
+    // SetSessionOptions through the raw Flight client, to read the cookie it sets.
+    let mut inner = client.inner().clone();
+    let mut options = std::collections::HashMap::new();
+    options.insert("schema".to_string(), string_option("order"));
+    options.insert("nonsense".to_string(), string_option("x"));
+    let body = SetSessionOptionsRequest {
+        session_options: options,
+    }
+    .encode_to_vec();
+    let mut request = tonic::Request::new(Action::new("SetSessionOptions", body));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let response = inner.do_action(request).await.unwrap();
+    let cookie = response
+        .metadata()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let results: Vec<_> = response.into_inner().try_collect().await.unwrap();
+    let result = SetSessionOptionsResult::decode(&*results[0].body).unwrap();
+    assert!(result.errors.contains_key("nonsense") && !result.errors.contains_key("schema"));
+    client.set_header("cookie", cookie.clone());
+    // Unqualified names now resolve in the order domain.
+    let n = sql(&mut client, "SELECT count(*) FROM transactions").await.unwrap();
+    assert_eq!(
+        n,
+        sql(&mut client, "SELECT count(*) FROM mesh.order.transactions")
+            .await
+            .unwrap()
+    );
+    // The cookie is bound to its principal: Carl cannot use Alice's.
+    let mut carl = login(&server, "carl").await;
+    carl.set_header("cookie", cookie);
+    assert!(sql(&mut carl, "SELECT count(*) FROM transactions").await.is_err());
+    server.shutdown().await.unwrap();
+}
+
+// The Flight session messages, declared here as the spec defines them (the client side).
+#[derive(Clone, PartialEq, prost::Message)]
+struct SessionOptionValue {
+    #[prost(oneof = "OptionValue", tags = "1")]
+    option_value: Option<OptionValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum OptionValue {
+    #[prost(string, tag = "1")]
+    StringValue(String),
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SetSessionOptionsRequest {
+    #[prost(map = "string, message", tag = "1")]
+    session_options: std::collections::HashMap<String, SessionOptionValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SetSessionOptionsError {
+    #[prost(int32, tag = "1")]
+    value: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct SetSessionOptionsResult {
+    #[prost(map = "string, message", tag = "1")]
+    errors: std::collections::HashMap<String, SetSessionOptionsError>,
+}
+
+fn string_option(s: &str) -> SessionOptionValue {
+    SessionOptionValue {
+        option_value: Some(OptionValue::StringValue(s.into())),
+    }
+}
