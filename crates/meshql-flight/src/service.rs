@@ -1074,25 +1074,28 @@ impl FlightSqlService for Handlers {
         let caller = caller(&req)?;
         let mut stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
         let flight = req.into_inner().map_err(ArrowFlightError::from);
-        let batches: Vec<RecordBatch> = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(flight)
-            .try_collect()
+        // Read as it comes and stop at the second row: a query takes one row of values, and a
+        // client must not make the server buffer an unbounded upload.
+        let mut stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(flight);
+        let mut row: Option<RecordBatch> = None;
+        while let Some(batch) = stream
+            .try_next()
             .await
-            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?;
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        stmt.parameters = match rows {
-            0 => Vec::new(),
-            1 => {
-                let batch = batches
-                    .into_iter()
-                    .find(|b| b.num_rows() == 1)
-                    .ok_or_else(|| Status::internal("parameter row"))?;
-                encode_parameters(&batch).map_err(arrow_status)?
+            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?
+        {
+            if batch.num_rows() == 0 {
+                continue;
             }
-            n => {
-                return Err(Status::invalid_argument(format!(
-                    "{n} parameter rows were bound to a query; bind one row per execution"
-                )))
+            if row.is_some() || batch.num_rows() > 1 {
+                return Err(Status::invalid_argument(
+                    "several parameter rows were bound to a query; bind one row per execution",
+                ));
             }
+            row = Some(batch);
+        }
+        stmt.parameters = match row {
+            Some(batch) => encode_parameters(&batch).map_err(arrow_status)?,
+            None => Vec::new(),
         };
         // Check now that the values fit the statement, rather than at execution.
         self.plan(&caller, &stmt).await?;

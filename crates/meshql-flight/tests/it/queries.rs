@@ -148,10 +148,15 @@ async fn prepared_statements_with_bound_parameters() {
         ],
     )
     .unwrap();
-    prepared.set_parameters(batch).unwrap();
+    prepared.set_parameters(batch.clone()).unwrap();
     let info = prepared.execute().await.unwrap();
     let wire = rows(&fetch(&mut client, info).await.unwrap());
     let literal = "SELECT count(*) AS n FROM mesh.customer.profiles WHERE region = 'EU' AND customer_id > 10";
+    // Several rows for a query: refused, not silently truncated.
+    let two = arrow::compute::concat_batches(&batch.schema(), [&batch, &batch]).unwrap();
+    prepared.set_parameters(two).unwrap();
+    let e = prepared.execute().await.unwrap_err();
+    assert!(e.to_string().contains("one row per execution"), "{e}");
     assert_eq!(
         wire,
         embedded(
@@ -377,6 +382,34 @@ async fn session_options_choose_the_current_domain() {
             .await
             .unwrap()
     );
+    // GetSessionOptions reads it back; CloseSession expires it.
+    let mut request = tonic::Request::new(Action::new("GetSessionOptions", Vec::<u8>::new()));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request.metadata_mut().insert("cookie", cookie.parse().unwrap());
+    let results: Vec<_> = inner
+        .do_action(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .try_collect()
+        .await
+        .unwrap();
+    let options = GetSessionOptionsResult::decode(&*results[0].body).unwrap();
+    assert_eq!(options.session_options["schema"], string_option("order"));
+    let mut request = tonic::Request::new(Action::new("CloseSession", Vec::<u8>::new()));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let closed = inner.do_action(request).await.unwrap();
+    assert!(closed
+        .metadata()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     // The cookie is bound to its principal: Carl cannot use Alice's.
     let mut carl = login(&server, "carl").await;
     carl.set_header("cookie", cookie);
@@ -399,6 +432,12 @@ enum OptionValue {
 
 #[derive(Clone, PartialEq, prost::Message)]
 struct SetSessionOptionsRequest {
+    #[prost(map = "string, message", tag = "1")]
+    session_options: std::collections::HashMap<String, SessionOptionValue>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetSessionOptionsResult {
     #[prost(map = "string, message", tag = "1")]
     session_options: std::collections::HashMap<String, SessionOptionValue>,
 }
