@@ -459,3 +459,75 @@ fn string_option(s: &str) -> SessionOptionValue {
         option_value: Some(OptionValue::StringValue(s.into())),
     }
 }
+
+#[tokio::test]
+async fn bad_input_fails_alone_and_the_server_keeps_serving() {
+    // A copy of the sample mesh whose Delta product lost its log.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&repo().join("testdata/mesh"), dir.path());
+    std::fs::remove_dir_all(dir.path().join("domains/order/data/shipments/_delta_log")).unwrap();
+    let mesh = meshql::Mesh::open(dir.path()).unwrap();
+    let server = meshql_flight::serve(mesh, config("", "")).await.unwrap();
+    let mut client = login(&server, "alice").await;
+    let e = sql(&mut client, "SELECT count(*) FROM mesh.order.shipments")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(e.message().contains("mesh.order.shipments"), "{e}");
+    // Listing with schemas still works: the broken product is described from its contract.
+    let info = client
+        .get_tables(arrow_flight::sql::CommandGetTables {
+            catalog: None,
+            db_schema_filter_pattern: Some("order".into()),
+            table_name_filter_pattern: None,
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await.unwrap()).len(), 2);
+    // Garbage tickets and commands.
+    for garbage in [vec![], vec![0xff; 40], b"not protobuf at all".to_vec()] {
+        let e = client
+            .do_get(arrow_flight::Ticket::new(garbage.clone()))
+            .await
+            .err()
+            .map(status);
+        assert!(
+            e.is_some_and(|e| e.code() != Code::Ok && e.code() != Code::Unknown),
+            "ticket {garbage:?}"
+        );
+        let request = with_token(&client, arrow_flight::FlightDescriptor::new_cmd(garbage));
+        let e = client.inner_mut().get_flight_info(request).await.unwrap_err();
+        assert_ne!(e.code(), Code::Internal, "{e}");
+    }
+    // Everything else still answers.
+    assert!(sql(&mut client, "SELECT count(*) FROM mesh.order.transactions")
+        .await
+        .is_ok());
+    server.shutdown().await.unwrap();
+}
+
+fn with_token<T>(
+    client: &arrow_flight::sql::client::FlightSqlServiceClient<tonic::transport::Channel>,
+    msg: T,
+) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    let token = client.token().cloned().unwrap_or_default();
+    r.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    r
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
