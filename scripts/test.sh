@@ -22,4 +22,4 @@ else
 fi
 
 echo "== Python end-to-end tests"
-MESHQL_BIN="$PWD/target/debug/meshql" .venv/bin/python -m pytest tests/python -q
+MESHQL_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/meshql" .venv/bin/python -m pytest tests/python -q
