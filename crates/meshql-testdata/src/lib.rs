@@ -25,6 +25,22 @@ pub mod paths {
     pub const CAMPAIGNS: &str = "domains/marketing/data/campaign_performance";
 }
 
+/// Copies directory `from` into `to` recursively (tests make private copies of the sample mesh
+/// to break or change).
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the sample data under `mesh`, replacing earlier data at the same places.
 pub async fn generate(mesh: &Path) -> Result<()> {
     let s = Sample::generate();

@@ -140,7 +140,7 @@ fn check_passes_on_the_sample_and_fails_on_a_broken_copy() {
     assert!(stdout(&o).contains("11 products ok, 0 failed"), "{}", stdout(&o));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    copy_dir(&m, dir.path());
+    meshql_testdata::copy_dir(&m, dir.path()).expect("copy the sample mesh");
     std::fs::write(
         dir.path().join("domains/product/contracts/catalog.odcs.yaml"),
         "kind: DataContract\n",
@@ -166,17 +166,4 @@ fn bad_invocations_explain_themselves() {
 
     let o = meshql(&["--help"]);
     assert!(stdout(&o).contains("query") && stdout(&o).contains("catalog") && stdout(&o).contains("check"));
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

@@ -464,7 +464,7 @@ fn string_option(s: &str) -> SessionOptionValue {
 async fn bad_input_fails_alone_and_the_server_keeps_serving() {
     // A copy of the sample mesh whose Delta product lost its log.
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&repo().join("testdata/mesh"), dir.path());
+    meshql_testdata::copy_dir(&repo().join("testdata/mesh"), dir.path()).unwrap();
     std::fs::remove_dir_all(dir.path().join("domains/order/data/shipments/_delta_log")).unwrap();
     let mesh = meshql::Mesh::open(dir.path()).unwrap();
     let server = meshql_flight::serve(mesh, config("", "")).await.unwrap();
@@ -517,17 +517,4 @@ fn with_token<T>(
     r.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }

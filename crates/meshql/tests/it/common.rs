@@ -22,16 +22,7 @@ pub fn copy_of_sample() -> tempfile::TempDir {
 }
 
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read_dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
+    meshql_testdata::copy_dir(from, to).expect("copy the sample mesh");
 }
 
 /// Reads every product of the sample mesh unmasked (the sample policies grant `analysts`
