@@ -88,7 +88,7 @@ pub struct Handlers {
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
     sessions: Mutex<HashMap<Principal, Session>>,
-    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    running: Running,
     /// Query ids cancelled before (or while) running, with when the entry can be forgotten.
     cancelled: Mutex<HashMap<String, i64>>,
     slots: Arc<Semaphore>,
@@ -496,7 +496,7 @@ impl Handlers {
     /// Cancels query `query_id`: stops it if it runs here, refuses it if it starts later.
     fn cancel(&self, query_id: &str, until: i64) {
         lock(&self.cancelled).insert(query_id.to_string(), until);
-        if let Some(tx) = lock(&self.running).get(query_id) {
+        if let Some((tx, _)) = lock(&self.running).get(query_id) {
             let _ = tx.send(true);
         }
         tracing::info!(query_id, "query cancelled");
@@ -527,8 +527,7 @@ impl Handlers {
             .stream_with_memory_limit(limits.memory_per_query)
             .await
             .map_err(status_of)?;
-        let (tx, rx) = watch::channel(false);
-        lock(&self.running).insert(stmt.query_id.clone(), tx);
+        let rx = register(&self.running, &stmt.query_id);
         let run = Run {
             inner: stream,
             shaper: shaper.clone(),
@@ -678,15 +677,35 @@ fn one_result(body: Vec<u8>) -> Response<BoxStream<arrow_flight::Result>> {
     })])))
 }
 
-/// Removes a running query from the registry when its stream ends or is dropped.
+/// Running executions by query id: the cancel signal and how many executions listen to it (a
+/// ticket may be fetched more than once).
+type Running = Arc<Mutex<HashMap<String, (watch::Sender<bool>, usize)>>>;
+
+/// Registers one execution of `query_id` and returns its cancel signal.
+fn register(running: &Running, query_id: &str) -> watch::Receiver<bool> {
+    let mut map = lock(running);
+    let entry = map
+        .entry(query_id.to_string())
+        .or_insert_with(|| (watch::channel(false).0, 0));
+    entry.1 += 1;
+    entry.0.subscribe()
+}
+
+/// Unregisters an execution when its stream ends or is dropped.
 struct Registration {
-    running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
+    running: Running,
     query_id: String,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        lock(&self.running).remove(&self.query_id);
+        let mut map = lock(&self.running);
+        if let Some(entry) = map.get_mut(&self.query_id) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                map.remove(&self.query_id);
+            }
+        }
     }
 }
 
@@ -707,6 +726,13 @@ struct Run {
     done: bool,
 }
 
+/// Completes when the query is cancelled (never, if the signal goes away).
+async fn cancelled(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 impl Run {
     async fn next(mut self) -> Option<(Result<RecordBatch, ArrowFlightError>, Run)> {
         if self.done {
@@ -715,7 +741,7 @@ impl Run {
         let query_id = self.registration.query_id.clone();
         let item = tokio::select! {
             biased;
-            _ = self.cancel.wait_for(|c| *c) => Err(Status::cancelled(format!("query {query_id} was cancelled"))),
+            _ = cancelled(&mut self.cancel) => Err(Status::cancelled(format!("query {query_id} was cancelled"))),
             _ = tokio::time::sleep_until(self.deadline) => Err(Status::deadline_exceeded(format!(
                 "query {query_id} exceeded the time limit of {} s", self.timeout_secs
             ))),

@@ -253,6 +253,24 @@ async fn cancellation_before_and_during_a_query() {
 }
 
 #[tokio::test]
+async fn a_ticket_fetched_twice_at_once_runs_twice() {
+    let server = start(config("", "")).await;
+    let mut client = login(&server, "alice").await;
+    let info = client
+        .execute(
+            "SELECT count(*) FROM range(0, 30000000) a WHERE a.value % 3 = 0".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let (mut a, mut b) = (client.clone(), client.clone());
+    let (ra, rb) = tokio::join!(fetch(&mut a, info.clone()), fetch(&mut b, info));
+    assert_eq!(rows(&ra.unwrap()), vec![vec!["10000000".to_string()]]);
+    assert_eq!(rows(&rb.unwrap()), vec![vec!["10000000".to_string()]]);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn dropping_the_stream_stops_the_query_and_frees_its_slot() {
     let server = start(config("", "limits: {maxConcurrentQueries: 1, queryTimeout: 120}\n")).await;
     let mut client = login(&server, "alice").await;
