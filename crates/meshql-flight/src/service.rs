@@ -528,6 +528,15 @@ impl Handlers {
             .await
             .map_err(status_of)?;
         let rx = register(&self.running, &stmt.query_id);
+        let registration = Registration {
+            running: self.running.clone(),
+            query_id: stmt.query_id.clone(),
+        };
+        // A cancel that arrived while this query was being planned found nothing to stop; it
+        // left the id in the cancelled set, which is checked again now that the query listens.
+        if self.is_cancelled(&stmt.query_id) {
+            return Err(Status::cancelled(format!("query {} was cancelled", stmt.query_id)));
+        }
         let run = Run {
             inner: stream,
             shaper: shaper.clone(),
@@ -535,10 +544,7 @@ impl Handlers {
             timeout_secs: limits.query_timeout.as_secs(),
             cancel: rx,
             _slot: permit,
-            registration: Registration {
-                running: self.running.clone(),
-                query_id: stmt.query_id.clone(),
-            },
+            registration,
             principal: caller.principal.id().to_string(),
             started,
             rows: 0,
