@@ -218,19 +218,23 @@ fn user_principal(user: &UserConfig) -> Principal {
     p
 }
 
+/// Whether an `authorization` header carries HTTP Basic credentials (a password login).
+pub fn is_basic(header: &str) -> bool {
+    strip_scheme(header, "basic").is_some()
+}
+
 /// `scheme rest` with a case-insensitive scheme.
 fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
     let (s, rest) = header.trim_start().split_once(' ')?;
     s.eq_ignore_ascii_case(scheme).then_some(rest)
 }
 
+/// A real argon2 hash of nothing anyone knows, for timing-equal refusals of unknown users.
 fn dummy_hash() -> PasswordHash<'static> {
+    const FALLBACK: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
     static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let s = DUMMY.get_or_init(|| hash_password("not a password").unwrap_or_default());
-    PasswordHash::new(s).unwrap_or_else(|_| {
-        PasswordHash::new("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG")
-            .unwrap_or_else(|_| unreachable!("constant PHC string parses"))
-    })
+    let s = DUMMY.get_or_init(|| hash_password("not a password").unwrap_or_else(|_| FALLBACK.to_string()));
+    PasswordHash::new(s).unwrap_or_else(|_| unreachable!("argon2 PHC strings parse"))
 }
 
 /// An argon2id hash (PHC string) of `password`, for the `passwordHash` of a user.

@@ -143,8 +143,8 @@ impl SecretRef {
             SecretRef::File(path) => std::fs::read(path)
                 .map_err(|e| FlightError::Config(format!("cannot read key file {}: {e}", path.display())))?,
         };
-        let trimmed = String::from_utf8_lossy(&raw).trim().as_bytes().to_vec();
-        Ok(trimmed)
+        // Only surrounding ASCII whitespace goes: a binary key keeps every byte.
+        Ok(raw.trim_ascii().to_vec())
     }
 }
 
@@ -381,6 +381,17 @@ pub fn parse_size(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_keep_their_bytes_and_lose_only_surrounding_whitespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        let key: Vec<u8> = vec![0xff, 0x00, b' ', 0xfe, 0x80];
+        std::fs::write(&path, [key.as_slice(), b"\n"].concat()).unwrap();
+        assert_eq!(SecretRef::File(path).read().unwrap(), key);
+        let missing = SecretRef::Env("MESHQL_TEST_SURELY_UNSET".into()).read().unwrap_err();
+        assert!(missing.to_string().contains("MESHQL_TEST_SURELY_UNSET"), "{missing}");
+    }
 
     #[test]
     fn sizes() {

@@ -55,8 +55,6 @@ pub enum FlightError {
     #[error("TLS: {0}")]
     Tls(String),
     #[error(transparent)]
-    Arrow(#[from] arrow::error::ArrowError),
-    #[error(transparent)]
     Flight(#[from] arrow_flight::error::FlightError),
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),

@@ -34,6 +34,7 @@ use arrow_flight::{
     FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, PollInfo, PutResult,
     SchemaAsIpc, SchemaResult, Ticket,
 };
+use base64::Engine;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -45,7 +46,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{field, Instrument, Span};
 
-use crate::auth::{unix_now, Authenticator};
+use crate::auth::{is_basic, unix_now, Authenticator};
 use crate::config::ServerConfig;
 use crate::metadata::{self, like};
 use crate::proto::{self, SessionCookie};
@@ -184,16 +185,13 @@ impl FlightService for MeshFlightService {
             .iter()
             .filter_map(|v| v.to_str().ok().map(str::to_string))
             .collect();
-        let header = match all
-            .iter()
-            .find(|v| v.trim_start().to_ascii_lowercase().starts_with("basic "))
-        {
+        let header = match all.iter().find(|v| is_basic(v)) {
             Some(basic) => Some(basic.clone()),
             None => authorization(req.metadata()).map_err(|()| unauthenticated())?,
         };
         let h = self.h.clone();
         let outcome = match header.as_deref() {
-            Some(basic) if basic.trim_start().to_ascii_lowercase().starts_with("basic ") => {
+            Some(basic) if is_basic(basic) => {
                 // argon2 is deliberately slow: keep it off the async workers.
                 let basic = basic.to_string();
                 tokio::task::spawn_blocking(move || h.auth.login_basic(&basic))
@@ -387,21 +385,27 @@ impl Handlers {
             .filter_map(|c| c.trim().split_once('='))
             .find(|(k, _)| *k == SESSION_COOKIE)
             .map(|(_, v)| v.to_string())?;
-        use base64::Engine;
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
         let cookie: SessionCookie = self.signer().open(Kind::SessionCookie, &bytes).ok()?;
         (cookie.principal == principal.id() && cookie.expires_at > unix_now() && !cookie.schema.is_empty())
             .then_some(cookie.schema)
     }
 
-    fn new_statement(&self, caller: &Caller, sql: String, parameters: Vec<u8>) -> proto::Statement {
-        proto::Statement {
+    fn new_statement(&self, caller: &Caller, sql: String) -> proto::Statement {
+        self.fresh_run(proto::Statement {
             principal: caller.principal.id().to_string(),
             sql,
             default_schema: caller.schema.clone().unwrap_or_default(),
-            parameters,
+            ..Default::default()
+        })
+    }
+
+    /// `stmt` as a new execution: its own query id (logs, cancellation) and a fresh expiry.
+    fn fresh_run(&self, stmt: proto::Statement) -> proto::Statement {
+        proto::Statement {
             query_id: hex::encode(rand::random::<[u8; 8]>()),
             expires_at: unix_now().saturating_add(self.config.auth.handle_ttl.as_secs() as i64),
+            ..stmt
         }
     }
 
@@ -564,7 +568,7 @@ impl Handlers {
         let caller = caller(&req)?;
         let any = Any::decode(&*req.get_ref().cmd).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let stmt = match Command::try_from(any).map_err(|e| Status::invalid_argument(e.to_string()))? {
-            Command::CommandStatementQuery(q) => self.new_statement(&caller, q.query, Vec::new()),
+            Command::CommandStatementQuery(q) => self.new_statement(&caller, q.query),
             Command::CommandPreparedStatementQuery(q) => {
                 self.open_statement(Kind::PreparedStatement, &q.prepared_statement_handle, &caller)?
             }
@@ -666,7 +670,6 @@ impl Handlers {
                 schema,
                 expires_at: unix_now().saturating_add(self.config.auth.token_ttl.as_secs() as i64),
             };
-            use base64::Engine;
             let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(self.signer().seal(Kind::SessionCookie, &cookie));
             let value = MetadataValue::try_from(format!("{SESSION_COOKIE}={sealed}; Path=/; HttpOnly"))
@@ -785,7 +788,7 @@ impl FlightSqlService for Handlers {
         if query.transaction_id.is_some() {
             return Err(read_only());
         }
-        let stmt = self.new_statement(&caller, query.query, Vec::new());
+        let stmt = self.new_statement(&caller, query.query);
         Span::current().record("query_id", stmt.query_id.as_str());
         // Planned now so that errors (syntax, access) reach the client before any DoGet.
         let planned = self.plan(&caller, &stmt).await?;
@@ -807,11 +810,8 @@ impl FlightSqlService for Handlers {
         req: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let caller = caller(&req)?;
-        let mut stmt = self.open_statement(Kind::PreparedStatement, &cmd.prepared_statement_handle, &caller)?;
-        // Each execution is its own query (own id, own cancellation, fresh expiry).
-        let fresh = self.new_statement(&caller, String::new(), Vec::new());
-        stmt.query_id = fresh.query_id;
-        stmt.expires_at = fresh.expires_at;
+        let handle = self.open_statement(Kind::PreparedStatement, &cmd.prepared_statement_handle, &caller)?;
+        let stmt = self.fresh_run(handle);
         Span::current().record("query_id", stmt.query_id.as_str());
         let planned = self.plan(&caller, &stmt).await?;
         let schema = self.shaper(&planned.schema()).schema();
@@ -920,9 +920,8 @@ impl FlightSqlService for Handlers {
         req: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&req)?;
-        let mut stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
-        stmt.query_id = hex::encode(rand::random::<[u8; 8]>());
-        self.execute(caller, stmt).await
+        let stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
+        self.execute(caller, self.fresh_run(stmt)).await
     }
 
     async fn do_get_catalogs(
@@ -1145,7 +1144,7 @@ impl FlightSqlService for Handlers {
         if query.transaction_id.is_some() {
             return Err(read_only());
         }
-        let stmt = self.new_statement(&caller, query.query, Vec::new());
+        let stmt = self.new_statement(&caller, query.query);
         let planned = self.plan(&caller, &stmt).await?;
         let dataset = self.shaper(&planned.schema()).schema();
         let parameters = Schema::new(
@@ -1163,22 +1162,18 @@ impl FlightSqlService for Handlers {
         })
     }
 
-    /// Handles live with the client: closing has nothing to free.
+    /// Handles live with the client: closing has nothing to free, so any handle this server
+    /// sealed (even an expired one) closes.
     async fn do_action_close_prepared_statement(
         &self,
         query: ActionClosePreparedStatementRequest,
         req: Request<Action>,
     ) -> Result<(), Status> {
-        let caller = caller(&req)?;
-        self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)
+        caller(&req)?;
+        self.signer()
+            .open::<proto::Statement>(Kind::PreparedStatement, &query.prepared_statement_handle)
             .map(|_| ())
-            .or_else(|e| {
-                if e.code() == tonic::Code::InvalidArgument && e.message().contains("expired") {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
+            .map_err(|_| Status::invalid_argument("this prepared statement handle was not issued by this server"))
     }
 
     async fn do_action_create_prepared_substrait_plan(

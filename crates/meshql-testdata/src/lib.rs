@@ -25,6 +25,24 @@ pub mod paths {
     pub const CAMPAIGNS: &str = "domains/marketing/data/campaign_performance";
 }
 
+/// Result rows as text (Arrow's display formatting, `NULL` for nulls): how tests compare answers.
+pub fn rows(batches: &[arrow::array::RecordBatch]) -> Vec<Vec<String>> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let formatters: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("every Arrow type has a display"))
+            .collect();
+        for r in 0..b.num_rows() {
+            out.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    out
+}
+
 /// Copies directory `from` into `to` recursively (tests make private copies of the sample mesh
 /// to break or change).
 pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {

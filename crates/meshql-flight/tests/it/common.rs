@@ -2,7 +2,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::FlightInfo;
 use futures::TryStreamExt;
@@ -97,21 +96,7 @@ pub fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
     }
 }
 
-pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let options = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in batches {
-        let formatters: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).expect("formatter"))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
-        }
-    }
-    out
-}
+pub use meshql_testdata::rows;
 
 /// The same query through the embedded API, as `principal`.
 pub async fn embedded(principal: meshql::Principal, query: &str) -> Vec<Vec<String>> {

@@ -1,7 +1,5 @@
 use std::path::{Path, PathBuf};
 
-use arrow::array::RecordBatch;
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use meshql::{Mesh, Principal};
 
 /// The committed sample mesh.
@@ -70,21 +68,7 @@ pub async fn query_error(mesh: &Mesh, sql: &str) -> String {
     }
 }
 
-pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
-    let opts = FormatOptions::default().with_null("NULL");
-    let mut out = Vec::new();
-    for b in batches {
-        let formatters: Vec<_> = b
-            .columns()
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).expect("formatter"))
-            .collect();
-        for r in 0..b.num_rows() {
-            out.push(formatters.iter().map(|f| f.value(r).to_string()).collect());
-        }
-    }
-    out
-}
+pub use meshql_testdata::rows;
 
 /// The EXPLAIN text (logical and physical plan) of `sql`.
 pub async fn explain(mesh: &Mesh, sql: &str) -> String {
