@@ -75,7 +75,7 @@ impl Governance {
         Some(visible_schema(entry, &decision))
     }
 
-    pub(crate) fn domain_visible(&self, domain: &str) -> bool {
+    fn domain_visible(&self, domain: &str) -> bool {
         self.product_names(domain)
             .iter()
             .any(|name| self.discoverable(domain, name))
