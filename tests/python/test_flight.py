@@ -4,6 +4,7 @@ Each test module run starts real `meshql serve` processes on 127.0.0.1 (a free p
 users whose password hashes and service tokens come from `meshql auth`.
 """
 
+import json
 import re
 import signal
 import subprocess
@@ -304,3 +305,45 @@ def test_pyarrow_flight_client(server, meshql_bin, mesh_dir, tmp_path):
     assert got.equals(plain(embedded(meshql_bin, mesh_dir, sql, SUPPORT, tmp_path)))
     with pytest.raises(flight.FlightUnauthenticatedError):
         pyarrow_sql(client, "SELECT 1", (b"authorization", b"Bearer mqt_forged"))
+
+
+def test_discovery_audit_and_live_reload_over_flight(meshql_bin, mesh_copy, tmp_path):
+    """System tables answer any Flight SQL client; the server records queries and picks up a
+    product published while it runs."""
+    s = Server(meshql_bin, mesh_copy, tmp_path)
+    try:
+        with connect(s, "carl") as conn:
+            products = query(conn, "SELECT domain, product, readable FROM mesh.system.products ORDER BY 1, 2").to_pylist()
+            assert {"domain": "customer", "product": "profiles", "readable": False} in products
+            assert all(p["domain"] != "interop" for p in products)
+            with pytest.raises(adbc_driver_manager.Error):
+                query(conn, "SELECT * FROM mesh.customer.profiles")
+        with connect(s, "alice") as conn:
+            assert query(conn, "SELECT count(*) AS n FROM mesh.order.transactions").to_pylist() == [{"n": 2000}]
+            # Publishing a product is writing its files: queryable within seconds, no restart.
+            order = mesh_copy / "domains" / "order" / "products"
+            text = (order / "shipments.odps.yaml").read_text()
+            (order / "parcels.odps.yaml").write_text(
+                text.replace("urn:dataproduct:order:shipments", "urn:dataproduct:order:parcels").replace(
+                    "name: shipments", "name: parcels"
+                )
+            )
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    n = query(conn, "SELECT count(*) AS n FROM mesh.order.parcels").to_pylist()
+                    break
+                except adbc_driver_manager.Error:
+                    assert time.monotonic() < deadline, "the new product was not served within 15 s"
+                    time.sleep(0.3)
+            assert n == query(conn, "SELECT count(*) AS n FROM mesh.order.shipments").to_pylist()
+            # Everyone sees their own queries, recorded by the server with its query ids.
+            mine = query(conn, "SELECT principal, client, outcome, statement FROM mesh.system.queries").to_pylist()
+            assert {r["principal"] for r in mine} == {"alice"}
+            assert any(r["client"] == "flight" and r["outcome"] == "ok" and "order.transactions" in r["statement"] for r in mine)
+        audit = mesh_copy / ".meshql" / "audit"
+        lines = [json.loads(line) for f in sorted(audit.glob("audit-*.jsonl")) for line in f.read_text().splitlines()]
+        denied = [r for r in lines if r["principal"] == "carl" and r["outcome"] == "denied"]
+        assert denied and denied[0]["products"] == ["customer.profiles"], denied
+    finally:
+        s.stop()

@@ -71,6 +71,45 @@ impl MeshCatalog {
         }
     }
 
+    /// The catalog of a reloaded `definition`: same stores and runtime, and every product whose
+    /// documents did not change keeps its opened table (no storage is re-read for them).
+    pub fn reloaded(&self, definition: Arc<MeshDefinition>) -> Self {
+        let ctx = Arc::new(CatalogContext {
+            stores: self.ctx.stores.clone(),
+            runtime: self.ctx.runtime.clone(),
+            refresh: Duration::from_secs(definition.settings.metadata_refresh_seconds),
+        });
+        let mut schemas: BTreeMap<String, Arc<DomainSchema>> = BTreeMap::new();
+        for d in &definition.domains {
+            schemas.insert(
+                d.name.clone(),
+                Arc::new(DomainSchema {
+                    domain: d.name.clone(),
+                    tables: BTreeMap::new(),
+                }),
+            );
+        }
+        let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = BTreeMap::new();
+        for entry in &definition.tables {
+            let table = match self.product(&entry.domain, &entry.name) {
+                Some(old) if same_entry(old.entry(), entry) => old.clone(),
+                _ => Arc::new(ProductTable::new(entry.clone(), ctx.clone())),
+            };
+            tables
+                .entry(entry.domain.clone())
+                .or_default()
+                .insert(entry.name.clone(), table);
+        }
+        for (domain, t) in tables {
+            schemas.insert(domain.clone(), Arc::new(DomainSchema { domain, tables: t }));
+        }
+        MeshCatalog {
+            definition,
+            schemas,
+            ctx,
+        }
+    }
+
     pub fn definition(&self) -> &Arc<MeshDefinition> {
         &self.definition
     }
@@ -103,6 +142,26 @@ impl MeshCatalog {
             .await
             .map_err(|e| ProductUnavailable::new(product.entry(), e))
     }
+}
+
+/// Whether two loads of a product describe the same thing (same documents, same outcome).
+pub fn same_entry(a: &TableEntry, b: &TableEntry) -> bool {
+    let bindings_equal = match (&a.binding, &b.binding) {
+        (Ok(x), Ok(y)) => {
+            x.contract.raw == y.contract.raw
+                && x.contract.source == y.contract.source
+                && x.storage.location == y.storage.location
+                && x.schema.name == y.schema.name
+        }
+        (Err(x), Err(y)) => x.to_string() == y.to_string(),
+        _ => false,
+    };
+    bindings_equal
+        && a.product.raw == b.product.raw
+        && a.product.source == b.product.source
+        && a.port == b.port
+        && a.port_version == b.port_version
+        && a.compliance == b.compliance
 }
 
 /// A product that cannot be served, with the reason and whom to ask.

@@ -25,6 +25,12 @@ impl DeltaSource {
         self.table.version()
     }
 
+    /// When the served version was committed (milliseconds since the epoch).
+    pub fn committed_ms(&self) -> Option<i64> {
+        let version = self.table.version()?;
+        self.table.snapshot().ok()?.version_timestamp(version)
+    }
+
     /// The newest version in the log (one listing of `_delta_log/`).
     pub async fn latest_version(&self) -> Result<u64> {
         self.table

@@ -15,6 +15,10 @@ pub enum CatalogError {
     #[error("{location}: {message}")]
     Storage { location: String, message: String },
 
+    /// Retired, or blocked by the governance standards.
+    #[error("{0}")]
+    NotServed(String),
+
     #[error("storage at {location} does not match the contract {contract}: {}", .problems.join("; "))]
     SchemaMismatch {
         location: String,

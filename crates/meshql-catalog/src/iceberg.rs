@@ -39,6 +39,8 @@ pub struct IcebergTable {
     pub metadata_file: Url,
     /// The snapshot served: the pinned one, else the current one (`None` for an empty table).
     pub snapshot_id: Option<i64>,
+    /// When the served snapshot was committed (milliseconds since the epoch).
+    pub committed_ms: Option<i64>,
 }
 
 /// Opens the table at `url` (a table directory or a metadata file), at `snapshot` if given.
@@ -81,6 +83,9 @@ pub async fn open(
     let ident = TableIdent::from_strs([ident.0, ident.1]).map_err(|e| CatalogError::storage(url, e))?;
     let snapshot_ids: Vec<i64> = metadata.snapshots().map(|s| s.snapshot_id()).collect();
     let served_snapshot = snapshot.or_else(|| metadata.current_snapshot_id());
+    let committed_ms = served_snapshot
+        .and_then(|id| metadata.snapshot_by_id(id))
+        .map(|s| s.timestamp_ms());
     let table = StaticTable::from_metadata(metadata, ident, file_io)
         .await
         .map_err(|e| CatalogError::storage(&metadata_file, e))?
@@ -104,6 +109,7 @@ pub async fn open(
         provider: Arc::new(provider),
         metadata_file,
         snapshot_id: served_snapshot,
+        committed_ms,
     })
 }
 

@@ -16,6 +16,6 @@ pub mod parquet;
 pub mod store;
 pub mod table;
 
-pub use catalog::{DomainSchema, MeshCatalog, ProductUnavailable, MESH_CATALOG};
+pub use catalog::{same_entry, DomainSchema, MeshCatalog, ProductUnavailable, MESH_CATALOG};
 pub use error::CatalogError;
 pub use table::{OpenedTable, ProductTable};

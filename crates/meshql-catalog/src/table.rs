@@ -40,6 +40,8 @@ pub struct OpenedTable {
     pub conformance: Conformance,
     /// The storage version served: Delta version or Iceberg snapshot, when the format has one.
     pub version: Option<i64>,
+    /// When the served version was committed (ms since the epoch), for Delta and Iceberg.
+    pub committed_ms: Option<i64>,
 }
 
 enum Source {
@@ -89,6 +91,9 @@ impl ProductTable {
             .binding
             .as_ref()
             .map_err(|e| CatalogError::Contract(e.clone()))?;
+        if let Some(reason) = self.entry.compliance.refusal() {
+            return Err(CatalogError::NotServed(reason));
+        }
         let mut cache = self.cache.lock().await;
         if let Some(loaded) = cache.as_mut() {
             if loaded.checked.elapsed() < self.ctx.refresh || !self.may_change(binding) {
@@ -133,39 +138,43 @@ impl ProductTable {
         let started = Instant::now();
         let storage = &binding.storage;
         let url = self.ctx.stores.resolve(&storage.location)?;
-        let (provider, source, version): (Arc<dyn TableProvider>, Source, Option<i64>) = match storage.format {
-            Format::Parquet => {
-                let state = SessionStateBuilder::new()
-                    .with_runtime_env(self.ctx.runtime.clone())
-                    .build();
-                let p = parquet::open(&state, &self.ctx.stores, &url, &binding.schema).await?;
-                (p, Source::Parquet, None)
-            }
-            Format::Delta => {
-                let pin = match storage.pin {
-                    Some(VersionPin::DeltaVersion(v)) => Some(v),
-                    _ => None,
-                };
-                let d = delta::open(&self.ctx.stores, &url, pin).await?;
-                let version = d.version().and_then(|v| i64::try_from(v).ok());
-                (d.provider.clone(), Source::Delta(d), version)
-            }
-            Format::Iceberg => {
-                let pin = match storage.pin {
-                    Some(VersionPin::IcebergSnapshot(s)) => Some(s),
-                    _ => None,
-                };
-                let t = iceberg::open(&self.ctx.stores, &url, pin, (&self.entry.domain, &self.entry.name)).await?;
-                let version = t.snapshot_id;
-                (
-                    t.provider,
-                    Source::Iceberg {
-                        metadata_file: t.metadata_file,
-                    },
-                    version,
-                )
-            }
-        };
+        let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
+            match storage.format {
+                Format::Parquet => {
+                    let state = SessionStateBuilder::new()
+                        .with_runtime_env(self.ctx.runtime.clone())
+                        .build();
+                    let p = parquet::open(&state, &self.ctx.stores, &url, &binding.schema).await?;
+                    (p, Source::Parquet, None, None)
+                }
+                Format::Delta => {
+                    let pin = match storage.pin {
+                        Some(VersionPin::DeltaVersion(v)) => Some(v),
+                        _ => None,
+                    };
+                    let d = delta::open(&self.ctx.stores, &url, pin).await?;
+                    let version = d.version().and_then(|v| i64::try_from(v).ok());
+                    let committed = d.committed_ms();
+                    (d.provider.clone(), Source::Delta(d), version, committed)
+                }
+                Format::Iceberg => {
+                    let pin = match storage.pin {
+                        Some(VersionPin::IcebergSnapshot(s)) => Some(s),
+                        _ => None,
+                    };
+                    let t = iceberg::open(&self.ctx.stores, &url, pin, (&self.entry.domain, &self.entry.name)).await?;
+                    let version = t.snapshot_id;
+                    let committed = t.committed_ms;
+                    (
+                        t.provider,
+                        Source::Iceberg {
+                            metadata_file: t.metadata_file,
+                        },
+                        version,
+                        committed,
+                    )
+                }
+            };
         let conformance = conform::check(provider.schema().as_ref(), &binding.schema);
         if !conformance.is_ok() {
             return Err(CatalogError::SchemaMismatch {
@@ -181,6 +190,7 @@ impl ProductTable {
                 provider: view,
                 conformance,
                 version,
+                committed_ms,
             },
             source,
             checked: Instant::now(),

@@ -1,13 +1,14 @@
 //! `meshql`: query a data mesh, browse its catalog, check its contracts.
 
 mod output;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use meshql::{Mesh, Principal, ProductStatus};
+use meshql::{Mesh, Principal};
 
 use crate::output::OutputFormat;
 
@@ -36,14 +37,36 @@ enum Command {
     /// Browse the mesh's domains and products.
     #[command(subcommand)]
     Catalog(CatalogCommand),
-    /// Validate every contract and compare every product's storage with its contract; exits
-    /// non-zero if anything is wrong.
-    Check(MeshArg),
+    /// Validate every contract, assess every product against the governance standards, compare
+    /// its storage with its contract and run its quality checks; exits 1 if anything fails
+    /// (unavailable, non-compliant, or a quality check of severity error).
+    Check(CheckArgs),
     /// Serve the mesh over Arrow Flight SQL (JDBC, ADBC, any Flight SQL client).
     Serve(ServeArgs),
     /// Make credentials for the server configuration.
     #[command(subcommand)]
     Auth(AuthCommand),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    mesh: MeshArg,
+    /// Only this domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// Only this product, `<domain>.<product>`.
+    #[arg(long)]
+    product: Option<String>,
+    /// Report format: human, json, or junit (JUnit XML for CI).
+    #[arg(long, short = 'f', value_enum, default_value_t = report::ReportFormat::Human)]
+    format: report::ReportFormat,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Skip the quality checks (documents, standards and storage only).
+    #[arg(long)]
+    no_quality: bool,
 }
 
 #[derive(Args)]
@@ -112,6 +135,26 @@ enum CatalogCommand {
         /// `<domain>.<product>` (as in `mesh.<domain>.<product>`).
         product: String,
     },
+    /// Find products by text (names, descriptions, columns), domain, owner, tag, classification.
+    Search(SearchArgs),
+}
+
+#[derive(Args)]
+struct SearchArgs {
+    #[command(flatten)]
+    mesh: MeshArg,
+    /// Words to look for (all must match, case-insensitive).
+    text: Vec<String>,
+    #[arg(long)]
+    domain: Option<String>,
+    #[arg(long)]
+    owner: Option<String>,
+    /// A product or column tag.
+    #[arg(long)]
+    tag: Option<String>,
+    /// A column classification (e.g. pii).
+    #[arg(long)]
+    classification: Option<String>,
 }
 
 fn parse_attribute(s: &str) -> Result<(String, String), String> {
@@ -155,7 +198,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Query(args) => query(args).await,
         Command::Catalog(CatalogCommand::List(m)) => catalog_list(&open(&m)?),
         Command::Catalog(CatalogCommand::Show { mesh, product }) => catalog_show(&open(&mesh)?, &product).await,
-        Command::Check(m) => check(&open(&m)?).await,
+        Command::Catalog(CatalogCommand::Search(args)) => catalog_search(&args),
+        Command::Check(args) => check(args).await,
         Command::Serve(args) => serve(args).await,
         Command::Auth(AuthCommand::HashPassword) => {
             let password = std::io::read_to_string(std::io::stdin()).context("reading the password")?;
@@ -193,6 +237,12 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
         config.auth.anonymous.enabled = true;
     }
     let mesh = open(&args.mesh)?;
+    let settings = mesh.definition().settings.clone();
+    // Edited contracts, descriptors and policies take effect without a restart.
+    let _watch =
+        (settings.reload_seconds > 0).then(|| mesh.watch(std::time::Duration::from_secs(settings.reload_seconds)));
+    let _quality = (settings.quality.schedule_seconds > 0)
+        .then(|| mesh.schedule_quality_checks(std::time::Duration::from_secs(settings.quality.schedule_seconds)));
     let server = meshql_flight::serve(mesh, config).await?;
     // Tests and scripts read the bound address (port 0 = any free port) from this line.
     println!("meshql listening on {}", server.addr());
@@ -241,8 +291,11 @@ async fn query(args: QueryArgs) -> Result<ExitCode> {
     for (k, v) in &args.attributes {
         principal = principal.with_attribute(k, v);
     }
-    let session = mesh.session(principal);
+    let session = mesh.session(principal).with_client("cli");
     let result = session.sql(&sql).await?;
+    for w in result.warnings() {
+        eprintln!("warning: {w}");
+    }
     let schema = result.schema();
     let stream = result.stream().await?;
     output::write(stream, schema, args.format, args.output.as_deref()).await?;
@@ -416,40 +469,112 @@ async fn catalog_show(mesh: &Mesh, name: &str) -> Result<ExitCode> {
     }
 }
 
-async fn check(mesh: &Mesh) -> Result<ExitCode> {
-    let report = mesh.check().await;
-    let mut failed = 0;
-    for p in &report.products {
-        match &p.status {
-            ProductStatus::Ok { warnings, version } => {
-                let v = version.map(|v| format!(" @ {v}")).unwrap_or_default();
-                let fmt = p.format.map(|f| f.to_string()).unwrap_or_default();
-                println!("ok      {} ({fmt}{v})", p.table);
-                for w in warnings {
-                    println!("        warning: {w}");
-                }
-            }
-            ProductStatus::Unavailable(reason) => {
-                failed += 1;
-                println!("FAILED  {}", p.table);
-                println!("        {reason}");
-            }
+async fn check(args: CheckArgs) -> Result<ExitCode> {
+    let mesh = open(&args.mesh)?;
+    let options = meshql::CheckOptions {
+        domain: args.domain.clone(),
+        product: args
+            .product
+            .as_deref()
+            .map(|p| p.strip_prefix("mesh.").unwrap_or(p).to_string()),
+        quality: !args.no_quality,
+        record: true,
+    };
+    if let Some(p) = &options.product {
+        if mesh.definition().tables.iter().all(|t| &t.qualified_name() != p) {
+            bail!("no product mesh.{p} in this mesh (see `meshql catalog list`)");
         }
     }
-    for problem in &report.problems {
-        println!("FAILED  {problem}");
+    if let Some(d) = &options.domain {
+        if mesh.definition().domain(d).is_none() {
+            bail!("no domain {d:?} in this mesh (see `meshql catalog list`)");
+        }
     }
-    let total_failed = failed + report.problems.len();
-    println!();
-    println!(
-        "{} products ok, {} failed, {} documents not loaded",
-        report.products.len() - failed,
-        failed,
-        report.problems.len()
-    );
-    Ok(if total_failed == 0 {
+    let report = mesh.check(&options).await;
+    let text = report::render(&report, args.format);
+    match &args.output {
+        Some(path) => std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(if report.is_ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn catalog_search(args: &SearchArgs) -> Result<ExitCode> {
+    let mesh = open(&args.mesh)?;
+    let def = mesh.definition();
+    let words: Vec<String> = args.text.iter().map(|w| w.to_lowercase()).collect();
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let mut rows = vec![vec![
+        "TABLE".to_string(),
+        "OWNER".into(),
+        "STATUS".into(),
+        "TAGS".into(),
+        "DESCRIPTION".into(),
+    ]];
+    for t in &def.tables {
+        let p = &t.product;
+        let binding = t.binding.as_ref().ok();
+        let columns = binding.map(|b| b.schema.properties.as_slice()).unwrap_or_default();
+        let owner = p
+            .owner()
+            .or_else(|| def.domain(&t.domain).and_then(|d| d.descriptor.owner.as_deref()));
+        if args.domain.as_deref().is_some_and(|d| !eq(d, &t.domain))
+            || args.owner.as_deref().is_some_and(|o| !owner.is_some_and(|x| eq(o, x)))
+            || args.tag.as_deref().is_some_and(|tag| {
+                !p.tags.iter().any(|x| eq(x, tag)) && !columns.iter().any(|c| c.tags.iter().any(|x| eq(x, tag)))
+            })
+            || args.classification.as_deref().is_some_and(|cl| {
+                !columns
+                    .iter()
+                    .any(|c| c.classification.as_deref().is_some_and(|x| eq(x, cl)))
+            })
+        {
+            continue;
+        }
+        let description = p.description.as_ref();
+        let mut haystack = vec![
+            t.qualified_name(),
+            p.display_name().to_string(),
+            p.id.clone(),
+            p.tags.join(" "),
+        ];
+        haystack.extend(description.and_then(|d| d.purpose.clone()));
+        haystack.extend(description.and_then(|d| d.usage.clone()));
+        haystack.extend(description.and_then(|d| d.limitations.clone()));
+        if let Some(b) = binding {
+            haystack.extend(b.schema.description.clone());
+            haystack.extend(b.contract.description.as_ref().and_then(|d| d.purpose.clone()));
+            for c in columns {
+                haystack.push(c.name.clone());
+                haystack.extend(c.description.clone());
+                haystack.extend(c.business_name.clone());
+            }
+        }
+        let haystack = haystack.join("\n").to_lowercase();
+        if !words.iter().all(|w| haystack.contains(w.as_str())) {
+            continue;
+        }
+        rows.push(vec![
+            format!("mesh.{}", t.qualified_name()),
+            owner.unwrap_or("-").to_string(),
+            t.compliance.lifecycle.as_str().to_string(),
+            p.tags.join(","),
+            description
+                .and_then(|d| d.purpose.clone())
+                .unwrap_or_default()
+                .chars()
+                .take(80)
+                .collect(),
+        ]);
+    }
+    if rows.len() == 1 {
+        println!("no product matches");
+        return Ok(ExitCode::FAILURE);
+    }
+    print_columns(&rows);
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 //! This crate knows nothing about query engines; it is the model every other meshql crate shares.
 
 pub mod error;
+pub mod governance;
 pub mod mesh;
 pub mod naming;
 pub mod odcs;
@@ -17,8 +18,10 @@ pub mod odps;
 pub mod validate;
 
 pub use error::{ContractError, MeshError, Violation};
+pub use governance::{Compliance, Enforcement, GovernanceStandards, Lifecycle, RuleFailure};
 pub use mesh::{
-    Domain, DomainDescriptor, Format, MeshDefinition, MeshSettings, PortBinding, StorageSpec, TableEntry, VersionPin,
+    AuditSettings, Domain, DomainDescriptor, Format, MeshDefinition, MeshSettings, PortBinding, QualitySettings,
+    StorageSpec, TableEntry, VersionPin,
 };
 pub use odcs::{DataContract, LogicalType, SchemaObject, SchemaProperty};
 pub use odps::DataProduct;

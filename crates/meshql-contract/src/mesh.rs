@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{ContractError, MeshError};
+use crate::governance::{CompiledStandards, Compliance, GovernanceStandards};
 use crate::naming::{compare_versions, sql_identifier};
 use crate::odcs::{DataContract, SchemaObject, Server};
 use crate::odps::{DataProduct, OutputPort};
@@ -28,6 +29,8 @@ use crate::validate::{validate, Standard};
 
 /// Name of the mesh-wide settings file at the mesh root.
 pub const SETTINGS_FILE: &str = "mesh.yaml";
+/// The schema of meshql's own tables (`mesh.system.*`); no domain may take its name.
+pub const RESERVED_SCHEMA: &str = "system";
 /// Name of the domain descriptor in each domain directory.
 pub const DOMAIN_FILE: &str = "domain.yaml";
 
@@ -50,6 +53,84 @@ pub struct MeshSettings {
     /// `0` checks on every query.
     #[serde(default = "default_refresh_seconds")]
     pub metadata_refresh_seconds: u64,
+    /// Mesh-wide standards every product is assessed against.
+    #[serde(default)]
+    pub governance: GovernanceStandards,
+    /// Where meshql keeps what it records (quality results, audit trail), relative to the mesh
+    /// root unless absolute.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// Audit trail settings.
+    #[serde(default)]
+    pub audit: AuditSettings,
+    /// Quality check settings.
+    #[serde(default)]
+    pub quality: QualitySettings,
+    /// How often a server looks for edited documents (contracts, descriptors, policies);
+    /// `0` turns live reload off.
+    #[serde(default = "default_reload_seconds")]
+    pub reload_seconds: u64,
+}
+
+impl MeshSettings {
+    /// The state directory as an absolute path.
+    pub fn state_path(&self, root: &Path) -> PathBuf {
+        root.join(&self.state_dir)
+    }
+}
+
+/// `audit:` in `mesh.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditSettings {
+    /// Record every query (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// A file is closed and a new one started beyond this size.
+    #[serde(default = "default_audit_file_bytes")]
+    pub max_file_bytes: u64,
+    /// Closed files kept; the oldest are deleted beyond this.
+    #[serde(default = "default_audit_files")]
+    pub max_files: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: true,
+            max_file_bytes: default_audit_file_bytes(),
+            max_files: default_audit_files(),
+        }
+    }
+}
+
+/// `quality:` in `mesh.yaml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QualitySettings {
+    /// How often a server runs every product's checks; `0` (default) only on demand.
+    #[serde(default)]
+    pub schedule_seconds: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_state_dir() -> String {
+    ".meshql".to_string()
+}
+
+fn default_audit_file_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+
+fn default_audit_files() -> usize {
+    20
+}
+
+fn default_reload_seconds() -> u64 {
+    2
 }
 
 fn default_domains_dir() -> String {
@@ -162,6 +243,8 @@ pub struct TableEntry {
     pub port_version: String,
     /// The binding, or why this table cannot be served.
     pub binding: Result<Arc<PortBinding>, ContractError>,
+    /// How the product measures up to the mesh's governance standards, and its lifecycle.
+    pub compliance: Compliance,
 }
 
 impl TableEntry {
@@ -203,6 +286,8 @@ impl MeshDefinition {
             });
         }
         let settings: MeshSettings = read_typed(&settings_path)?;
+        let standards = CompiledStandards::new(settings.governance.clone())
+            .map_err(|reason| ContractError::invalid(&settings_path, "/governance", reason))?;
         let mut loader = Loader::default();
         let domains_dir = root.join(&settings.domains_dir);
         let mut domain_dirs: Vec<PathBuf> = match std::fs::read_dir(&domains_dir) {
@@ -222,7 +307,16 @@ impl MeshDefinition {
         for dir in domain_dirs {
             loader.load_domain(&dir);
         }
-        Ok(loader.finish(root, settings))
+        Ok(loader.finish(root, settings, &standards))
+    }
+
+    /// The domains directory of the mesh at `root` as its settings name it (the default when
+    /// the settings cannot be read).
+    pub fn domains_dir_of(root: &Path) -> PathBuf {
+        let dir = read_typed::<MeshSettings>(&root.join(SETTINGS_FILE))
+            .map(|s| s.domains_dir)
+            .unwrap_or_else(|_| default_domains_dir());
+        root.join(dir)
     }
 
     /// Looks a table up by domain and table identifier.
@@ -337,6 +431,17 @@ impl Loader {
             ));
             return;
         };
+        if name == RESERVED_SCHEMA {
+            self.problems.push(ContractError::invalid(
+                &descriptor_path,
+                "/name",
+                format!(
+                    "domain name {:?} is reserved: mesh.{RESERVED_SCHEMA} holds meshql's system tables",
+                    descriptor.name
+                ),
+            ));
+            return;
+        }
         if let Some(other) = self.domains.iter().find(|d| d.name == name) {
             self.problems.push(ContractError::Conflict {
                 message: format!(
@@ -386,7 +491,7 @@ impl Loader {
         }
     }
 
-    fn finish(mut self, root: PathBuf, settings: MeshSettings) -> MeshDefinition {
+    fn finish(mut self, root: PathBuf, settings: MeshSettings, standards: &CompiledStandards) -> MeshDefinition {
         self.parse_documents();
         // Contract ids are global (input ports of one domain reference contracts of another), so
         // a duplicate id is ambiguous everywhere: neither definition is used.
@@ -422,6 +527,7 @@ impl Loader {
                             port: String::new(),
                             port_version: String::new(),
                             binding: Err(err),
+                            compliance: Compliance::default(),
                         }),
                         None => self.problems.push(err),
                     }
@@ -461,6 +567,10 @@ impl Loader {
             }
         }
         tables.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
+        for t in &mut tables {
+            let domain = self.domains.iter().find(|d| d.name == t.domain);
+            t.compliance = standards.assess(t, domain);
+        }
 
         MeshDefinition {
             root,
@@ -552,6 +662,7 @@ impl Loader {
                     port: port.name.clone(),
                     port_version: port.version.clone(),
                     binding,
+                    compliance: Compliance::default(),
                 });
             }
         }

@@ -38,7 +38,7 @@ use base64::Engine;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
-use meshql::{Mesh, Principal, ProductUnavailable, QueryResult, Session};
+use meshql::{Mesh, Principal, ProductUnavailable, QueryResult, Session, SqlOptions};
 use meshql_catalog::MESH_CATALOG;
 use prost::Message;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -366,7 +366,7 @@ impl Handlers {
         if cache.len() >= SESSION_CACHE {
             cache.clear();
         }
-        let s = self.mesh.session(principal.clone());
+        let s = self.mesh.session(principal.clone()).with_client("flight");
         cache.insert(principal.clone(), s.clone());
         s
     }
@@ -437,7 +437,11 @@ impl Handlers {
     async fn plan(&self, caller: &Caller, stmt: &proto::Statement) -> Result<QueryResult, Status> {
         let session = self.session(&caller.principal);
         let schema = (!stmt.default_schema.is_empty()).then_some(stmt.default_schema.as_str());
-        let query = session.sql_in(&stmt.sql, schema).await.map_err(status_of)?;
+        let options = SqlOptions {
+            default_schema: schema.map(str::to_string),
+            query_id: (!stmt.query_id.is_empty()).then(|| stmt.query_id.clone()),
+        };
+        let query = session.sql_with(&stmt.sql, &options).await.map_err(status_of)?;
         let values = decode_parameters(&stmt.parameters)
             .map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
         if values.is_empty() {
@@ -593,7 +597,8 @@ impl Handlers {
             return Arc::new(Schema::empty());
         };
         let described = self.shaper(&schema).schema();
-        let entry = self.mesh.definition().table(domain, table);
+        let definition = session.definition();
+        let entry = definition.table(domain, table);
         let descriptions: HashMap<&str, &str> = entry
             .and_then(|e| e.binding.as_ref().ok())
             .map(|b| {
@@ -1018,7 +1023,7 @@ impl FlightSqlService for Handlers {
         let session = self.session(&caller.principal);
         let keys = match query.db_schema.clone().or_else(|| caller.schema.clone()) {
             Some(domain) if Handlers::selects_mesh(query.catalog.as_deref()) => {
-                metadata::primary_key(&session, self.mesh.definition(), &domain, &query.table)
+                metadata::primary_key(&session, &session.definition(), &domain, &query.table)
             }
             _ => Vec::new(),
         };
@@ -1330,7 +1335,7 @@ impl Handlers {
     ) -> Result<Response<DoGetStream>, Status> {
         let session = self.session(&caller.principal);
         let current = caller.schema.as_deref();
-        let mut keys: Vec<_> = metadata::foreign_keys(&session, self.mesh.definition())
+        let mut keys: Vec<_> = metadata::foreign_keys(&session, &session.definition())
             .into_iter()
             .filter(|k| pk.as_ref().is_none_or(|e| e.matches(&k.pk, current)))
             .filter(|k| fk.as_ref().is_none_or(|e| e.matches(&k.fk, current)))

@@ -9,6 +9,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::system::SystemSchema;
 use arrow::datatypes::{Schema, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
@@ -17,6 +18,7 @@ use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::TableType;
 use meshql_catalog::conform::contract_schema;
 use meshql_catalog::{MeshCatalog, ProductUnavailable, MESH_CATALOG};
+use meshql_contract::mesh::RESERVED_SCHEMA;
 use meshql_contract::TableEntry;
 use meshql_policy::enforce::governed_plan;
 use meshql_policy::{Access, ColumnAccess, ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
@@ -152,11 +154,12 @@ fn ask_owner(entry: &TableEntry) -> String {
 #[derive(Debug)]
 pub(crate) struct GovernedCatalog {
     gov: Arc<Governance>,
+    system: Arc<SystemSchema>,
 }
 
 impl GovernedCatalog {
-    pub fn new(gov: Arc<Governance>) -> Self {
-        GovernedCatalog { gov }
+    pub fn new(gov: Arc<Governance>, system: Arc<SystemSchema>) -> Self {
+        GovernedCatalog { gov, system }
     }
 }
 
@@ -166,15 +169,21 @@ impl CatalogProvider for GovernedCatalog {
     }
 
     fn schema_names(&self) -> Vec<String> {
-        self.gov
+        let mut names: Vec<String> = self
+            .gov
             .catalog
             .schema_names()
             .into_iter()
             .filter(|d| self.gov.domain_visible(d))
-            .collect()
+            .collect();
+        names.push(RESERVED_SCHEMA.to_string());
+        names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == RESERVED_SCHEMA {
+            return Some(self.system.clone() as Arc<dyn SchemaProvider>);
+        }
         self.gov.domain_visible(name).then(|| {
             Arc::new(GovernedSchema {
                 domain: name.to_string(),

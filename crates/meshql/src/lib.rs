@@ -17,26 +17,38 @@
 //!
 //! Opening a mesh reads its YAML documents only; each product's storage is opened on first use.
 //! Every mesh table is `mesh.<domain>.<product>`; the `mesh` catalog is the session's default, so
-//! `<domain>.<product>` works too.
+//! `<domain>.<product>` works too. `mesh.system.*` describes the mesh itself (see [`system`]).
+//!
+//! A mesh is live: [`Mesh::reload`] (or [`Mesh::watch`], which polls) picks up edited contracts,
+//! descriptors and policies; sessions see the new version at their next statement. Every query is
+//! recorded in the audit trail ([`audit`]); quality checks run with [`Mesh::check`].
 
+pub mod audit;
 mod check;
 mod error;
 mod governed;
+pub mod quality;
+mod reload;
 mod session;
+pub mod system;
+mod time;
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use meshql_catalog::MeshCatalog;
 use meshql_contract::MeshDefinition;
 
-pub use check::{CheckReport, ProductCheck, ProductStatus};
+pub use audit::{AuditLog, AuditRecord};
+pub use check::{CheckOptions, CheckReport, ProductCheck, ProductStatus};
 pub use error::Error;
 pub use meshql_catalog::ProductUnavailable;
 pub use meshql_contract as contract;
 pub use meshql_policy::{PolicySet, Principal};
-pub use session::{QueryResult, Session};
+pub use quality::{QualityOutcome, QualityResult, QualityStore, Severity};
+pub use reload::{ReloadOutcome, WatchHandle};
+pub use session::{QueryResult, Session, SqlOptions};
 
 /// An opened mesh. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -46,22 +58,43 @@ pub struct Mesh {
 
 #[derive(Debug)]
 struct MeshInner {
-    catalog: Arc<MeshCatalog>,
-    policies: Arc<PolicySet>,
+    root: PathBuf,
     runtime: Arc<RuntimeEnv>,
+    /// The version being served; replaced as a whole by a reload.
+    current: RwLock<Arc<Snapshot>>,
+    audit: Option<Arc<AuditLog>>,
+    quality: Arc<QualityStore>,
+    /// What the last reloads could not apply (kept until a reload applies cleanly).
+    reload_problems: Mutex<Vec<reload::ReloadProblem>>,
+    /// Serialises reloads.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+/// One consistent version of the mesh: documents, catalog and policies that belong together.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub catalog: Arc<MeshCatalog>,
+    pub policies: Arc<PolicySet>,
+    /// Increases with every applied reload; sessions re-bind when it changes.
+    pub generation: u64,
+    /// The documents' fingerprint when this version was read.
+    pub fingerprint: u64,
 }
 
 impl Mesh {
     /// Opens the mesh in directory `dir` (the one holding `mesh.yaml`).
     ///
-    /// Fails only if `dir` is not a mesh; broken products are reported by [`Mesh::check`] and
-    /// by queries that touch them, and everything else is served.
+    /// Fails only if `dir` is not a mesh, or if the audit trail is enabled and its directory
+    /// cannot be written (queries must not run unrecorded). Broken products are reported by
+    /// [`Mesh::check`] and by queries that touch them, and everything else is served.
     pub fn open(dir: impl AsRef<Path>) -> Result<Mesh, Error> {
+        let fingerprint = reload::fingerprint(dir.as_ref());
         let definition = MeshDefinition::load(dir)?;
         for problem in &definition.problems {
             tracing::warn!(%problem, "mesh document not loaded");
         }
-        Self::from_definition(definition)
+        let policies = PolicySet::load(&definition);
+        Self::build(definition, policies, fingerprint)
     }
 
     /// Serves an already loaded definition, with the policy files found in its directory.
@@ -72,32 +105,82 @@ impl Mesh {
 
     /// Serves an already loaded definition under `policies`.
     pub fn with_policies(definition: MeshDefinition, policies: PolicySet) -> Result<Mesh, Error> {
+        let fingerprint = reload::fingerprint(&definition.root);
+        Self::build(definition, policies, fingerprint)
+    }
+
+    fn build(definition: MeshDefinition, policies: PolicySet, fingerprint: u64) -> Result<Mesh, Error> {
         let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let root = definition.root.clone();
+        let state_dir = state_dir(&definition);
+        let audit = if definition.settings.audit.enabled {
+            let dir = state_dir.join("audit");
+            let log = AuditLog::open(&dir, &definition.settings.audit).map_err(|e| {
+                Error::Mesh(meshql_contract::MeshError::NotAMesh {
+                    path: root.clone(),
+                    reason: format!(
+                        "the audit trail cannot be written at {}: {e} (set stateDir in mesh.yaml or MESHQL_STATE_DIR, or audit.enabled: false)",
+                        dir.display()
+                    ),
+                })
+            })?;
+            Some(Arc::new(log))
+        } else {
+            tracing::warn!("audit trail disabled in mesh.yaml: queries are not recorded");
+            None
+        };
+        let quality = Arc::new(QualityStore::new(state_dir.join("quality")));
         let catalog = Arc::new(MeshCatalog::new(Arc::new(definition), runtime.clone()));
         Ok(Mesh {
             inner: Arc::new(MeshInner {
-                catalog,
-                policies: Arc::new(policies),
+                root,
                 runtime,
+                current: RwLock::new(Arc::new(Snapshot {
+                    catalog,
+                    policies: Arc::new(policies),
+                    generation: 1,
+                    fingerprint,
+                })),
+                audit,
+                quality,
+                reload_problems: Mutex::new(Vec::new()),
+                reloading: tokio::sync::Mutex::new(()),
             }),
         })
     }
 
-    /// The access policies every session of this mesh enforces.
-    pub fn policies(&self) -> &Arc<PolicySet> {
-        &self.inner.policies
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        match self.inner.current.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
-    /// What the mesh defines: settings, domains, products, contracts, load problems.
-    pub fn definition(&self) -> &MeshDefinition {
-        self.inner.catalog.definition()
+    /// The mesh directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The access policies sessions enforce now.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.snapshot().policies.clone()
+    }
+
+    /// What the mesh defines now: settings, domains, products, contracts, load problems.
+    pub fn definition(&self) -> Arc<MeshDefinition> {
+        self.snapshot().catalog.definition().clone()
     }
 
     /// The unrestricted DataFusion catalog of the mesh: every product, no policies. For trusted
     /// code only (checks, administration); principals get [`Mesh::session`], which enforces the
     /// policies.
-    pub fn catalog(&self) -> &Arc<MeshCatalog> {
-        &self.inner.catalog
+    pub fn catalog(&self) -> Arc<MeshCatalog> {
+        self.snapshot().catalog.clone()
+    }
+
+    /// Increases whenever a reload applies a change.
+    pub fn generation(&self) -> u64 {
+        self.snapshot().generation
     }
 
     /// A session in which `principal` runs queries.
@@ -105,13 +188,33 @@ impl Mesh {
         Session::new(self.clone(), principal)
     }
 
-    /// Validates every document and opens every product's storage, comparing it with its
-    /// contract.
-    pub async fn check(&self) -> CheckReport {
-        check::run(self).await
+    /// Validates every document, assesses every product against the governance standards, opens
+    /// its storage, compares it with its contract and runs its quality checks (see
+    /// [`CheckOptions`]). Quality results are stored ([`Mesh::quality`]).
+    pub async fn check(&self, options: &CheckOptions) -> CheckReport {
+        check::run(self, options).await
+    }
+
+    /// The audit trail, unless disabled in `mesh.yaml`.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.inner.audit.as_ref()
+    }
+
+    /// Stored quality results, with history.
+    pub fn quality(&self) -> &Arc<QualityStore> {
+        &self.inner.quality
     }
 
     pub(crate) fn runtime(&self) -> &Arc<RuntimeEnv> {
         &self.inner.runtime
+    }
+}
+
+/// Where the mesh keeps its records: `MESHQL_STATE_DIR` if set, else `stateDir` of `mesh.yaml`
+/// (relative to the mesh root).
+fn state_dir(definition: &MeshDefinition) -> PathBuf {
+    match std::env::var_os("MESHQL_STATE_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => definition.settings.state_path(&definition.root),
     }
 }

@@ -1,11 +1,13 @@
 //! Sessions: a principal's SQL over the mesh.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -16,18 +18,33 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
+use futures::TryStreamExt;
 use meshql_catalog::MESH_CATALOG;
+use meshql_contract::mesh::RESERVED_SCHEMA;
 use meshql_policy::enforce::{analyzer_rules, optimizer_rules, GovernedQueryPlanner};
-use meshql_policy::{PolicyCheck, Principal};
+use meshql_policy::{ColumnAccess, PolicyCheck, Principal};
 
+use crate::audit::{AuditLog, AuditRecord};
 use crate::governed::{refusal_message, Governance, GovernedCatalog};
-use crate::{Error, Mesh};
+use crate::system::SystemSchema;
+use crate::{Error, Mesh, Snapshot};
 
 /// A principal's session on a mesh. Create one per user connection; it is cheap.
+///
+/// A session follows the mesh: after a reload its next statement sees the new contracts and
+/// policies (a revoked grant stops working at once, not at the next login).
 #[derive(Clone)]
 pub struct Session {
     mesh: Mesh,
     principal: Arc<Principal>,
+    client: Arc<str>,
+    bound: Arc<Mutex<Arc<Bound>>>,
+}
+
+/// The session bound to one version of the mesh.
+struct Bound {
+    generation: u64,
+    snapshot: Arc<Snapshot>,
     admin: bool,
     governance: Arc<Governance>,
     ctx: SessionContext,
@@ -41,10 +58,18 @@ impl std::fmt::Debug for Session {
     }
 }
 
-impl Session {
-    pub(crate) fn new(mesh: Mesh, principal: Principal) -> Self {
-        let principal = Arc::new(principal);
-        let admin = mesh.policies().is_admin(&principal);
+/// Options of one statement.
+#[derive(Debug, Clone, Default)]
+pub struct SqlOptions {
+    /// Unqualified table names resolve in this domain (a client's current schema).
+    pub default_schema: Option<String>,
+    /// The id the audit trail records (a server's query id); generated when absent.
+    pub query_id: Option<String>,
+}
+
+impl Bound {
+    fn new(mesh: &Mesh, snapshot: Arc<Snapshot>, principal: &Arc<Principal>) -> Self {
+        let admin = snapshot.policies.is_admin(principal);
         let mut config = SessionConfig::new()
             .with_information_schema(true)
             .with_create_default_catalog_and_schema(false)
@@ -61,24 +86,57 @@ impl Session {
             .build();
         let ctx = SessionContext::new_with_state(state);
         let governance = Arc::new(Governance::new(
-            mesh.catalog().clone(),
-            mesh.policies().clone(),
+            snapshot.catalog.clone(),
+            snapshot.policies.clone(),
             principal.clone(),
         ));
+        let system = Arc::new(SystemSchema::new(mesh.clone(), governance.clone(), admin));
         // The only catalog of the session: the mesh as this principal may see it.
-        ctx.register_catalog(MESH_CATALOG, Arc::new(GovernedCatalog::new(governance.clone())));
-        Session {
-            mesh,
-            principal,
+        ctx.register_catalog(MESH_CATALOG, Arc::new(GovernedCatalog::new(governance.clone(), system)));
+        Bound {
+            generation: snapshot.generation,
+            snapshot,
             admin,
             governance,
             ctx,
         }
     }
+}
+
+impl Session {
+    pub(crate) fn new(mesh: Mesh, principal: Principal) -> Self {
+        let principal = Arc::new(principal);
+        let bound = Bound::new(&mesh, mesh.snapshot(), &principal);
+        Session {
+            mesh,
+            principal,
+            client: Arc::from("embedded"),
+            bound: Arc::new(Mutex::new(Arc::new(bound))),
+        }
+    }
+
+    /// The same session, recorded in the audit trail as coming from `client` (`cli`, `flight`, …).
+    pub fn with_client(mut self, client: &str) -> Self {
+        self.client = Arc::from(client);
+        self
+    }
+
+    /// The session on the mesh's current version (re-bound after a reload).
+    fn bound(&self) -> Arc<Bound> {
+        let snapshot = self.mesh.snapshot();
+        let mut bound = match self.bound.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if bound.generation != snapshot.generation {
+            *bound = Arc::new(Bound::new(&self.mesh, snapshot, &self.principal));
+        }
+        bound.clone()
+    }
 
     /// Whether the principal has the administrator role (EXPLAIN ANALYZE, physical plans).
     pub fn is_admin(&self) -> bool {
-        self.admin
+        self.bound().admin
     }
 
     pub fn principal(&self) -> &Principal {
@@ -89,17 +147,27 @@ impl Session {
         &self.mesh
     }
 
+    /// The mesh definition this session currently sees.
+    pub fn definition(&self) -> Arc<meshql_contract::MeshDefinition> {
+        self.bound().snapshot.catalog.definition().clone()
+    }
+
     /// The domains in which the principal may discover at least one product.
     pub fn domains(&self) -> Vec<String> {
-        let mut names = self.catalog().map(|c| c.schema_names()).unwrap_or_default();
+        let mut names = Self::catalog(&self.bound())
+            .map(|c| c.schema_names())
+            .unwrap_or_default();
+        names.retain(|n| n != RESERVED_SCHEMA);
         names.sort();
         names
     }
 
     /// The products of `domain` the principal may discover.
     pub fn products(&self, domain: &str) -> Vec<String> {
-        let mut names = self
-            .catalog()
+        if domain == RESERVED_SCHEMA {
+            return Vec::new();
+        }
+        let mut names = Self::catalog(&self.bound())
             .and_then(|c| c.schema(domain))
             .map(|s| s.table_names())
             .unwrap_or_default();
@@ -111,26 +179,28 @@ impl Session {
     /// columns). A product whose storage cannot be opened is described from its contract, so
     /// listings never fail because of one broken product. `None` if it may not be discovered.
     pub async fn product_schema(&self, domain: &str, name: &str) -> Option<SchemaRef> {
-        let schema = self.catalog()?.schema(domain)?;
+        let bound = self.bound();
+        let schema = Self::catalog(&bound)?.schema(domain)?;
         match schema.table(name).await {
             Ok(Some(table)) => Some(table.schema()),
             Ok(None) => None,
             Err(e) => {
                 tracing::debug!(product = %format!("{domain}.{name}"), error = %e, "described from its contract");
-                self.governance.contract_view(domain, name)
+                bound.governance.contract_view(domain, name)
             }
         }
     }
 
     /// Whether the principal may discover column `column` of `domain.name`.
     pub fn column_visible(&self, domain: &str, name: &str, column: &str) -> bool {
-        self.governance
+        self.bound()
+            .governance
             .decision(domain, name)
             .is_some_and(|d| d.discover && !d.hidden.contains(column))
     }
 
-    fn catalog(&self) -> Option<Arc<dyn datafusion::catalog::CatalogProvider>> {
-        self.ctx.catalog(MESH_CATALOG)
+    fn catalog(bound: &Bound) -> Option<Arc<dyn datafusion::catalog::CatalogProvider>> {
+        bound.ctx.catalog(MESH_CATALOG)
     }
 
     /// Plans `sql`. Nothing is read until the result is collected or streamed.
@@ -139,47 +209,121 @@ impl Session {
     /// by contracts, not by DDL, and nothing is written through meshql. A query that touches a
     /// product that cannot be served fails here, naming the product, the reason and whom to ask.
     pub async fn sql(&self, sql: &str) -> Result<QueryResult, Error> {
-        self.sql_in(sql, None).await
+        self.sql_with(sql, &SqlOptions::default()).await
     }
 
     /// Like [`Session::sql`], with unqualified table names resolved in domain `default_schema`
     /// (a client's current schema) instead of the session default.
     pub async fn sql_in(&self, sql: &str, default_schema: Option<&str>) -> Result<QueryResult, Error> {
-        let mut state = self.ctx.state();
+        let options = SqlOptions {
+            default_schema: default_schema.map(str::to_string),
+            query_id: None,
+        };
+        self.sql_with(sql, &options).await
+    }
+
+    /// Plans `sql` with `options`. A statement that fails here is recorded in the audit trail
+    /// at once (`denied` or `error`); one that runs is recorded when its result ends.
+    pub async fn sql_with(&self, sql: &str, options: &SqlOptions) -> Result<QueryResult, Error> {
+        let bound = self.bound();
+        let started = Instant::now();
+        let mut audit = self.mesh.audit().map(|log| {
+            let record = AuditRecord {
+                query_id: options.query_id.clone().unwrap_or_else(new_query_id),
+                started_ms: crate::time::now_ms(),
+                principal: self.principal.id().to_string(),
+                groups: self.principal.groups().iter().cloned().collect(),
+                client: self.client.to_string(),
+                statement: sql.to_string(),
+                ..Default::default()
+            };
+            Pending {
+                log: log.clone(),
+                record,
+                started,
+                governance: bound.governance.clone(),
+            }
+        });
+        let mut products = Vec::new();
+        let planned = self
+            .plan(&bound, sql, options.default_schema.as_deref(), &mut products)
+            .await;
+        let warnings = warnings_for(&bound, &products);
+        for w in &warnings {
+            tracing::warn!(principal = %self.principal.id(), warning = %w, "query warning");
+        }
+        if let Some(p) = audit.as_mut() {
+            p.record.products = products.clone();
+            p.record.warnings = warnings.clone();
+        }
+        match planned {
+            Ok(df) => Ok(QueryResult { df, audit, warnings }),
+            Err(e) => {
+                if let Some(p) = audit {
+                    let outcome = if matches!(e, Error::AccessDenied(_)) || is_policy_refusal(&e) {
+                        "denied"
+                    } else {
+                        "error"
+                    };
+                    if let Err(w) = p.finish(outcome, Some(e.to_string()), 0, 0) {
+                        tracing::error!(error = %w, "audit record not written");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn plan(
+        &self,
+        bound: &Bound,
+        sql: &str,
+        default_schema: Option<&str>,
+        products: &mut Vec<String>,
+    ) -> Result<DataFrame, Error> {
+        let mut state = bound.ctx.state();
         if let Some(schema) = default_schema {
             state.config_mut().options_mut().catalog.default_schema = schema.to_string();
         }
         let dialect = state.config().options().sql_parser.dialect;
         let mut statement = state.sql_to_statement(sql, &dialect)?;
         number_placeholders(&mut statement);
-        refuse_non_queries(&statement, self.admin)?;
-        self.ensure_readable(&state, &statement).await?;
+        refuse_non_queries(&statement, bound.admin)?;
+        self.ensure_readable(bound, &state, &statement, products).await?;
         let plan = state.statement_to_plan(statement).await?;
         // Refuse now, before anything is read, rather than when the result is pulled.
         PolicyCheck::check(&plan)?;
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        Ok(QueryResult { df })
+        Ok(bound.ctx.execute_logical_plan(plan).await?)
     }
 
     /// Every mesh product the statement names must be readable by the principal and servable;
     /// otherwise fail with the reason and whom to ask. Products the principal may not discover
-    /// are left to the planner, which does not find them.
-    async fn ensure_readable(&self, state: &SessionState, statement: &Statement) -> Result<(), Error> {
+    /// are left to the planner, which does not find them. `products` receives the products
+    /// named (those the principal may discover).
+    async fn ensure_readable(
+        &self,
+        bound: &Bound,
+        state: &SessionState,
+        statement: &Statement,
+        products: &mut Vec<String>,
+    ) -> Result<(), Error> {
         let defaults = &state.config().options().catalog;
         let mut seen = BTreeSet::new();
+        let catalog = &bound.snapshot.catalog;
         for reference in state.resolve_table_references(statement)? {
             let resolved = reference.resolve(&defaults.default_catalog, &defaults.default_schema);
             if resolved.catalog.as_ref() != MESH_CATALOG || !seen.insert(resolved.to_string()) {
                 continue;
             }
-            let Some(decision) = self.governance.decision(&resolved.schema, &resolved.table) else {
+            let Some(decision) = bound.governance.decision(&resolved.schema, &resolved.table) else {
                 continue;
             };
             if !decision.discover {
                 continue;
             }
+            products.push(format!("{}.{}", resolved.schema, resolved.table));
             if let Err(refusal) = &decision.select {
-                if let Some(p) = self.mesh.catalog().product(&resolved.schema, &resolved.table) {
+                if let Some(p) = catalog.product(&resolved.schema, &resolved.table) {
                     return Err(Error::AccessDenied(refusal_message(
                         p.entry(),
                         &self.principal,
@@ -187,9 +331,95 @@ impl Session {
                     )));
                 }
             }
-            self.mesh.catalog().open(&resolved.schema, &resolved.table).await?;
+            catalog.open(&resolved.schema, &resolved.table).await?;
         }
         Ok(())
+    }
+}
+
+/// Deprecation and compliance warnings for the products a statement reads.
+fn warnings_for(bound: &Bound, products: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in products {
+        let Some((domain, name)) = p.split_once('.') else {
+            continue;
+        };
+        if let Some(t) = bound.snapshot.catalog.product(domain, name) {
+            out.extend(t.entry().compliance.warnings(&format!("mesh.{p}")));
+        }
+    }
+    out
+}
+
+/// A refusal raised by the policy layer inside DataFusion (a column read that is denied).
+fn is_policy_refusal(e: &Error) -> bool {
+    matches!(e, Error::DataFusion(_)) && e.to_string().contains("access denied")
+}
+
+fn new_query_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}-{:x}-{seq:x}", crate::time::now_ms(), std::process::id())
+}
+
+/// A statement's audit record, waiting for its end.
+struct Pending {
+    log: Arc<AuditLog>,
+    record: AuditRecord,
+    started: Instant,
+    governance: Arc<Governance>,
+}
+
+impl Pending {
+    /// Notes what the optimised plan scans and which policies shape it.
+    fn observe(&mut self, plan: &LogicalPlan) {
+        let mut columns = BTreeSet::new();
+        let mut products = BTreeSet::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                if let TableReference::Full { catalog, schema, table } = &scan.table_name {
+                    if catalog.as_ref() == MESH_CATALOG && schema.as_ref() != RESERVED_SCHEMA {
+                        products.insert(format!("{schema}.{table}"));
+                        for f in scan.projected_schema.fields() {
+                            columns.insert(format!("{schema}.{table}.{}", f.name()));
+                        }
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        let mut policies = BTreeSet::new();
+        for p in products.iter().chain(self.record.products.iter()) {
+            let Some((domain, name)) = p.split_once('.') else {
+                continue;
+            };
+            if let Some(Ok(access)) = self.governance.decision(domain, name).map(|d| d.select.clone()) {
+                policies.extend(access.grant_filters.iter().flatten().map(|f| f.rule.clone()));
+                policies.extend(access.restrictions.iter().map(|f| f.rule.clone()));
+                for (_, how) in &access.columns {
+                    if let ColumnAccess::Masked { rule, .. } = how {
+                        policies.insert(rule.clone());
+                    }
+                }
+            }
+        }
+        for p in products {
+            if !self.record.products.contains(&p) {
+                self.record.products.push(p);
+            }
+        }
+        self.record.columns = columns.into_iter().collect();
+        self.record.policies = policies.into_iter().collect();
+    }
+
+    fn finish(mut self, outcome: &str, error: Option<String>, rows: u64, bytes: u64) -> std::io::Result<()> {
+        self.record.outcome = outcome.to_string();
+        self.record.error = error;
+        self.record.rows = rows;
+        self.record.bytes = bytes;
+        self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.log.append(&self.record)
     }
 }
 
@@ -251,12 +481,20 @@ fn first_words(s: &str) -> String {
 /// A planned query.
 pub struct QueryResult {
     df: DataFrame,
+    audit: Option<Pending>,
+    warnings: Vec<String>,
 }
 
 impl QueryResult {
     /// The schema of the result.
     pub fn schema(&self) -> SchemaRef {
         Arc::new(self.df.schema().as_arrow().clone())
+    }
+
+    /// What readers of the products should know: deprecated products, products that do not
+    /// meet the mesh's governance standards.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// The logical plan that will run.
@@ -272,25 +510,60 @@ impl QueryResult {
 
     /// Runs the query and gathers every batch.
     pub async fn collect(self) -> Result<Vec<RecordBatch>, Error> {
-        Ok(self.df.collect().await?)
+        let stream = self.stream().await?;
+        Ok(stream.try_collect().await?)
     }
 
     /// Runs the query as a stream of batches; dropping the stream stops it.
     pub async fn stream(self) -> Result<SendableRecordBatchStream, Error> {
-        Ok(self.df.execute_stream().await?)
+        self.execute(None).await
     }
 
     /// Runs the query as a stream whose operators may hold at most `memory_limit` bytes
     /// (sorts, joins and aggregations fail with "resources exhausted" beyond it). The limit is
     /// this query's own: other queries of the mesh do not count against it.
     pub async fn stream_with_memory_limit(self, memory_limit: usize) -> Result<SendableRecordBatchStream, Error> {
-        let (state, plan) = self.df.into_parts();
-        let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-            .with_memory_pool(Arc::new(GreedyMemoryPool::new(memory_limit)))
-            .build_arc()?;
-        let physical = state.create_physical_plan(&plan).await?;
-        let task = TaskContext::from(&state).with_runtime(runtime);
-        Ok(execute_stream(physical, Arc::new(task))?)
+        self.execute(Some(memory_limit)).await
+    }
+
+    async fn execute(self, memory_limit: Option<usize>) -> Result<SendableRecordBatchStream, Error> {
+        let QueryResult { df, mut audit, .. } = self;
+        let started = async {
+            let (state, plan) = df.into_parts();
+            let optimized = state.optimize(&plan)?;
+            if let Some(p) = audit.as_mut() {
+                p.observe(&optimized);
+            }
+            let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
+            let mut task = TaskContext::from(&state);
+            if let Some(limit) = memory_limit {
+                let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                    .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
+                    .build_arc()?;
+                task = task.with_runtime(runtime);
+            }
+            Ok::<_, Error>(execute_stream(physical, Arc::new(task))?)
+        }
+        .await;
+        match (started, audit) {
+            (Ok(stream), None) => Ok(stream),
+            (Ok(stream), Some(pending)) => Ok(Box::pin(AuditedStream {
+                schema: stream.schema(),
+                inner: stream,
+                pending: Some(pending),
+                rows: 0,
+                bytes: 0,
+            })),
+            (Err(e), pending) => {
+                if let Some(p) = pending {
+                    let outcome = if is_policy_refusal(&e) { "denied" } else { "error" };
+                    if let Err(w) = p.finish(outcome, Some(e.to_string()), 0, 0) {
+                        tracing::error!(error = %w, "audit record not written");
+                    }
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The query's placeholders (`$1`, `?`) in order, with the type the planner inferred for
@@ -313,6 +586,86 @@ impl QueryResult {
             df: self
                 .df
                 .with_param_values(ParamValues::List(values.into_iter().map(Into::into).collect()))?,
+            audit: self.audit,
+            warnings: self.warnings,
         })
+    }
+}
+
+/// A result stream that records the query in the audit trail when it ends: `ok` when it
+/// finishes, `error` when it fails, `cancelled` when it is dropped early. If the record cannot
+/// be written the stream ends with an error.
+struct AuditedStream {
+    schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+    pending: Option<Pending>,
+    rows: u64,
+    bytes: u64,
+}
+
+impl AuditedStream {
+    fn finish(&mut self, outcome: &str, error: Option<String>) -> std::io::Result<()> {
+        match self.pending.take() {
+            Some(p) => p.finish(outcome, error, self.rows, self.bytes),
+            None => Ok(()),
+        }
+    }
+}
+
+impl futures::Stream for AuditedStream {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let polled = self.inner.as_mut().poll_next(cx);
+        match polled {
+            Poll::Ready(Some(Ok(batch))) => {
+                self.rows += batch.num_rows() as u64;
+                self.bytes += batch.get_array_memory_size() as u64;
+                Poll::Ready(Some(Ok(batch)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let outcome = if e.to_string().contains("access denied") {
+                    "denied"
+                } else {
+                    "error"
+                };
+                if let Err(w) = self.finish(outcome, Some(e.to_string())) {
+                    tracing::error!(error = %w, "audit record not written");
+                }
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => match self.finish("ok", None) {
+                Ok(()) => Poll::Ready(None),
+                Err(w) => {
+                    tracing::error!(error = %w, "audit record not written");
+                    Poll::Ready(Some(Err(datafusion::error::DataFusionError::External(Box::new(
+                        std::io::Error::other(format!(
+                            "the audit trail cannot be written, so the result is withheld: {w}"
+                        )),
+                    )))))
+                }
+            },
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl datafusion::physical_plan::RecordBatchStream for AuditedStream {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+}
+
+impl Drop for AuditedStream {
+    fn drop(&mut self) {
+        if self.pending.is_some() {
+            if let Err(w) = self.finish("cancelled", None) {
+                tracing::error!(error = %w, "audit record not written");
+            }
+        }
     }
 }

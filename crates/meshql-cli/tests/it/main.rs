@@ -133,24 +133,132 @@ fn catalog_list_and_show() {
 }
 
 #[test]
-fn check_passes_on_the_sample_and_fails_on_a_broken_copy() {
-    let m = mesh();
-    let o = meshql(&["check", "--mesh", m.to_str().unwrap()]);
-    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("11 products ok, 0 failed"), "{}", stdout(&o));
-
+fn check_reports_what_a_domain_team_must_fix() {
     let dir = tempfile::tempdir().expect("tempdir");
-    meshql_testdata::copy_dir(&m, dir.path()).expect("copy the sample mesh");
+    meshql_testdata::copy_dir(&mesh(), dir.path()).expect("copy the sample mesh");
+    let _ = std::fs::remove_dir_all(dir.path().join(".meshql"));
+    let m = dir.path().to_str().unwrap();
+    // The sample has products that pass and two that fail a quality check of severity error.
+    let o = meshql(&["check", "--mesh", m]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("9 products ok, 2 failed, 0 documents not loaded"), "{out}");
+    assert!(out.contains("ok      mesh.order.transactions"), "{out}");
+    assert!(out.contains("FAILED  mesh.order.shipments"), "{out}");
+    assert!(
+        out.contains("quality FAILED  [error] shipped_date set for 90% of shipments: null values: 19.55 %, expected mustBeLessOrEqualTo 10"),
+        "{out}"
+    );
+    assert!(out.contains("ask: order-platform-team"), "{out}");
+    assert!(out.contains("FAILED  mesh.product.inventory"), "{out}");
+
+    // One product, passing: exit 0.
+    let o = meshql(&["check", "--mesh", m, "--product", "order.transactions"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("1 products ok, 0 failed"), "{}", stdout(&o));
+
+    // JSON for scripts.
+    let o = meshql(&["check", "--mesh", m, "--domain", "order", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(report["ok"], false);
+    let products = report["products"].as_array().unwrap();
+    assert_eq!(products.len(), 2);
+    let shipments = products.iter().find(|p| p["table"] == "mesh.order.shipments").unwrap();
+    let failed: Vec<&serde_json::Value> = shipments["quality"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|q| q["outcome"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["severity"], "error");
+
+    // JUnit XML for CI: one suite per product, one failure.
+    let junit = dir.path().join("report.xml");
+    let o = meshql(&[
+        "check",
+        "--mesh",
+        m,
+        "--domain",
+        "order",
+        "--format",
+        "junit",
+        "--output",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert!(
+        xml.contains("<testsuite name=\"mesh.order.shipments\" tests=\"4\" failures=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testcase name=\"quality: shipped_date set for 90% of shipments\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testsuite name=\"mesh.order.transactions\" tests=\"4\" failures=\"0\""),
+        "{xml}"
+    );
+
+    // The results were kept, with history: two runs of the order domain above.
+    let o = meshql(&[
+        "query",
+        "--mesh",
+        m,
+        "--user",
+        "admin",
+        "--group",
+        "platform-admins",
+        "--group",
+        "analysts",
+        "SELECT count(*) AS runs FROM mesh.system.quality WHERE check_name = 'order ids are unique'",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains('4'), "{}", stdout(&o));
+
+    // A broken contract fails alone.
     std::fs::write(
         dir.path().join("domains/product/contracts/catalog.odcs.yaml"),
         "kind: DataContract\n",
     )
     .unwrap();
-    let o = meshql(&["check", "--mesh", dir.path().to_str().unwrap()]);
+    let o = meshql(&["check", "--mesh", m, "--no-quality"]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let out = stdout(&o);
     assert!(out.contains("catalog.odcs.yaml"), "{out}");
     assert!(out.contains("FAILED  mesh.product.catalog"), "{out}");
+    assert!(out.contains("ok      mesh.order.shipments"), "{out}");
+
+    let o = meshql(&["check", "--mesh", m, "--product", "order.nope"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no product mesh.order.nope"), "{}", stderr(&o));
+}
+
+#[test]
+fn catalog_search_finds_products_by_text_owner_tag_and_classification() {
+    let m = mesh();
+    let m = m.to_str().unwrap();
+    let o = meshql(&["catalog", "search", "--mesh", m, "e-mail"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("mesh.customer.profiles"), "{}", stdout(&o));
+    let o = meshql(&["catalog", "search", "--mesh", m, "--classification", "pii"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("mesh.customer.profiles") && !out.contains("mesh.order.transactions"),
+        "{out}"
+    );
+    let o = meshql(&["catalog", "search", "--mesh", m, "--owner", "order-platform-team"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("mesh.order.shipments") && !out.contains("mesh.customer"),
+        "{out}"
+    );
+    let o = meshql(&["catalog", "search", "--mesh", m, "--tag", "pii", "--domain", "order"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("no product matches"));
 }
 
 #[test]

@@ -38,7 +38,7 @@ async fn a_contract_that_breaks_its_json_schema_is_rejected_with_file_field_and_
     assert!(err.contains("/schema/0/properties/4/logicalType"), "{err}");
     assert!(err.contains("calendar-day"), "{err}");
     assert!(err.contains("customer-data-team"), "whom to ask: {err}");
-    let report = mesh.check().await;
+    let report = mesh.check(&meshql::CheckOptions::default()).await;
     assert!(!report.is_ok());
     rest_still_answers(&mesh).await;
 }
@@ -112,7 +112,7 @@ async fn missing_and_corrupt_storage_fail_alone() {
     let err = query_error(&mesh, "SELECT count(*) FROM mesh.interop.pyarrow_events").await;
     assert!(err.contains("pyarrow_events"), "{err}");
 
-    let report = mesh.check().await;
+    let report = mesh.check(&meshql::CheckOptions::default()).await;
     let failed: Vec<&str> = report
         .products
         .iter()

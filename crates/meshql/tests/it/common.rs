@@ -16,6 +16,8 @@ pub fn sample_mesh() -> Mesh {
 pub fn copy_of_sample() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     copy_dir(&sample_dir(), dir.path());
+    // Not the records other tests left in the committed mesh.
+    let _ = std::fs::remove_dir_all(dir.path().join(".meshql"));
     dir
 }
 

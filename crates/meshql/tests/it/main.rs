@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod formats;
+mod governance;
 mod interop;
 mod policies;
 mod sample;

@@ -10,7 +10,7 @@ use crate::common::*;
 #[tokio::test]
 async fn every_sample_product_is_registered_and_servable() {
     let mesh = sample_mesh();
-    let report = mesh.check().await;
+    let report = mesh.check(&meshql::CheckOptions::default()).await;
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     let mut tables: Vec<&str> = report.products.iter().map(|p| p.table.as_str()).collect();
     tables.sort();

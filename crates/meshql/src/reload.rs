@@ -1,0 +1,320 @@
+//! Live changes: edited contracts, descriptors and policies take effect without a restart.
+//!
+//! A reload reads every document again and swaps the whole version (catalog + policies) at once,
+//! so no query sees half of a change. What does not load does not replace what served before:
+//!
+//! - `mesh.yaml` that does not load → nothing changes;
+//! - a policy file that does not load → the previous policies stay (all of them: policies are
+//!   applied as a set, never partly);
+//! - a product whose descriptor or contract no longer loads → its last good version stays;
+//! - a product whose files were deleted → it is no longer served (that is how one unpublishes).
+//!
+//! Each kept version is reported in the log and in `mesh.system.problems`. Unchanged products keep
+//! their opened storage.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshql_contract::{ContractError, MeshDefinition};
+use meshql_policy::PolicySet;
+
+use crate::{Mesh, Snapshot};
+
+/// Something a reload could not apply, kept for `mesh.system.problems`.
+#[derive(Debug, Clone)]
+pub(crate) struct ReloadProblem {
+    pub at_ms: i64,
+    /// `domain.product`, or empty for mesh-wide problems.
+    pub product: String,
+    pub message: String,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadOutcome {
+    /// Whether a new version is being served.
+    pub applied: bool,
+    /// Products added, changed, removed (`domain.product`).
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    /// Whether policies changed.
+    pub policies_changed: bool,
+    /// Edits that were rejected, with the version kept instead.
+    pub rejected: Vec<String>,
+}
+
+impl Mesh {
+    /// Reads the mesh's documents again if any changed on disk, and serves the result (see the
+    /// module docs for what is kept when an edit does not load).
+    pub async fn reload(&self) -> ReloadOutcome {
+        let _one_at_a_time = self.inner.reloading.lock().await;
+        let current = self.snapshot();
+        let root = self.root().to_path_buf();
+        let fingerprint = fingerprint(&root);
+        if fingerprint == current.fingerprint {
+            return ReloadOutcome::default();
+        }
+        let loaded = tokio::task::spawn_blocking(move || {
+            let def = MeshDefinition::load(&root);
+            let policies = def.as_ref().ok().map(PolicySet::load);
+            (def, policies)
+        })
+        .await;
+        let now = crate::time::now_ms();
+        let (definition, policies) = match loaded {
+            Ok((Ok(def), Some(p))) => (def, p),
+            Ok((Err(e), _)) => {
+                return self.reject_all(
+                    fingerprint,
+                    format!("mesh settings do not load, nothing changed: {e}"),
+                    now,
+                );
+            }
+            Ok((Ok(_), None)) => return ReloadOutcome::default(),
+            Err(e) => return self.reject_all(fingerprint, format!("reload failed: {e}"), now),
+        };
+        let old_def = current.catalog.definition();
+        let mut outcome = ReloadOutcome::default();
+        let mut problems = Vec::new();
+        let mut definition = definition;
+
+        // Products whose new documents do not load keep their last good version.
+        let mut kept = Vec::new();
+        for entry in &mut definition.tables {
+            if let (Err(err), Some(old)) = (&entry.binding, old_def.table(&entry.domain, &entry.name)) {
+                if old.binding.is_ok() && is_document_error(err) {
+                    let name = entry.qualified_name();
+                    let message = format!("edit rejected, last good version still served: {err}");
+                    tracing::error!(product = %name, %message, "reload");
+                    problems.push(ReloadProblem {
+                        at_ms: now,
+                        product: name.clone(),
+                        message,
+                    });
+                    outcome.rejected.push(name);
+                    *entry = old.clone();
+                }
+            }
+        }
+        // A product file that no longer parses at all (no name to register it under) keeps its
+        // last good version too, as long as the file is still there.
+        for old in &old_def.tables {
+            let still_defined = definition
+                .tables
+                .iter()
+                .any(|t| t.domain == old.domain && t.name == old.name);
+            if still_defined || old.binding.is_err() || !old.product.source.is_file() {
+                continue;
+            }
+            let from_same_file = definition.tables.iter().any(|t| t.product.source == old.product.source);
+            if from_same_file {
+                continue;
+            }
+            if let Some(err) = definition.problems.iter().find(|p| mentions(p, &old.product.source)) {
+                let name = old.qualified_name();
+                let message = format!("edit rejected, last good version still served: {err}");
+                tracing::error!(product = %name, %message, "reload");
+                problems.push(ReloadProblem {
+                    at_ms: now,
+                    product: name.clone(),
+                    message,
+                });
+                outcome.rejected.push(name);
+                kept.push(old.clone());
+            }
+        }
+        definition.tables.extend(kept);
+        definition
+            .tables
+            .sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
+
+        let policies = if policies.problems().is_empty() {
+            outcome.policies_changed = policies.version() != current.policies.version();
+            Arc::new(policies)
+        } else {
+            for p in policies.problems() {
+                let message = format!("policy edit rejected, previous policies still enforced: {p}");
+                tracing::error!(%message, "reload");
+                problems.push(ReloadProblem {
+                    at_ms: now,
+                    product: String::new(),
+                    message,
+                });
+            }
+            outcome.rejected.push("policies".to_string());
+            current.policies.clone()
+        };
+
+        for t in &definition.tables {
+            match old_def.table(&t.domain, &t.name) {
+                None => outcome.added.push(t.qualified_name()),
+                Some(old) if !meshql_catalog::same_entry(old, t) => outcome.changed.push(t.qualified_name()),
+                Some(_) => {}
+            }
+        }
+        for old in &old_def.tables {
+            if definition.table(&old.domain, &old.name).is_none() {
+                outcome.removed.push(old.qualified_name());
+            }
+        }
+        let catalog = Arc::new(current.catalog.reloaded(Arc::new(definition)));
+        let next = Arc::new(Snapshot {
+            catalog,
+            policies,
+            generation: current.generation + 1,
+            fingerprint,
+        });
+        match self.inner.current.write() {
+            Ok(mut c) => *c = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        if let Ok(mut p) = self.inner.reload_problems.lock() {
+            *p = problems;
+        }
+        outcome.applied = true;
+        tracing::info!(
+            added = ?outcome.added,
+            changed = ?outcome.changed,
+            removed = ?outcome.removed,
+            policies_changed = outcome.policies_changed,
+            rejected = ?outcome.rejected,
+            "mesh reloaded"
+        );
+        outcome
+    }
+
+    fn reject_all(&self, fingerprint: u64, message: String, now: i64) -> ReloadOutcome {
+        tracing::error!(%message, "reload");
+        if let Ok(mut p) = self.inner.reload_problems.lock() {
+            *p = vec![ReloadProblem {
+                at_ms: now,
+                product: String::new(),
+                message,
+            }];
+        }
+        // Remember the fingerprint so the same broken state is not re-read every poll.
+        let current = self.snapshot();
+        let next = Arc::new(Snapshot {
+            catalog: current.catalog.clone(),
+            policies: current.policies.clone(),
+            generation: current.generation,
+            fingerprint,
+        });
+        if let Ok(mut c) = self.inner.current.write() {
+            *c = next;
+        }
+        ReloadOutcome {
+            rejected: vec!["mesh".to_string()],
+            ..Default::default()
+        }
+    }
+
+    pub(crate) fn reload_problems(&self) -> Vec<ReloadProblem> {
+        self.inner.reload_problems.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Polls the mesh's documents every `interval` and reloads on change, until the handle is
+    /// dropped. Needs a Tokio runtime.
+    pub fn watch(&self, interval: Duration) -> WatchHandle {
+        let mesh = self.clone();
+        WatchHandle::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                mesh.reload().await;
+            }
+        })
+    }
+}
+
+/// A background task of the mesh (watching, scheduled checks); stops when dropped.
+#[derive(Debug)]
+pub struct WatchHandle {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WatchHandle {
+    pub(crate) fn spawn(f: impl std::future::Future<Output = ()> + Send + 'static) -> Self {
+        WatchHandle { task: tokio::spawn(f) }
+    }
+}
+
+impl Drop for WatchHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn is_document_error(e: &ContractError) -> bool {
+    matches!(
+        e,
+        ContractError::Read { .. }
+            | ContractError::Parse { .. }
+            | ContractError::Schema { .. }
+            | ContractError::Invalid { .. }
+    )
+}
+
+fn mentions(problem: &ContractError, file: &Path) -> bool {
+    match problem {
+        ContractError::Read { path, .. }
+        | ContractError::Parse { path, .. }
+        | ContractError::Schema { path, .. }
+        | ContractError::Invalid { path, .. } => path == file,
+        ContractError::Conflict { message } => message.contains(&file.display().to_string()),
+    }
+}
+
+/// A cheap fingerprint of every document a mesh reads (names, sizes, modification times): the
+/// settings, policy files, domain descriptors, product descriptors and contracts. Data files are
+/// not looked at. Thousands of products cost one `stat` each.
+pub(crate) fn fingerprint(root: &Path) -> u64 {
+    let mut h = DefaultHasher::new();
+    let stat = |p: &Path, h: &mut DefaultHasher| {
+        p.hash(h);
+        if let Ok(m) = std::fs::metadata(p) {
+            m.len().hash(h);
+            if let Ok(t) = m.modified() {
+                t.hash(h);
+            }
+        }
+    };
+    stat(&root.join(meshql_contract::mesh::SETTINGS_FILE), &mut h);
+    stat(&root.join("policies.yaml"), &mut h);
+    let domains_dir = MeshDefinition::domains_dir_of(root);
+    let mut dirs: Vec<_> = std::fs::read_dir(&domains_dir)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    for dir in dirs {
+        for sub in [dir.clone(), dir.join("products"), dir.join("contracts")] {
+            let mut files: Vec<_> = std::fs::read_dir(&sub)
+                .map(|rd| {
+                    rd.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| {
+                            p.extension()
+                                .and_then(|e| e.to_str())
+                                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            files.sort();
+            for f in files {
+                stat(&f, &mut h);
+            }
+        }
+    }
+    h.finish()
+}
