@@ -25,5 +25,6 @@ def mesh_dir() -> pathlib.Path:
 @pytest.fixture()
 def mesh_copy(tmp_path) -> pathlib.Path:
     dest = tmp_path / "mesh"
-    shutil.copytree(MESH, dest)
+    # Not the records (audit trail, quality results) other runs left in the committed mesh.
+    shutil.copytree(MESH, dest, ignore=shutil.ignore_patterns(".meshql"))
     return dest

@@ -343,7 +343,8 @@ def test_discovery_audit_and_live_reload_over_flight(meshql_bin, mesh_copy, tmp_
             assert any(r["client"] == "flight" and r["outcome"] == "ok" and "order.transactions" in r["statement"] for r in mine)
         audit = mesh_copy / ".meshql" / "audit"
         lines = [json.loads(line) for f in sorted(audit.glob("audit-*.jsonl")) for line in f.read_text().splitlines()]
-        denied = [r for r in lines if r["principal"] == "carl" and r["outcome"] == "denied"]
+        denied = [r for r in lines if r["principal"] == "carl" and r["statement"] == "SELECT * FROM mesh.customer.profiles"]
+        assert [r["outcome"] for r in denied] == ["denied"], denied
         assert denied and denied[0]["products"] == ["customer.profiles"], denied
     finally:
         s.stop()

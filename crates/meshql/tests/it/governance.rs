@@ -78,7 +78,24 @@ async fn every_standard_names_the_products_that_break_it() {
         "        classification: internal\n        description: pending",
         "        description: pending",
     );
+    // A product name against the naming pattern, and a product without an owning team.
+    edit(
+        &d.join("domains/product/products/catalog.odps.yaml"),
+        "name: catalog\n",
+        "name: Catalog\n",
+    );
+    let inventory_odps = d.join("domains/product/products/inventory.odps.yaml");
+    let text = std::fs::read_to_string(&inventory_odps).unwrap();
+    let start = text.find("team:").expect("a team block");
+    let end = text[start..]
+        .find("\nsupport:")
+        .map(|e| start + e + 1)
+        .expect("support after team");
+    write(&inventory_odps, &format!("{}{}", &text[..start], &text[end..]));
     let mesh = Mesh::open(d).expect("open");
+    assert!(failures(&mesh, "product.catalog").contains(&"naming".to_string()));
+    assert!(failures(&mesh, "product.inventory").contains(&"requiredMetadata.owner".to_string()));
+    assert!(!failures(&mesh, "order.transactions").contains(&"naming".to_string()));
 
     // Iceberg is not an allowed format; no SLA; customer columns are classified `pii`.
     let inventory = failures(&mesh, "product.inventory");
@@ -97,10 +114,6 @@ async fn every_standard_names_the_products_that_break_it() {
             "{rule} missing from {shipments:?}"
         );
     }
-    // A product without an owning team, a description and tags.
-    let catalog = d.join("domains/product/products/catalog.odps.yaml");
-    let text = std::fs::read_to_string(&catalog).unwrap();
-    assert!(text.contains("team:"), "{text}");
 
     // Warn: still served, readers are warned, and the system table says why.
     let result = mesh
@@ -234,6 +247,7 @@ async fn quality_metrics_pass_and_fail_with_measured_values() {
       - {{name: no returns, metric: invalidValues, arguments: {{properties: [status], validValues: [pending, shipped, delivered]}}, mustBe: 0}}
       - {{name: status pattern, metric: invalidValues, arguments: {{properties: [status], pattern: "^[a-z]+$"}}, mustBe: 0}}
       - {{name: missing, metric: missingValues, arguments: {{properties: [status], missingValues: [returned]}}, mustBe: {returned}}}
+      - {{name: missing fails, metric: missingValues, arguments: {{properties: [status], missingValues: [pending]}}, mustBe: 0}}
       - {{name: sql returns, type: sql, query: "SELECT count(*) FROM ${{table}} WHERE status = 'returned'", mustBe: {returned}}}
       - {{name: sql not equal, type: sql, query: "SELECT count(DISTINCT carrier) FROM ${{table}}", mustNotBe: {c}}}
       - {{name: other product, type: sql, query: "SELECT count(*) FROM mesh.customer.profiles", mustBeGreaterThan: 0}}
@@ -268,6 +282,7 @@ async fn quality_metrics_pass_and_fail_with_measured_values() {
         ("no returns", Failed),
         ("status pattern", Passed),
         ("missing", Passed),
+        ("missing fails", Failed),
         ("sql returns", Passed),
         ("sql not equal", Failed),
         ("other product", Error),
@@ -704,4 +719,25 @@ async fn a_server_picks_up_edits_by_itself() {
     }
     assert!(mesh.generation() > before, "not reloaded within 5 s");
     assert!(!query(&mesh, "SELECT count(*) FROM mesh.order.parcels").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_server_runs_quality_checks_on_a_schedule() {
+    let dir = copy_of_sample();
+    let mesh = Mesh::open(dir.path()).expect("open");
+    assert!(mesh.quality().history().is_empty());
+    let _schedule = mesh.schedule_quality_checks(std::time::Duration::from_millis(200));
+    for _ in 0..100 {
+        if !mesh.quality().history().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let latest = mesh.quality().latest();
+    assert!(
+        latest
+            .iter()
+            .any(|r| r.check == "shipped_date set for 90% of shipments" && r.outcome == QualityOutcome::Failed),
+        "{latest:#?}"
+    );
 }
