@@ -36,73 +36,48 @@ impl MeshCatalog {
     pub fn new(definition: Arc<MeshDefinition>, runtime: Arc<RuntimeEnv>) -> Self {
         let stores = Arc::new(StoreRegistry::new(&definition.root));
         stores.register_with(&runtime);
-        let ctx = Arc::new(CatalogContext {
-            stores,
-            runtime,
-            refresh: Duration::from_secs(definition.settings.metadata_refresh_seconds),
-        });
-        let mut schemas: BTreeMap<String, Arc<DomainSchema>> = definition
-            .domains
-            .iter()
-            .map(|d| {
-                (
-                    d.name.clone(),
-                    Arc::new(DomainSchema {
-                        domain: d.name.clone(),
-                        tables: BTreeMap::new(),
-                    }),
-                )
-            })
-            .collect();
-        let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = BTreeMap::new();
-        for entry in &definition.tables {
-            tables.entry(entry.domain.clone()).or_default().insert(
-                entry.name.clone(),
-                Arc::new(ProductTable::new(entry.clone(), ctx.clone())),
-            );
-        }
-        for (domain, t) in tables {
-            schemas.insert(domain.clone(), Arc::new(DomainSchema { domain, tables: t }));
-        }
-        MeshCatalog {
-            definition,
-            schemas,
-            ctx,
-        }
+        Self::build(definition, stores, runtime, |_| None)
     }
 
     /// The catalog of a reloaded `definition`: same stores and runtime, and every product whose
     /// documents did not change keeps its opened table (no storage is re-read for them).
     pub fn reloaded(&self, definition: Arc<MeshDefinition>) -> Self {
+        Self::build(definition, self.ctx.stores.clone(), self.ctx.runtime.clone(), |entry| {
+            self.product(&entry.domain, &entry.name)
+                .filter(|old| same_entry(old.entry(), entry))
+                .cloned()
+        })
+    }
+
+    /// One schema per domain, one table per entry; `reuse` may hand back an already opened
+    /// table for an entry.
+    fn build(
+        definition: Arc<MeshDefinition>,
+        stores: Arc<StoreRegistry>,
+        runtime: Arc<RuntimeEnv>,
+        reuse: impl Fn(&TableEntry) -> Option<Arc<ProductTable>>,
+    ) -> Self {
         let ctx = Arc::new(CatalogContext {
-            stores: self.ctx.stores.clone(),
-            runtime: self.ctx.runtime.clone(),
+            stores,
+            runtime,
             refresh: Duration::from_secs(definition.settings.metadata_refresh_seconds),
         });
-        let mut schemas: BTreeMap<String, Arc<DomainSchema>> = BTreeMap::new();
-        for d in &definition.domains {
-            schemas.insert(
-                d.name.clone(),
-                Arc::new(DomainSchema {
-                    domain: d.name.clone(),
-                    tables: BTreeMap::new(),
-                }),
-            );
-        }
-        let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = BTreeMap::new();
+        let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = definition
+            .domains
+            .iter()
+            .map(|d| (d.name.clone(), BTreeMap::new()))
+            .collect();
         for entry in &definition.tables {
-            let table = match self.product(&entry.domain, &entry.name) {
-                Some(old) if same_entry(old.entry(), entry) => old.clone(),
-                _ => Arc::new(ProductTable::new(entry.clone(), ctx.clone())),
-            };
+            let table = reuse(entry).unwrap_or_else(|| Arc::new(ProductTable::new(entry.clone(), ctx.clone())));
             tables
                 .entry(entry.domain.clone())
                 .or_default()
                 .insert(entry.name.clone(), table);
         }
-        for (domain, t) in tables {
-            schemas.insert(domain.clone(), Arc::new(DomainSchema { domain, tables: t }));
-        }
+        let schemas = tables
+            .into_iter()
+            .map(|(domain, tables)| (domain.clone(), Arc::new(DomainSchema { domain, tables })))
+            .collect();
         MeshCatalog {
             definition,
             schemas,

@@ -345,6 +345,48 @@ impl GovernedTable {
     }
 }
 
+/// A table that shows each principal only what it may see by construction: meshql's
+/// `mesh.system.*` tables, computed per session from the principal's decisions. The policy check
+/// lets scans of it through without a barrier. The exemption travels with the table object, which
+/// only meshql's system schema creates — not with a name a query could spell.
+#[derive(Debug)]
+pub struct SelfGovernedTable(Arc<dyn TableProvider>);
+
+impl SelfGovernedTable {
+    pub fn new(inner: Arc<dyn TableProvider>) -> Self {
+        SelfGovernedTable(inner)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SelfGovernedTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.0.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.0.table_type()
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&DfExpr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        self.0.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[DfExpr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.0.scan(state, projection, filters, limit).await
+    }
+}
+
 #[async_trait]
 impl TableProvider for GovernedTable {
     fn as_any(&self) -> &dyn Any {
@@ -746,20 +788,20 @@ impl AnalyzerRule for PolicyCheck {
 fn check_plan(plan: &LogicalPlan, guarded: bool) -> DFResult<()> {
     let guarded = guarded || as_barrier(plan).is_some();
     if let LogicalPlan::TableScan(scan) = plan {
-        if let Ok(provider) = source_as_provider(&scan.source) {
-            if let Some(g) = provider.as_any().downcast_ref::<GovernedTable>() {
-                if let Some(msg) = g.refusal() {
-                    return plan_err!("{msg}");
-                }
+        let provider = source_as_provider(&scan.source).ok();
+        if let Some(g) = provider
+            .as_ref()
+            .and_then(|p| p.as_any().downcast_ref::<GovernedTable>())
+        {
+            if let Some(msg) = g.refusal() {
+                return plan_err!("{msg}");
             }
         }
+        let self_governed = provider.is_some_and(|p| p.as_any().is::<SelfGovernedTable>());
         let name = &scan.table_name;
-        // `information_schema` and `mesh.system` (no domain may take that name) decide per
-        // principal themselves.
-        let metadata = name.schema() == Some("information_schema")
-            || (name.schema() == Some("system") && name.catalog().is_none_or(|c| c == "mesh"));
+        let metadata = name.schema() == Some("information_schema");
         let table_function = matches!(name, TableReference::Bare { table } if table.ends_with("()"));
-        if !guarded && !metadata && !table_function {
+        if !guarded && !metadata && !table_function && !self_governed {
             return plan_err!("{name} would be read without its access policies; query refused");
         }
     }

@@ -22,7 +22,7 @@ pub mod model;
 mod principal;
 
 pub use decide::{Access, ColumnAccess, Decision, ProductRef, Refusal, RowFilter};
-pub use enforce::{GovernedTable, PolicyCheck};
+pub use enforce::{GovernedTable, PolicyCheck, SelfGovernedTable};
 pub use error::PolicyError;
 pub use load::{PolicySet, POLICY_FILE};
 pub use model::{ColumnInfo, MaskSpec, Privilege};

@@ -103,21 +103,22 @@ pub(crate) async fn run(mesh: &Mesh, options: &CheckOptions) -> CheckReport {
                 let entry = product.entry();
                 let storage = entry.binding.as_ref().ok().map(|b| &b.storage);
                 let mut policy_problems = Vec::new();
-                let status = match catalog.open(&entry.domain, &entry.name).await {
+                let (status, quality) = match catalog.open(&entry.domain, &entry.name).await {
                     Ok(t) => {
                         let columns = crate::governed::columns_of(entry);
                         policy_problems = policies.lint(&entry.domain, &entry.name, &columns, &t.provider.schema());
-                        ProductStatus::Ok {
+                        let quality = if options.quality {
+                            quality::run_product(mesh, entry, &t).await
+                        } else {
+                            Vec::new()
+                        };
+                        let status = ProductStatus::Ok {
                             warnings: t.conformance.warnings,
                             version: t.version,
-                        }
+                        };
+                        (status, quality)
                     }
-                    Err(e) => ProductStatus::Unavailable(e.reason),
-                };
-                let quality = if options.quality && matches!(status, ProductStatus::Ok { .. }) {
-                    quality::run_product(mesh, entry).await
-                } else {
-                    Vec::new()
+                    Err(e) => (ProductStatus::Unavailable(e.reason), Vec::new()),
                 };
                 let check = ProductCheck {
                     table: format!("mesh.{}", entry.qualified_name()),
@@ -172,9 +173,7 @@ impl Mesh {
             .filter(|r| r.is_blocking())
             .count()
     }
-}
 
-impl Mesh {
     /// Runs every product's quality checks every `every` (the first run after one interval),
     /// storing the results, until the handle is dropped. Needs a Tokio runtime.
     pub fn schedule_quality_checks(&self, every: std::time::Duration) -> crate::WatchHandle {

@@ -20,6 +20,10 @@ pub enum Error {
     #[error("{0}")]
     NotAllowed(String),
 
+    /// The audit trail cannot be written: the mesh is not served unrecorded.
+    #[error("the audit trail cannot be written at {path}: {reason} (set stateDir in mesh.yaml or MESHQL_STATE_DIR, or audit.enabled: false)")]
+    AuditUnavailable { path: std::path::PathBuf, reason: String },
+
     /// Parsing, planning or execution failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),

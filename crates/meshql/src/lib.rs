@@ -115,14 +115,9 @@ impl Mesh {
         let state_dir = state_dir(&definition);
         let audit = if definition.settings.audit.enabled {
             let dir = state_dir.join("audit");
-            let log = AuditLog::open(&dir, &definition.settings.audit).map_err(|e| {
-                Error::Mesh(meshql_contract::MeshError::NotAMesh {
-                    path: root.clone(),
-                    reason: format!(
-                        "the audit trail cannot be written at {}: {e} (set stateDir in mesh.yaml or MESHQL_STATE_DIR, or audit.enabled: false)",
-                        dir.display()
-                    ),
-                })
+            let log = AuditLog::open(&dir, &definition.settings.audit).map_err(|e| Error::AuditUnavailable {
+                path: dir.clone(),
+                reason: e.to_string(),
             })?;
             Some(Arc::new(log))
         } else {

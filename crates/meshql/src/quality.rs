@@ -31,13 +31,15 @@ use std::time::Instant;
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
+use meshql_catalog::OpenedTable;
 use meshql_catalog::MESH_CATALOG;
 use meshql_contract::{Format, TableEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit::Journal;
+use crate::audit::{AuditRecord, Journal};
 use crate::Mesh;
 
 /// How much a failed check matters.
@@ -556,54 +558,45 @@ fn plan_product(entry: &TableEntry) -> Vec<Planned> {
     out
 }
 
-/// Runs every check of `entry` with its owner's rights (see the module docs).
-pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry) -> Vec<QualityResult> {
+/// Runs every check of `entry`, whose storage is `opened`, with its owner's rights (see the
+/// module docs). The run is recorded in the audit trail (client `check`) with the SQL it ran.
+pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry, opened: &OpenedTable) -> Vec<QualityResult> {
     let planned = plan_product(entry);
     if planned.is_empty() {
         return Vec::new();
     }
     let product = entry.qualified_name();
-    let catalog = mesh.catalog();
-    let opened = catalog.open(&entry.domain, &entry.name).await;
+    let run_started = Instant::now();
+    let started_ms = crate::time::now_ms();
+    // The product alone, unfiltered: the owner's view of their own product.
     let ctx = SessionContext::new_with_config_rt(Default::default(), mesh.runtime().clone());
-    if let Ok(t) = &opened {
-        // The product alone, unfiltered: the owner's view of their own product.
-        let schema = Arc::new(MemorySchemaProvider::new());
-        let cat = Arc::new(MemoryCatalogProvider::new());
-        let registered = schema
-            .register_table(entry.name.clone(), t.provider.clone())
-            .and_then(|_| cat.register_schema(&entry.domain, schema));
-        if let Err(e) = registered {
-            tracing::error!(%product, error = %e, "quality checks cannot register the product");
-        }
-        ctx.register_catalog(MESH_CATALOG, cat);
+    let schema = Arc::new(MemorySchemaProvider::new());
+    let cat = Arc::new(MemoryCatalogProvider::new());
+    let registered = schema
+        .register_table(entry.name.clone(), opened.provider.clone())
+        .and_then(|_| cat.register_schema(&entry.domain, schema));
+    if let Err(e) = registered {
+        tracing::error!(%product, error = %e, "quality checks cannot register the product");
     }
+    ctx.register_catalog(MESH_CATALOG, cat);
+    let mut statements = Vec::new();
     let mut results = Vec::with_capacity(planned.len());
     for p in planned {
         let started = Instant::now();
         let run_at_ms = crate::time::now_ms();
-        let (outcome, value, expectation, message) = match (&p.what, &opened) {
-            (Err(e), _) => (
+        let (outcome, value, expectation, message) = match &p.what {
+            Err(e) => (
                 QualityOutcome::Error,
                 None,
                 String::new(),
                 format!("rule cannot run: {e}"),
             ),
-            (Ok(Measure::Skip(why)), _) => (QualityOutcome::Skipped, None, String::new(), format!("not run: {why}")),
-            (Ok(_), Err(e)) => (
-                QualityOutcome::Error,
-                None,
-                String::new(),
-                format!("product unavailable: {}", e.reason),
-            ),
-            (
-                Ok(Measure::Sql {
-                    sql,
-                    percent,
-                    threshold,
-                }),
-                Ok(_),
-            ) => match scalar(&ctx, sql).await {
+            Ok(Measure::Skip(why)) => (QualityOutcome::Skipped, None, String::new(), format!("not run: {why}")),
+            Ok(Measure::Sql {
+                sql,
+                percent,
+                threshold,
+            }) => match scalar(&ctx, sql, &mut statements).await {
                 Ok((v, total)) => {
                     let v = if *percent {
                         if total.unwrap_or(0.0) > 0.0 {
@@ -629,14 +622,11 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry) -> Vec<QualityR
                 }
                 Err(e) => (QualityOutcome::Error, None, threshold.describe(), e),
             },
-            (
-                Ok(Measure::Freshness {
-                    max_age_ms,
-                    column,
-                    expectation,
-                }),
-                Ok(t),
-            ) => {
+            Ok(Measure::Freshness {
+                max_age_ms,
+                column,
+                expectation,
+            }) => {
                 let newest = match column {
                     Some(c) => scalar(
                         &ctx,
@@ -647,10 +637,11 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry) -> Vec<QualityR
                             ident(&entry.domain),
                             ident(&entry.name)
                         ),
+                        &mut statements,
                     )
                     .await
                     .map(|(v, _)| Some(v as i64)),
-                    None => match (t.committed_ms, entry.binding.as_ref().ok().map(|b| b.storage.format)) {
+                    None => match (opened.committed_ms, entry.binding.as_ref().ok().map(|b| b.storage.format)) {
                         (Some(ms), _) => Ok(Some(ms)),
                         (None, Some(Format::Parquet)) => Ok(None),
                         (None, _) => Err("the table has no commit to date it by".to_string()),
@@ -700,6 +691,25 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry) -> Vec<QualityR
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         });
     }
+    if let Some(log) = mesh.audit() {
+        let failed = results.iter().filter(|r| r.outcome == QualityOutcome::Error).count();
+        let record = AuditRecord {
+            query_id: format!("quality-{started_ms:x}-{product}"),
+            started_ms,
+            principal: format!("owner of {product}"),
+            client: "check".to_string(),
+            statement: statements.join(";\n"),
+            products: vec![product.clone()],
+            outcome: if failed == 0 { "ok" } else { "error" }.to_string(),
+            error: (failed > 0).then(|| format!("{failed} quality checks could not run")),
+            rows: results.len() as u64,
+            duration_ms: run_started.elapsed().as_secs_f64() * 1000.0,
+            ..Default::default()
+        };
+        if let Err(e) = log.append(&record) {
+            tracing::error!(%product, error = %e, "audit record of quality checks not written");
+        }
+    }
     results
 }
 
@@ -726,8 +736,18 @@ fn human_age(ms: i64) -> String {
 }
 
 /// Runs `sql` and reads the first row: (first column, second column if numeric).
-async fn scalar(ctx: &SessionContext, sql: &str) -> Result<(f64, Option<f64>), String> {
-    let df = ctx.sql(sql).await.map_err(|e| explain_sql_error(e.to_string()))?;
+/// Only queries: a contract's `sql` rule must not create tables over arbitrary files, write
+/// files or change settings.
+async fn scalar(ctx: &SessionContext, sql: &str, ran: &mut Vec<String>) -> Result<(f64, Option<f64>), String> {
+    ran.push(sql.to_string());
+    let only_queries = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(sql, only_queries)
+        .await
+        .map_err(|e| explain_sql_error(e.to_string()))?;
     let batches = df.collect().await.map_err(|e| e.to_string())?;
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Err("the query returned no rows".into());

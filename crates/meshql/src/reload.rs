@@ -87,15 +87,7 @@ impl Mesh {
         for entry in &mut definition.tables {
             if let (Err(err), Some(old)) = (&entry.binding, old_def.table(&entry.domain, &entry.name)) {
                 if old.binding.is_ok() && is_document_error(err) {
-                    let name = entry.qualified_name();
-                    let message = format!("edit rejected, last good version still served: {err}");
-                    tracing::error!(product = %name, %message, "reload");
-                    problems.push(ReloadProblem {
-                        at_ms: now,
-                        product: name.clone(),
-                        message,
-                    });
-                    outcome.rejected.push(name);
+                    keep_last_good(&mut outcome, &mut problems, entry.qualified_name(), err, now);
                     *entry = old.clone();
                 }
             }
@@ -115,15 +107,7 @@ impl Mesh {
                 continue;
             }
             if let Some(err) = definition.problems.iter().find(|p| mentions(p, &old.product.source)) {
-                let name = old.qualified_name();
-                let message = format!("edit rejected, last good version still served: {err}");
-                tracing::error!(product = %name, %message, "reload");
-                problems.push(ReloadProblem {
-                    at_ms: now,
-                    product: name.clone(),
-                    message,
-                });
-                outcome.rejected.push(name);
+                keep_last_good(&mut outcome, &mut problems, old.qualified_name(), err, now);
                 kept.push(old.clone());
             }
         }
@@ -248,6 +232,24 @@ impl Drop for WatchHandle {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Records that `product`'s edit was rejected (`err`) and its last good version kept.
+fn keep_last_good(
+    outcome: &mut ReloadOutcome,
+    problems: &mut Vec<ReloadProblem>,
+    product: String,
+    err: &ContractError,
+    now: i64,
+) {
+    let message = format!("edit rejected, last good version still served: {err}");
+    tracing::error!(%product, %message, "reload");
+    problems.push(ReloadProblem {
+        at_ms: now,
+        product: product.clone(),
+        message,
+    });
+    outcome.rejected.push(product);
 }
 
 fn is_document_error(e: &ContractError) -> bool {

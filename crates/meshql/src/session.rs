@@ -260,14 +260,7 @@ impl Session {
             Ok(df) => Ok(QueryResult { df, audit, warnings }),
             Err(e) => {
                 if let Some(p) = audit {
-                    let outcome = if matches!(e, Error::AccessDenied(_)) || is_policy_refusal(&e) {
-                        "denied"
-                    } else {
-                        "error"
-                    };
-                    if let Err(w) = p.finish(outcome, Some(e.to_string()), 0, 0) {
-                        tracing::error!(error = %w, "audit record not written");
-                    }
+                    p.fail(e.to_string());
                 }
                 Err(e)
             }
@@ -351,9 +344,15 @@ fn warnings_for(bound: &Bound, products: &[String]) -> Vec<String> {
     out
 }
 
-/// A refusal raised by the policy layer inside DataFusion (a column read that is denied).
-fn is_policy_refusal(e: &Error) -> bool {
-    matches!(e, Error::DataFusion(_)) && e.to_string().contains("access denied")
+/// The audit outcome of a failed statement: `denied` for policy refusals — whether raised before
+/// planning or inside DataFusion (a denied column), all of which say "access denied" — else
+/// `error`.
+fn failure_outcome(message: &str) -> &'static str {
+    if message.contains("access denied") {
+        "denied"
+    } else {
+        "error"
+    }
 }
 
 fn new_query_id() -> String {
@@ -394,7 +393,10 @@ impl Pending {
             let Some((domain, name)) = p.split_once('.') else {
                 continue;
             };
-            if let Some(Ok(access)) = self.governance.decision(domain, name).map(|d| d.select.clone()) {
+            let Some(decision) = self.governance.decision(domain, name) else {
+                continue;
+            };
+            if let Ok(access) = &decision.select {
                 policies.extend(access.grant_filters.iter().flatten().map(|f| f.rule.clone()));
                 policies.extend(access.restrictions.iter().map(|f| f.rule.clone()));
                 for (_, how) in &access.columns {
@@ -411,6 +413,13 @@ impl Pending {
         }
         self.record.columns = columns.into_iter().collect();
         self.record.policies = policies.into_iter().collect();
+    }
+
+    /// Records a statement that failed before returning rows.
+    fn fail(self, message: String) {
+        if let Err(w) = self.finish(failure_outcome(&message), Some(message), 0, 0) {
+            tracing::error!(error = %w, "audit record not written");
+        }
     }
 
     fn finish(mut self, outcome: &str, error: Option<String>, rows: u64, bytes: u64) -> std::io::Result<()> {
@@ -556,10 +565,7 @@ impl QueryResult {
             })),
             (Err(e), pending) => {
                 if let Some(p) = pending {
-                    let outcome = if is_policy_refusal(&e) { "denied" } else { "error" };
-                    if let Err(w) = p.finish(outcome, Some(e.to_string()), 0, 0) {
-                        tracing::error!(error = %w, "audit record not written");
-                    }
+                    p.fail(e.to_string());
                 }
                 Err(e)
             }
@@ -628,12 +634,8 @@ impl futures::Stream for AuditedStream {
                 Poll::Ready(Some(Ok(batch)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let outcome = if e.to_string().contains("access denied") {
-                    "denied"
-                } else {
-                    "error"
-                };
-                if let Err(w) = self.finish(outcome, Some(e.to_string())) {
+                let message = e.to_string();
+                if let Err(w) = self.finish(failure_outcome(&message), Some(message)) {
                     tracing::error!(error = %w, "audit record not written");
                 }
                 Poll::Ready(Some(Err(e)))

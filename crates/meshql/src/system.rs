@@ -30,7 +30,7 @@ use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use meshql_contract::TableEntry;
-use meshql_policy::{ColumnAccess, Principal};
+use meshql_policy::{ColumnAccess, Principal, SelfGovernedTable};
 
 use crate::governed::Governance;
 use crate::Mesh;
@@ -67,7 +67,7 @@ impl SchemaProvider for SystemSchema {
         let Some(kind) = TABLES.iter().find(|t| **t == name) else {
             return Ok(None);
         };
-        Ok(Some(Arc::new(SystemTable {
+        let table = SystemTable {
             kind,
             schema: schema_of(kind),
             view: View {
@@ -75,7 +75,8 @@ impl SchemaProvider for SystemSchema {
                 gov: self.gov.clone(),
                 admin: self.admin,
             },
-        })))
+        };
+        Ok(Some(Arc::new(SelfGovernedTable::new(Arc::new(table)))))
     }
 
     fn table_exist(&self, name: &str) -> bool {
@@ -348,9 +349,13 @@ impl View {
         ]
     }
 
+    /// Whether the principal may read `e` (not just discover it).
+    fn readable(&self, e: &TableEntry) -> bool {
+        self.gov.decision(&e.domain, &e.name).is_some_and(|d| d.select.is_ok())
+    }
+
     fn products(&self) -> Vec<ArrayRef> {
         let entries = self.entries();
-        let readable = |e: &TableEntry| self.gov.decision(&e.domain, &e.name).is_some_and(|d| d.select.is_ok());
         vec![
             s(entries.iter().map(|e| Some(e.domain.clone())).collect()),
             s(entries.iter().map(|e| Some(e.name.clone())).collect()),
@@ -400,14 +405,13 @@ impl View {
                     Ok(_) => e.compliance.refusal(),
                 })
                 .collect()),
-            b(entries.iter().map(|e| readable(e)).collect()),
+            b(entries.iter().map(|e| self.readable(e)).collect()),
             s(entries.iter().map(|e| crate::ProductUnavailable::contact(e)).collect()),
         ]
     }
 
     fn ports(&self) -> Vec<ArrayRef> {
         let entries = self.entries();
-        let readable = |e: &TableEntry| self.gov.decision(&e.domain, &e.name).is_some_and(|d| d.select.is_ok());
         let binding = |e: &TableEntry| e.binding.as_ref().ok().cloned();
         vec![
             s(entries.iter().map(|e| Some(e.domain.clone())).collect()),
@@ -432,7 +436,11 @@ impl View {
                 .collect()),
             s(entries
                 .iter()
-                .map(|e| binding(e).filter(|_| readable(e)).map(|b| b.storage.location.clone()))
+                .map(|e| {
+                    binding(e)
+                        .filter(|_| self.readable(e))
+                        .map(|b| b.storage.location.clone())
+                })
                 .collect()),
             s(entries
                 .iter()
@@ -586,7 +594,8 @@ impl View {
         }
         let mut usage: BTreeMap<(String, String), Use> = BTreeMap::new();
         if !owned.is_empty() {
-            for r in self.audit_records() {
+            // Consumers only: meshql's own quality checks are not usage.
+            for r in self.audit_records().into_iter().filter(|r| r.client != "check") {
                 for p in &r.products {
                     if !owned.contains(p) {
                         continue;

@@ -214,10 +214,12 @@ fn check_reports_what_a_domain_team_must_fix() {
         "platform-admins",
         "--group",
         "analysts",
+        "--format",
+        "csv",
         "SELECT count(*) AS runs FROM mesh.system.quality WHERE check_name = 'order ids are unique'",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains('4'), "{}", stdout(&o));
+    assert_eq!(stdout(&o).trim(), "runs\n4", "{}", stdout(&o));
 
     // A broken contract fails alone.
     std::fs::write(

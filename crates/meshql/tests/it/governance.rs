@@ -253,9 +253,13 @@ async fn quality_metrics_pass_and_fail_with_measured_values() {
       - {{name: other product, type: sql, query: "SELECT count(*) FROM mesh.customer.profiles", mustBeGreaterThan: 0}}
       - {{name: words, type: text, description: Shipments are complete.}}
       - {{name: broken sql, type: sql, query: "SELECT nope FROM ${{table}}", mustBe: 0}}
+      - {{name: writes a file, type: sql, query: "COPY (SELECT 1 AS x) TO '{leak}' STORED AS CSV", mustBe: 0}}
+      - {{name: reads a file, type: sql, query: "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '{secret}'", mustBe: 0}}
 "#,
         n = s.shipments.len(),
         c = carriers.len(),
+        leak = d.join("leak.csv").display(),
+        secret = d.join("domains/customer/data/profiles.parquet").display(),
     );
     edit(
         &d.join("domains/order/contracts/shipments.odcs.yaml"),
@@ -288,6 +292,8 @@ async fn quality_metrics_pass_and_fail_with_measured_values() {
         ("other product", Error),
         ("words", Skipped),
         ("broken sql", Error),
+        ("writes a file", Error),
+        ("reads a file", Error),
     ];
     for (check, outcome) in expect {
         assert_eq!(result(q, check).outcome, outcome, "{check}: {:#?}", result(q, check));
@@ -308,6 +314,20 @@ async fn quality_metrics_pass_and_fail_with_measured_values() {
             .contains("only the product they check"),
         "{:?}",
         result(q, "other product")
+    );
+    // Contracts cannot use their SQL to write files or to read other data.
+    assert!(!d.join("leak.csv").exists());
+    // The run is audited, with the SQL it ran.
+    let records = mesh.audit().unwrap().read_all().unwrap();
+    let run = records
+        .iter()
+        .find(|r| r.client == "check")
+        .expect("an audit record of the checks");
+    assert_eq!(run.products, vec!["order.shipments"]);
+    assert!(
+        run.statement.contains(r#"FROM "mesh"."order"."shipments""#),
+        "{}",
+        run.statement
     );
     // The sample's own column rules ran too.
     assert_eq!(result(q, "shipped_date set for 90% of shipments").outcome, Failed);
@@ -541,6 +561,16 @@ async fn system_tables_show_only_what_the_principal_may_discover() {
         domains,
         vec![vec!["customer"], vec!["marketing"], vec!["order"], vec!["product"]]
     );
+    // With `system` as the current schema, bare names reach the same tables.
+    let bare = mesh
+        .session(contractor())
+        .sql_in("SELECT count(*) FROM products WHERE domain = 'interop'", Some("system"))
+        .await
+        .expect("plans")
+        .collect()
+        .await
+        .expect("runs");
+    assert_eq!(rows(&bare), vec![vec!["0"]]);
     // Problems are for administrators.
     assert!(query_as(&mesh, contractor(), "SELECT * FROM mesh.system.problems")
         .await
@@ -568,6 +598,8 @@ async fn owners_see_who_uses_their_products() {
     query_as(&mesh, analyst(), "SELECT count(*) FROM mesh.order.transactions")
         .await
         .unwrap();
+    // meshql's own quality checks read the product too, but are not a consumer.
+    mesh.check(&CheckOptions::default()).await;
     let owner = Principal::new("maria").with_group("customer-data-team");
     let usage = query_as(
         &mesh,
@@ -668,9 +700,10 @@ async fn live_reload_applies_good_edits_and_keeps_the_last_good_version_of_bad_o
     );
     let outcome = mesh.reload().await;
     assert_eq!(outcome.added, vec!["order.deliveries"], "{outcome:?}");
+    let shipments = meshql_testdata::sample::Sample::generate().shipments.len();
     assert_eq!(
         query(&mesh, "SELECT count(*) FROM mesh.order.deliveries").await,
-        query(&mesh, "SELECT count(*) FROM mesh.order.shipments").await
+        vec![vec![shipments.to_string()]]
     );
 
     // 4. A policy edit that does not load keeps the previous policies (all of them).
