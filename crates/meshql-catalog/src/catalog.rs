@@ -11,13 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DFResult};
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::TableType;
 use meshql_contract::{MeshDefinition, TableEntry};
 
 use crate::error::CatalogError;
-use crate::store::StoreRegistry;
-use crate::table::{CatalogContext, OpenedTable, ProductTable, UnavailableTable};
+use crate::store::{StoreConfig, StoreRegistry};
+use crate::table::{AsOf, CatalogContext, OpenedTable, ProductTable, UnavailableTable};
 
 /// The name of the catalog that holds the mesh's domains.
 pub const MESH_CATALOG: &str = "mesh";
@@ -31,18 +31,37 @@ pub struct MeshCatalog {
 }
 
 impl MeshCatalog {
-    /// Builds the catalog; `runtime` is the DataFusion runtime every session of the mesh shares
-    /// (its object stores are registered here).
-    pub fn new(definition: Arc<MeshDefinition>, runtime: Arc<RuntimeEnv>) -> Self {
-        let stores = Arc::new(StoreRegistry::new(&definition.root));
-        stores.register_with(&runtime);
+    /// Builds the catalog. `stores` must be the object-store registry of `runtime` (the
+    /// DataFusion runtime every session of the mesh shares): see [`MeshCatalog::runtime_for`].
+    pub fn new(definition: Arc<MeshDefinition>, stores: Arc<StoreRegistry>, runtime: Arc<RuntimeEnv>) -> Self {
         Self::build(definition, stores, runtime, |_| None)
     }
 
+    /// The store registry and DataFusion runtime for a mesh: every scan, whatever its format,
+    /// gets its object store from the registry.
+    pub fn runtime_for(definition: &MeshDefinition) -> DFResult<(Arc<StoreRegistry>, Arc<RuntimeEnv>)> {
+        let stores = Arc::new(StoreRegistry::with_settings(&definition.root, &definition.settings));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(stores.clone())
+            .build_arc()?;
+        Ok((stores, runtime))
+    }
+
     /// The catalog of a reloaded `definition`: same stores and runtime, and every product whose
-    /// documents did not change keeps its opened table (no storage is re-read for them).
+    /// documents did not change keeps its opened table (no storage is re-read for them) — unless
+    /// the store settings changed, in which case every product is opened anew.
     pub fn reloaded(&self, definition: Arc<MeshDefinition>) -> Self {
+        let stores_changed = self
+            .ctx
+            .stores
+            .reconfigure(StoreConfig::of(&definition.settings, &definition.root));
+        if stores_changed {
+            tracing::info!("store settings changed: products are opened anew");
+        }
         Self::build(definition, self.ctx.stores.clone(), self.ctx.runtime.clone(), |entry| {
+            if stores_changed {
+                return None;
+            }
             self.product(&entry.domain, &entry.name)
                 .filter(|old| same_entry(old.entry(), entry))
                 .cloned()
@@ -105,6 +124,16 @@ impl MeshCatalog {
 
     /// Opens `domain.name`, or says why it cannot be served, naming whom to ask.
     pub async fn open(&self, domain: &str, name: &str) -> Result<OpenedTable, ProductUnavailable> {
+        self.open_at(domain, name, None).await
+    }
+
+    /// Opens `domain.name` at its served version, or at `as_of` (time travel).
+    pub async fn open_at(
+        &self,
+        domain: &str,
+        name: &str,
+        as_of: Option<AsOf>,
+    ) -> Result<OpenedTable, ProductUnavailable> {
         let Some(product) = self.product(domain, name) else {
             return Err(ProductUnavailable {
                 table: format!("mesh.{domain}.{name}"),
@@ -112,10 +141,14 @@ impl MeshCatalog {
                 contact: None,
             });
         };
-        product
-            .open()
-            .await
-            .map_err(|e| ProductUnavailable::new(product.entry(), e))
+        let opened = match as_of {
+            None => product.open().await,
+            Some(as_of) => product.open_as_of(as_of).await,
+        };
+        opened.map_err(|e| match as_of {
+            None => ProductUnavailable::new(product.entry(), e),
+            Some(as_of) => ProductUnavailable::at(product.entry(), as_of, e),
+        })
     }
 }
 
@@ -159,6 +192,15 @@ impl ProductUnavailable {
     pub fn new(entry: &TableEntry, err: CatalogError) -> Self {
         ProductUnavailable {
             table: format!("mesh.{}", entry.qualified_name()),
+            reason: err.to_string(),
+            contact: Self::contact(entry),
+        }
+    }
+
+    /// The product at an earlier version cannot be read.
+    pub fn at(entry: &TableEntry, as_of: AsOf, err: CatalogError) -> Self {
+        ProductUnavailable {
+            table: format!("mesh.{}{}", entry.qualified_name(), as_of.suffix()),
             reason: err.to_string(),
             contact: Self::contact(entry),
         }
@@ -225,14 +267,28 @@ impl SchemaProvider for DomainSchema {
         self.tables.keys().cloned().collect()
     }
 
+    /// `name`, or `name@<version>` for an earlier version (time travel, see [`AsOf`]).
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        let Some(product) = self.tables.get(name) else {
+        let (base, as_of) = match AsOf::split(name) {
+            Ok(split) => split,
+            // `@` in a name that is not a version: only a product of that exact name can match
+            Err(_) => (name, None),
+        };
+        let Some(product) = self.tables.get(base) else {
             return Ok(None);
         };
-        match product.open().await {
+        let opened = match as_of {
+            None => product.open().await,
+            Some(as_of) => product.open_as_of(as_of).await,
+        };
+        match opened {
             Ok(t) => Ok(Some(t.provider)),
             Err(e) => {
-                let reason = ProductUnavailable::new(product.entry(), e).to_string();
+                let reason = match as_of {
+                    None => ProductUnavailable::new(product.entry(), e),
+                    Some(as_of) => ProductUnavailable::at(product.entry(), as_of, e),
+                }
+                .to_string();
                 tracing::warn!(domain = %self.domain, table = name, %reason, "product unavailable");
                 Ok(Some(Arc::new(UnavailableTable::new(product.entry(), reason))))
             }
@@ -240,11 +296,12 @@ impl SchemaProvider for DomainSchema {
     }
 
     async fn table_type(&self, name: &str) -> DFResult<Option<TableType>> {
-        Ok(self.tables.contains_key(name).then_some(TableType::Base))
+        Ok(self.table_exist(name).then_some(TableType::Base))
     }
 
     fn table_exist(&self, name: &str) -> bool {
         self.tables.contains_key(name)
+            || matches!(AsOf::split(name), Ok((base, Some(_))) if self.tables.contains_key(base))
     }
 
     fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {

@@ -1,17 +1,58 @@
 //! Delta Lake output ports, through delta-rs (`deltalake`).
 //!
-//! The latest version is served unless the contract pins one (`deltaVersion`). delta-rs's
-//! provider prunes partitions and skips files with the statistics in the Delta log, and pushes
-//! projections and filters into its Parquet scan.
+//! The latest version is served unless the contract pins one (`deltaVersion`) or a query asks
+//! for an earlier one ([`AsOf`]). delta-rs's provider prunes partitions and skips files with the
+//! statistics in the Delta log, and pushes projections and filters into its Parquet scan.
+//!
+//! Tables on object stores are read with meshql's client for the bucket (delta-rs's own S3,
+//! GCS and Azure integrations are not linked): meshql only reads, so delta-rs's default log
+//! store serves every scheme, registered once for the remote ones.
 
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 
+use chrono::{DateTime, Utc};
 use datafusion::catalog::TableProvider;
-use deltalake::{DeltaTable, DeltaTableBuilder};
+use deltalake::logstore::{
+    default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
+};
+use deltalake::{DeltaResult, DeltaTable, DeltaTableBuilder};
 use url::Url;
 
 use crate::error::{CatalogError, Result};
 use crate::store::{as_directory, StoreRegistry};
+use crate::table::AsOf;
+
+/// delta-rs's default log store, for the remote schemes meshql serves.
+#[derive(Debug)]
+struct ReadLogStoreFactory;
+
+impl LogStoreFactory for ReadLogStoreFactory {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(prefixed_store, root_store, location, options))
+    }
+}
+
+fn register_log_stores() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let factories = logstore_factories();
+        for scheme in [
+            "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "http", "https",
+        ] {
+            if let Ok(url) = Url::parse(&format!("{scheme}://")) {
+                if !factories.contains_key(&url) {
+                    factories.insert(url, Arc::new(ReadLogStoreFactory));
+                }
+            }
+        }
+    });
+}
 
 /// An opened Delta table.
 pub struct DeltaSource {
@@ -40,15 +81,26 @@ impl DeltaSource {
     }
 }
 
-/// Opens the Delta table at `url`, at `version` if given.
-pub async fn open(stores: &StoreRegistry, url: &Url, version: Option<u64>) -> Result<DeltaSource> {
+/// Opens the Delta table at `url`: its latest version, or the one `as_of` names (a version
+/// number, or the last version committed at or before a time).
+pub async fn open(stores: &StoreRegistry, url: &Url, as_of: Option<AsOf>) -> Result<DeltaSource> {
+    register_log_stores();
     let url = as_directory(url);
     let store = stores.store_for(&url)?;
     let mut builder = DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| CatalogError::storage(&url, e))?
         .with_storage_backend(store, url.clone());
-    if let Some(v) = version {
-        builder = builder.with_version(v);
+    match as_of {
+        None => {}
+        Some(AsOf::Version(v)) => {
+            let v = u64::try_from(v).map_err(|_| CatalogError::storage(&url, format!("no Delta version {v}")))?;
+            builder = builder.with_version(v);
+        }
+        Some(AsOf::Timestamp(ms)) => {
+            let at = DateTime::<Utc>::from_timestamp_millis(ms)
+                .ok_or_else(|| CatalogError::storage(&url, format!("timestamp {ms} ms is out of range")))?;
+            builder = builder.with_timestamp(at);
+        }
     }
     let table = builder.load().await.map_err(|e| {
         let msg = e.to_string();
@@ -62,5 +114,20 @@ pub async fn open(stores: &StoreRegistry, url: &Url, version: Option<u64>) -> Re
         .table_provider()
         .await
         .map_err(|e| CatalogError::storage(&url, e))?;
-    Ok(DeltaSource { provider, table })
+    let source = DeltaSource { provider, table };
+    // delta-rs answers a time before the first commit with the first version; there was no
+    // table then, so that is an error, as for Iceberg.
+    if let (Some(AsOf::Timestamp(ms)), Some(committed)) = (as_of, source.committed_ms()) {
+        if committed > ms {
+            return Err(CatalogError::storage(
+                &url,
+                format!(
+                    "the table has no version at or before {} (its first is from {})",
+                    crate::table::format_ms(ms),
+                    crate::table::format_ms(committed)
+                ),
+            ));
+        }
+    }
+    Ok(source)
 }

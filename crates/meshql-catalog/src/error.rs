@@ -29,9 +29,10 @@ pub enum CatalogError {
 
 impl CatalogError {
     pub(crate) fn storage(location: impl std::fmt::Display, message: impl std::fmt::Display) -> Self {
+        // A remote service may echo a credential back; it stops here.
         CatalogError::Storage {
             location: location.to_string(),
-            message: message.to_string(),
+            message: crate::secrets::redact(&message.to_string()),
         }
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! A location is either a metadata file (`…/metadata/00002-….metadata.json`, fixed) or a table
 //! directory, in which case the newest metadata file under `metadata/` is used and later commits
-//! are picked up on refresh. A contract may pin a snapshot (`icebergSnapshotId`).
+//! are picked up on refresh; or a table in an Iceberg catalog ([`crate::iceberg_catalog`]),
+//! which names the current metadata file. A contract may pin a snapshot (`icebergSnapshotId`),
+//! and a query may ask for an earlier one ([`AsOf`]).
 //!
 //! All reads go through meshql's [`StoreRegistry`] by way of an Iceberg `Storage` backed by
 //! `object_store`. That storage also *relocates* tables: Iceberg metadata records absolute file
@@ -31,6 +33,7 @@ use url::Url;
 
 use crate::error::{CatalogError, Result};
 use crate::store::{as_directory, StoreRegistry};
+use crate::table::AsOf;
 
 /// An opened Iceberg table.
 pub struct IcebergTable {
@@ -43,22 +46,23 @@ pub struct IcebergTable {
     pub committed_ms: Option<i64>,
 }
 
-/// Opens the table at `url` (a table directory or a metadata file), at `snapshot` if given.
+/// Opens the table whose current metadata file is `metadata_file`: its current snapshot, or
+/// the one `as_of` names (a snapshot id, or the snapshot current at a time).
 pub async fn open(
     stores: &Arc<StoreRegistry>,
-    url: &Url,
-    snapshot: Option<i64>,
+    metadata_file: &Url,
+    as_of: Option<AsOf>,
     ident: (&str, &str),
 ) -> Result<IcebergTable> {
-    let metadata_file = find_metadata(stores, url).await?;
+    let metadata_file = metadata_file.clone();
     let (store, path) = stores.locate(&metadata_file)?;
     let bytes = store
         .get(&path)
         .await
-        .map_err(|e| CatalogError::storage(&metadata_file, e))?
+        .map_err(|e| stores.error(&metadata_file, e))?
         .bytes()
         .await
-        .map_err(|e| CatalogError::storage(&metadata_file, e))?;
+        .map_err(|e| stores.error(&metadata_file, e))?;
     let metadata: TableMetadata = serde_json::from_slice(&bytes)
         .map_err(|e| CatalogError::storage(&metadata_file, format!("not valid Iceberg table metadata: {e}")))?;
 
@@ -80,8 +84,11 @@ pub async fn open(
         relocate,
     };
     let file_io = FileIOBuilder::new(Arc::new(MeshIcebergStorageFactory { storage })).build();
-    let ident = TableIdent::from_strs([ident.0, ident.1]).map_err(|e| CatalogError::storage(url, e))?;
-    let snapshot_ids: Vec<i64> = metadata.snapshots().map(|s| s.snapshot_id()).collect();
+    let ident = TableIdent::from_strs([ident.0, ident.1]).map_err(|e| CatalogError::storage(&metadata_file, e))?;
+    let snapshot = match as_of {
+        None => None,
+        Some(as_of) => Some(snapshot_as_of(&metadata, as_of).map_err(|e| CatalogError::storage(&metadata_file, e))?),
+    };
     let served_snapshot = snapshot.or_else(|| metadata.current_snapshot_id());
     let committed_ms = served_snapshot
         .and_then(|id| metadata.snapshot_by_id(id))
@@ -92,17 +99,7 @@ pub async fn open(
         .into_table();
     let provider = match snapshot {
         None => IcebergStaticTableProvider::try_new_from_table(table).await,
-        Some(id) => {
-            if !snapshot_ids.contains(&id) {
-                return Err(CatalogError::storage(
-                    &metadata_file,
-                    format!(
-                        "the contract pins snapshot {id}, which the table does not have (snapshots: {snapshot_ids:?})"
-                    ),
-                ));
-            }
-            IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await
-        }
+        Some(id) => IcebergStaticTableProvider::try_new_from_table_snapshot(table, id).await,
     }
     .map_err(|e| CatalogError::storage(&metadata_file, e))?;
     Ok(IcebergTable {
@@ -111,6 +108,48 @@ pub async fn open(
         snapshot_id: served_snapshot,
         committed_ms,
     })
+}
+
+/// The snapshot `as_of` names: a snapshot id the table has, or the snapshot that was current at
+/// a time (the snapshot log, else the newest snapshot committed by then).
+fn snapshot_as_of(metadata: &TableMetadata, as_of: AsOf) -> std::result::Result<i64, String> {
+    let ids: Vec<i64> = metadata.snapshots().map(|s| s.snapshot_id()).collect();
+    match as_of {
+        AsOf::Version(id) => {
+            if ids.contains(&id) {
+                Ok(id)
+            } else {
+                Err(format!("the table has no snapshot {id} (snapshots: {ids:?})"))
+            }
+        }
+        AsOf::Timestamp(ms) => {
+            let from_log = metadata
+                .history()
+                .iter()
+                .filter(|l| l.timestamp_ms <= ms)
+                .max_by_key(|l| l.timestamp_ms)
+                .map(|l| l.snapshot_id)
+                .filter(|id| ids.contains(id));
+            let by_commit = || {
+                metadata
+                    .snapshots()
+                    .filter(|s| s.timestamp_ms() <= ms)
+                    .max_by_key(|s| s.timestamp_ms())
+                    .map(|s| s.snapshot_id())
+            };
+            from_log.or_else(by_commit).ok_or_else(|| {
+                let first = metadata.snapshots().map(|s| s.timestamp_ms()).min();
+                match first {
+                    Some(first) => format!(
+                        "the table has no snapshot at or before {} (its first is from {})",
+                        crate::table::format_ms(ms),
+                        crate::table::format_ms(first)
+                    ),
+                    None => "the table has no snapshots".to_string(),
+                }
+            })
+        }
+    }
 }
 
 /// The metadata file to read: `url` itself if it is one, else the newest under `url/metadata/`.
@@ -126,7 +165,7 @@ pub async fn find_metadata(stores: &StoreRegistry, url: &Url) -> Result<Url> {
         .list(Some(&prefix))
         .try_collect()
         .await
-        .map_err(|e| CatalogError::storage(&dir, e))?;
+        .map_err(|e| stores.error(&dir, e))?;
     let newest = listed
         .iter()
         .filter_map(|m| {

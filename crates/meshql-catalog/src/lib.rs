@@ -1,21 +1,25 @@
 //! The `mesh` catalog for DataFusion: object stores, one table provider per format, and the
 //! check of every product's storage against its contract.
 //!
-//! - [`store`]: locations → URLs → object stores;
+//! - [`store`]: locations → URLs → object stores; [`cloud`]: S3/GCS/Azure/HTTP clients;
+//!   [`secrets`]: credentials from the environment, redacted everywhere;
 //! - [`parquet`], [`delta`], [`iceberg`]: one file per format;
 //! - [`conform`]: storage schema vs contract;
 //! - [`table`]: a product's lazily opened, cached, refreshed table;
 //! - [`catalog`]: the `mesh` catalog and its domain schemas.
 
 pub mod catalog;
+pub mod cloud;
 pub mod conform;
 pub mod delta;
 pub mod error;
 pub mod iceberg;
+pub mod iceberg_catalog;
 pub mod parquet;
+pub mod secrets;
 pub mod store;
 pub mod table;
 
 pub use catalog::{same_entry, DomainSchema, MeshCatalog, ProductUnavailable, MESH_CATALOG};
 pub use error::CatalogError;
-pub use table::{OpenedTable, ProductTable};
+pub use table::{AsOf, OpenedTable, ProductTable};

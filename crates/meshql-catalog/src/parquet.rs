@@ -8,10 +8,17 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::DataType;
+use std::any::Any;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
 use meshql_contract::SchemaObject;
 use url::Url;
 
@@ -25,6 +32,7 @@ pub async fn open(
     stores: &StoreRegistry,
     url: &Url,
     contract: &SchemaObject,
+    table: &str,
 ) -> Result<Arc<dyn TableProvider>> {
     let err = |e: datafusion::error::DataFusionError| CatalogError::storage(url, e);
     let is_glob = url.path().contains(['*', '?', '[']);
@@ -66,9 +74,78 @@ pub async fn open(
     if file_schema.fields().is_empty() {
         return Err(CatalogError::storage(url, "no Parquet files found"));
     }
+    let partition_columns = options
+        .table_partition_cols
+        .iter()
+        .map(|(name, _)| name.clone())
+        .collect();
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(file_schema);
-    let table = ListingTable::try_new(config).map_err(err)?;
-    Ok(Arc::new(table))
+    let listing = ListingTable::try_new(config).map_err(err)?;
+    Ok(Arc::new(ParquetTable {
+        listing,
+        location: url.to_string(),
+        table: table.to_string(),
+        single_file,
+        partition_columns,
+    }))
+}
+
+/// DataFusion's listing table, which lists the files on every scan, and treats "no files" as an
+/// empty table. For a product that had data when it was opened, no files means they were deleted
+/// (or the listing failed quietly): that must be an error, never an empty answer. The one
+/// legitimate case — a filter on partition columns matching no directory — is let through.
+#[derive(Debug)]
+struct ParquetTable {
+    listing: ListingTable,
+    location: String,
+    /// `mesh.<domain>.<product>`, for messages.
+    table: String,
+    single_file: bool,
+    partition_columns: Vec<String>,
+}
+
+#[async_trait]
+impl TableProvider for ParquetTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.listing.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.listing.table_type()
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        self.listing.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let plan = self.listing.scan(state, projection, filters, limit).await?;
+        if plan.as_any().is::<EmptyExec>() && limit != Some(0) {
+            let pruned_by_partition = !self.single_file
+                && filters.iter().any(|f| {
+                    f.column_refs()
+                        .iter()
+                        .any(|c| self.partition_columns.iter().any(|p| p == &c.name))
+                });
+            if !pruned_by_partition {
+                return Err(DataFusionError::Execution(format!(
+                    "{}: its Parquet data at {} was not found (deleted since the product was opened?)",
+                    self.table, self.location
+                )));
+            }
+        }
+        Ok(plan)
+    }
 }

@@ -1,74 +1,210 @@
 //! Locations and object stores.
 //!
 //! Every location a contract names is turned into a URL here: relative paths are resolved
-//! against the mesh root, absolute paths become `file://` URLs, URLs are kept. The matching
-//! [`ObjectStore`] comes from one registry per mesh, so all formats read through the same
-//! stores (DataFusion's `RuntimeEnv` for Parquet, delta-rs's log store for Delta, and an
-//! `object_store`-backed Iceberg `FileIO`), and remote stores slot in by registering them here.
+//! against the mesh's data root (`dataRoot` in `mesh.yaml`, else the mesh directory), absolute
+//! paths become `file://` URLs, URLs are kept. The matching [`ObjectStore`] comes from one
+//! registry per mesh, so all formats read through the same clients: DataFusion asks it through
+//! [`ObjectStoreRegistry`] (Parquet scans), delta-rs gets the client as its storage backend,
+//! and Iceberg reads through an `object_store`-backed `FileIO`.
+//!
+//! Remote clients are made on first use, one per configured store (a bucket, container or
+//! host with its credentials) or, for locations no store is configured for, one per bucket with
+//! the environment's credentials; they are shared by every product on them.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::error::DataFusionError;
+use datafusion::execution::object_store::ObjectStoreRegistry;
+use meshql_contract::{IcebergCatalogSettings, MeshSettings, StoreSettings};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
+use crate::cloud::{origin, StoreKind, StorePlan};
 use crate::error::{CatalogError, Result};
+use crate::iceberg_catalog::IcebergCatalogs;
 
 /// Resolves locations and hands out object stores.
-#[derive(Debug)]
 pub struct StoreRegistry {
     root: PathBuf,
     local: Arc<dyn ObjectStore>,
+    config: RwLock<StoreConfig>,
+    /// Clients made so far, by store name (configured) or origin (environment).
+    clients: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// Stores others registered through DataFusion (delta-rs registers its own), by origin.
+    registered: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
+    /// The Iceberg catalogs of the settings (connected on first use).
+    catalogs: RwLock<Arc<IcebergCatalogs>>,
+}
+
+/// The settings the registry follows; replaced by a reload.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StoreConfig {
+    /// Where relative locations resolve: a directory URL.
+    data_root: Option<Url>,
+    /// Configured stores: (origin, name, settings).
+    stores: Vec<(String, String, StoreSettings)>,
+    catalogs: BTreeMap<String, IcebergCatalogSettings>,
+}
+
+impl StoreConfig {
+    /// The store part of `settings`, with `dataRoot` resolved against `root`.
+    pub fn of(settings: &MeshSettings, root: &Path) -> StoreConfig {
+        let data_root = settings
+            .data_root
+            .as_deref()
+            .and_then(|r| resolve_against(root, None, r).ok())
+            .map(|u| as_directory(&u));
+        let stores = settings
+            .stores
+            .iter()
+            .map(|(name, s)| {
+                let key = Url::parse(&s.url).map(|u| origin(&u)).unwrap_or_else(|_| s.url.clone());
+                (key, name.clone(), s.clone())
+            })
+            .collect();
+        StoreConfig {
+            data_root,
+            stores,
+            catalogs: settings.iceberg_catalogs.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Clients hold credentials: only names are shown.
+        let names: Vec<String> = self
+            .clients
+            .read()
+            .map(|c| c.keys().cloned().collect())
+            .unwrap_or_default();
+        f.debug_struct("StoreRegistry")
+            .field("root", &self.root)
+            .field("clients", &names)
+            .finish()
+    }
 }
 
 impl StoreRegistry {
-    /// A registry for a mesh rooted at `root` (an absolute directory).
+    /// A registry for a mesh rooted at `root` (an absolute directory) without remote stores.
     pub fn new(root: &Path) -> Self {
         StoreRegistry {
             root: root.to_path_buf(),
             local: Arc::new(LocalFileSystem::new()),
+            config: RwLock::new(StoreConfig::default()),
+            clients: RwLock::new(HashMap::new()),
+            registered: RwLock::new(HashMap::new()),
+            catalogs: RwLock::new(Arc::new(IcebergCatalogs::default())),
+        }
+    }
+
+    /// A registry following the store settings of `settings`.
+    pub fn with_settings(root: &Path, settings: &MeshSettings) -> Self {
+        let registry = Self::new(root);
+        registry.reconfigure(StoreConfig::of(settings, root));
+        registry
+    }
+
+    /// Follows new settings; returns whether they differ from the current ones (clients are
+    /// then made anew on next use).
+    pub fn reconfigure(&self, config: StoreConfig) -> bool {
+        let mut current = match self.config.write() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if *current == config {
+            return false;
+        }
+        if current.catalogs != config.catalogs {
+            let catalogs = Arc::new(IcebergCatalogs::new(&self.root, config.catalogs.clone()));
+            match self.catalogs.write() {
+                Ok(mut c) => *c = catalogs,
+                Err(p) => *p.into_inner() = catalogs,
+            }
+        }
+        *current = config;
+        if let Ok(mut clients) = self.clients.write() {
+            clients.clear();
+        }
+        true
+    }
+
+    /// The Iceberg catalogs of the current settings.
+    pub fn iceberg_catalogs(&self) -> Arc<IcebergCatalogs> {
+        match self.catalogs.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn config(&self) -> StoreConfig {
+        match self.config.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
     /// Turns a location from a contract into a URL.
     pub fn resolve(&self, location: &str) -> Result<Url> {
-        let err = |reason: String| CatalogError::Location {
-            location: location.to_string(),
-            reason,
-        };
-        let trimmed = location.trim();
-        if let Some(rest) = trimmed.strip_prefix("file://") {
-            if !rest.starts_with('/') {
-                return Err(err("file:// URLs must be absolute (file:///path)".into()));
-            }
-            return Url::parse(trimmed).map_err(|e| err(e.to_string()));
-        }
-        if trimmed.contains("://") {
-            return Url::parse(trimmed).map_err(|e| err(e.to_string()));
-        }
-        let path = Path::new(trimmed);
-        let abs = if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.root.join(path)
-        };
-        let abs = normalize(&abs);
-        Url::from_file_path(&abs).map_err(|()| err(format!("cannot make a file URL of {}", abs.display())))
+        let data_root = self.config().data_root;
+        resolve_against(&self.root, data_root.as_ref(), location)
     }
 
     /// The object store serving `url`.
     pub fn store_for(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
-        match url.scheme() {
-            "file" => Ok(self.local.clone()),
-            other => Err(CatalogError::Location {
-                location: url.to_string(),
-                reason: format!("no object store is configured for `{other}://` locations"),
-            }),
+        if url.scheme() == "file" {
+            return Ok(self.local.clone());
         }
+        let key = origin(url);
+        let config = self.config();
+        let configured = config.stores.iter().find(|(o, _, _)| *o == key);
+        let client_key = configured
+            .map(|(_, name, _)| name.clone())
+            .unwrap_or_else(|| key.clone());
+        if let Some(client) = self.clients.read().ok().and_then(|c| c.get(&client_key).cloned()) {
+            return Ok(client);
+        }
+        let plan = match configured {
+            Some((_, name, settings)) => StorePlan::configured(name, settings).map_err(|e| CatalogError::Location {
+                location: url.to_string(),
+                reason: e.to_string(),
+            })?,
+            None => StorePlan::from_environment(url).ok_or_else(|| CatalogError::Location {
+                location: url.to_string(),
+                reason: format!(
+                    "no object store serves `{}://` locations (supported: s3, gs, az/abfss, http(s), local paths)",
+                    url.scheme()
+                ),
+            })?,
+        };
+        let client = plan.build().map_err(|e| CatalogError::Location {
+            location: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        tracing::debug!(store = %plan.name, kind = ?plan.kind, "object store client made");
+        if let Ok(mut clients) = self.clients.write() {
+            // Another thread may have made it meanwhile: keep the first, so all share one.
+            return Ok(clients.entry(client_key).or_insert(client).clone());
+        }
+        Ok(client)
+    }
+
+    /// The name of the store serving `url`, for messages (never a credential).
+    pub fn store_name(&self, url: &Url) -> String {
+        if url.scheme() == "file" {
+            return "local disk".into();
+        }
+        let key = origin(url);
+        self.config()
+            .stores
+            .iter()
+            .find(|(o, _, _)| *o == key)
+            .map(|(_, name, _)| format!("store `{name}`"))
+            .unwrap_or_else(|| format!("{key} (credentials from the environment)"))
     }
 
     /// The store and the object path of `url`.
@@ -87,21 +223,132 @@ impl StoreRegistry {
             return Ok(false);
         }
         let (store, path) = self.locate(url)?;
+        if url.scheme() != "file" {
+            // Object stores have no directories: a prefix with objects under it is one. Asked
+            // first, because some S3 servers answer HEAD on a prefix with an error, not 404.
+            let listed = store
+                .list_with_delimiter(Some(&path))
+                .await
+                .map_err(|e| self.error(url, e))?;
+            if !listed.objects.is_empty() || !listed.common_prefixes.is_empty() {
+                return Ok(false);
+            }
+        }
         match store.head(&path).await {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             // The local store reports a directory as an error of its own kind.
             Err(_) if url.scheme() == "file" => Ok(false),
-            Err(e) => Err(CatalogError::storage(url, e)),
+            Err(e) => Err(self.error(url, e)),
         }
     }
 
-    /// Registers every store this registry serves with a DataFusion runtime.
-    pub fn register_with(&self, env: &RuntimeEnv) {
-        if let Ok(url) = ObjectStoreUrl::parse("file://") {
-            env.register_object_store(url.as_ref(), self.local.clone());
-        }
+    /// A storage error at `url`, saying which store it came from.
+    pub fn error(&self, url: &Url, e: object_store::Error) -> CatalogError {
+        CatalogError::storage(url, format!("{} ({})", describe(&e), self.store_name(url)))
     }
+}
+
+/// What went wrong with an object-store request, in words a product owner acts on.
+pub fn describe(e: &object_store::Error) -> String {
+    let text = e.to_string();
+    let lead = match e {
+        object_store::Error::NotFound { .. } => Some("not found"),
+        object_store::Error::PermissionDenied { .. } => Some("access denied by the store"),
+        object_store::Error::Unauthenticated { .. } => Some("the store rejected the credentials"),
+        _ if text.contains("NoSuchBucket") => Some("the bucket does not exist"),
+        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") => {
+            Some("the store rejected the credentials")
+        }
+        _ if text.contains("403") || text.contains("AccessDenied") => Some("access denied by the store"),
+        _ => None,
+    };
+    match lead {
+        Some(lead) => format!("{lead}: {text}"),
+        None => text,
+    }
+}
+
+impl ObjectStoreRegistry for StoreRegistry {
+    fn register_store(&self, url: &Url, store: Arc<dyn ObjectStore>) -> Option<Arc<dyn ObjectStore>> {
+        let mut registered = match self.registered.write() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        registered.insert(origin(url), store)
+    }
+
+    fn deregister_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        let mut registered = match self.registered.write() {
+            Ok(r) => r,
+            Err(p) => p.into_inner(),
+        };
+        registered
+            .remove(&origin(url))
+            .ok_or_else(|| DataFusionError::Execution(format!("no object store registered for {}", origin(url))))
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if let Some(store) = self.registered.read().ok().and_then(|r| r.get(&origin(url)).cloned()) {
+            return Ok(store);
+        }
+        self.store_for(url)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))
+    }
+}
+
+/// Resolves `location` against `data_root` (if relative and a data root is set), else `root`.
+fn resolve_against(root: &Path, data_root: Option<&Url>, location: &str) -> Result<Url> {
+    let err = |reason: String| CatalogError::Location {
+        location: location.to_string(),
+        reason,
+    };
+    let trimmed = location.trim();
+    if let Some(rest) = trimmed.strip_prefix("file://") {
+        if !rest.starts_with('/') {
+            return Err(err("file:// URLs must be absolute (file:///path)".into()));
+        }
+        return Url::parse(trimmed).map_err(|e| err(e.to_string()));
+    }
+    if trimmed.contains("://") {
+        let url = Url::parse(trimmed).map_err(|e| err(e.to_string()))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(err(
+                "locations may not carry credentials; configure the store in mesh.yaml (`stores`)".into(),
+            ));
+        }
+        if url.query().is_some() && StoreKind::of_scheme(url.scheme()).is_some() {
+            return Err(err(
+                "locations may not carry query parameters (signatures, tokens); configure the store in mesh.yaml"
+                    .into(),
+            ));
+        }
+        return Ok(url);
+    }
+    let path = Path::new(trimmed);
+    if path.is_absolute() {
+        return Url::from_file_path(normalize(path)).map_err(|()| err(format!("cannot make a file URL of {trimmed}")));
+    }
+    if let Some(base) = data_root {
+        let mut depth = 0i32;
+        for c in path.components() {
+            match c {
+                std::path::Component::ParentDir => depth -= 1,
+                std::path::Component::Normal(_) => depth += 1,
+                _ => {}
+            }
+            if depth < 0 {
+                return Err(err(
+                    "a location relative to the data root may not leave it (`..`)".into()
+                ));
+            }
+        }
+        let relative = normalize(path);
+        let relative = relative.to_string_lossy().replace('\\', "/");
+        return base.join(&relative).map_err(|e| err(e.to_string()));
+    }
+    let abs = normalize(&root.join(path));
+    Url::from_file_path(&abs).map_err(|()| err(format!("cannot make a file URL of {}", abs.display())))
 }
 
 /// `a/./b/../c` → `a/c`, without touching the file system (the location may not exist yet).
@@ -145,7 +392,30 @@ mod tests {
         assert_eq!(r.resolve("/abs/t").unwrap().as_str(), "file:///abs/t");
         assert_eq!(r.resolve("file:///abs/t").unwrap().as_str(), "file:///abs/t");
         assert!(r.resolve("file://relative").is_err());
-        let s3 = r.resolve("s3://bucket/key").unwrap();
-        assert!(r.store_for(&s3).unwrap_err().to_string().contains("s3://"));
+        let ftp = r.resolve("ftp://host/key").unwrap();
+        assert!(r.store_for(&ftp).unwrap_err().to_string().contains("ftp://"));
+        assert!(r.resolve("s3://key:secret@bucket/x").is_err());
+        assert!(r.resolve("https://host/x.parquet?sig=abc").is_err());
+    }
+
+    #[test]
+    fn data_root_takes_relative_locations() {
+        let base = Url::parse("s3://lake/mesh/").unwrap();
+        let url = resolve_against(Path::new("/mesh"), Some(&base), "data/x").unwrap();
+        assert_eq!(url.as_str(), "s3://lake/mesh/data/x");
+        assert_eq!(
+            resolve_against(Path::new("/mesh"), Some(&base), "./a/./b")
+                .unwrap()
+                .as_str(),
+            "s3://lake/mesh/a/b"
+        );
+        assert!(resolve_against(Path::new("/mesh"), Some(&base), "../other").is_err());
+        // absolute paths and URLs are not affected
+        assert_eq!(
+            resolve_against(Path::new("/mesh"), Some(&base), "/abs")
+                .unwrap()
+                .as_str(),
+            "file:///abs"
+        );
     }
 }

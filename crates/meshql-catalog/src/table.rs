@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,81 @@ pub struct OpenedTable {
     pub committed_ms: Option<i64>,
 }
 
+/// Which version of a product a query reads, when not the served one: `FOR VERSION AS OF`
+/// (a Delta version or an Iceberg snapshot id) or `FOR TIMESTAMP AS OF` (the version that was
+/// current at that time, in milliseconds since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AsOf {
+    Version(i64),
+    Timestamp(i64),
+}
+
+impl AsOf {
+    /// The suffix of a table name that asks for this version: `@v12`, `@2024-06-01T00:00:00Z`.
+    pub fn suffix(&self) -> String {
+        match self {
+            AsOf::Version(v) => format!("@v{v}"),
+            AsOf::Timestamp(ms) => format!("@{}", format_ms(*ms)),
+        }
+    }
+
+    /// `name@v12` / `name@2024-06-01T00:00:00Z` / `name@2024-06-01` → (`name`, the version).
+    /// Names without `@` are `(name, None)`; a malformed suffix is an error.
+    pub fn split(name: &str) -> std::result::Result<(&str, Option<AsOf>), String> {
+        let Some((base, spec)) = name.rsplit_once('@') else {
+            return Ok((name, None));
+        };
+        Ok((base, Some(AsOf::parse(spec)?)))
+    }
+
+    /// `v12` / `12` → a version; an RFC 3339 time, `YYYY-MM-DD HH:MM:SS[.fff]` (UTC) or a date
+    /// → a time.
+    pub fn parse(spec: &str) -> std::result::Result<AsOf, String> {
+        let spec = spec.trim();
+        let digits = spec.strip_prefix('v').unwrap_or(spec);
+        if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+            return digits
+                .parse()
+                .map(AsOf::Version)
+                .map_err(|_| format!("version `{spec}` is out of range"));
+        }
+        parse_time(spec).map(AsOf::Timestamp).ok_or_else(|| {
+            format!("`{spec}` is neither a version (v12) nor a time (2024-06-01T12:00:00Z, 2024-06-01 12:00:00, 2024-06-01)")
+        })
+    }
+}
+
+fn parse_time(spec: &str) -> Option<i64> {
+    use chrono::{DateTime, NaiveDate, NaiveDateTime};
+    if let Ok(t) = DateTime::parse_from_rfc3339(spec) {
+        return Some(t.timestamp_millis());
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(spec, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    NaiveDate::parse_from_str(spec, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC time.
+pub fn format_ms(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// Versions read by time travel, kept open (they never change); bounded.
+const HISTORY_CACHE: usize = 16;
+
 enum Source {
     Parquet,
     Delta(delta::DeltaSource),
@@ -61,6 +137,8 @@ pub struct ProductTable {
     entry: TableEntry,
     ctx: Arc<CatalogContext>,
     cache: Mutex<Option<Loaded>>,
+    /// Earlier versions queries asked for by number.
+    history: Mutex<HashMap<AsOf, OpenedTable>>,
 }
 
 impl std::fmt::Debug for ProductTable {
@@ -77,6 +155,7 @@ impl ProductTable {
             entry,
             ctx,
             cache: Mutex::new(None),
+            history: Mutex::new(HashMap::new()),
         }
     }
 
@@ -86,14 +165,7 @@ impl ProductTable {
 
     /// The table, opening storage on first use and re-opening it when newer commits exist.
     pub async fn open(&self) -> Result<OpenedTable> {
-        let binding = self
-            .entry
-            .binding
-            .as_ref()
-            .map_err(|e| CatalogError::Contract(e.clone()))?;
-        if let Some(reason) = self.entry.compliance.refusal() {
-            return Err(CatalogError::NotServed(reason));
-        }
+        let binding = self.servable()?;
         let mut cache = self.cache.lock().await;
         if let Some(loaded) = cache.as_mut() {
             if loaded.checked.elapsed() < self.ctx.refresh || !self.may_change(binding) {
@@ -105,10 +177,72 @@ impl ProductTable {
             }
             tracing::info!(table = %self.entry.qualified_name(), "new commits: re-opening");
         }
-        let loaded = self.load(binding).await?;
+        let loaded = self.load(binding, None).await?;
         let opened = loaded.opened.clone();
         *cache = Some(loaded);
         Ok(opened)
+    }
+
+    /// The table at an earlier version (time travel), checked against the contract like the
+    /// served one. Parquet products have no versions.
+    pub async fn open_as_of(&self, as_of: AsOf) -> Result<OpenedTable> {
+        let binding = self.servable()?;
+        if binding.storage.format == Format::Parquet {
+            return Err(CatalogError::storage(
+                &binding.storage.location,
+                "a Parquet product has no versions to travel to (only Delta and Iceberg products do)",
+            ));
+        }
+        let cacheable = matches!(as_of, AsOf::Version(_));
+        if cacheable {
+            if let Some(t) = self.history.lock().await.get(&as_of) {
+                return Ok(t.clone());
+            }
+        }
+        let opened = self.load(binding, Some(as_of)).await?.opened;
+        if cacheable {
+            let mut history = self.history.lock().await;
+            if history.len() >= HISTORY_CACHE {
+                history.clear();
+            }
+            history.insert(as_of, opened.clone());
+        }
+        Ok(opened)
+    }
+
+    /// The current metadata file of an Iceberg product: from its catalog, or the newest in its
+    /// table directory.
+    async fn iceberg_metadata(&self, binding: &PortBinding) -> Result<Url> {
+        match &binding.storage.catalog_table {
+            Some(table) => {
+                let location = self
+                    .ctx
+                    .stores
+                    .iceberg_catalogs()
+                    .metadata_location(table)
+                    .await
+                    .map_err(|e| CatalogError::storage(table, e.reason))?;
+                self.ctx.stores.resolve(&location)
+            }
+            None => {
+                let url = self.ctx.stores.resolve(&binding.storage.location)?;
+                iceberg::find_metadata(&self.ctx.stores, &url).await
+            }
+        }
+    }
+
+    /// The binding of a product that may be served at all (its contract loaded; not retired or
+    /// blocked by the governance standards).
+    fn servable(&self) -> Result<&Arc<PortBinding>> {
+        let binding = self
+            .entry
+            .binding
+            .as_ref()
+            .map_err(|e| CatalogError::Contract(e.clone()))?;
+        if let Some(reason) = self.entry.compliance.refusal() {
+            return Err(CatalogError::NotServed(reason));
+        }
+        Ok(binding)
     }
 
     /// Pinned versions and metadata-file locations never change.
@@ -128,41 +262,54 @@ impl ProductTable {
                     .binding
                     .as_ref()
                     .map_err(|e| CatalogError::Contract(e.clone()))?;
-                let url = self.ctx.stores.resolve(&binding.storage.location)?;
-                Ok(&iceberg::find_metadata(&self.ctx.stores, &url).await? != metadata_file)
+                Ok(&self.iceberg_metadata(binding).await? != metadata_file)
             }
         }
     }
 
-    async fn load(&self, binding: &PortBinding) -> Result<Loaded> {
+    async fn load(&self, binding: &PortBinding, as_of: Option<AsOf>) -> Result<Loaded> {
         let started = Instant::now();
         let storage = &binding.storage;
-        let url = self.ctx.stores.resolve(&storage.location)?;
+        let url = match &storage.catalog_table {
+            Some(_) => self.iceberg_metadata(binding).await?,
+            None => self.ctx.stores.resolve(&storage.location)?,
+        };
         let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
             match storage.format {
                 Format::Parquet => {
                     let state = SessionStateBuilder::new()
                         .with_runtime_env(self.ctx.runtime.clone())
                         .build();
-                    let p = parquet::open(&state, &self.ctx.stores, &url, &binding.schema).await?;
+                    let table = format!("mesh.{}", self.entry.qualified_name());
+                    let p = parquet::open(&state, &self.ctx.stores, &url, &binding.schema, &table).await?;
                     (p, Source::Parquet, None, None)
                 }
                 Format::Delta => {
                     let pin = match storage.pin {
-                        Some(VersionPin::DeltaVersion(v)) => Some(v),
+                        Some(VersionPin::DeltaVersion(v)) => i64::try_from(v).ok().map(AsOf::Version),
                         _ => None,
                     };
-                    let d = delta::open(&self.ctx.stores, &url, pin).await?;
+                    let d = delta::open(&self.ctx.stores, &url, as_of.or(pin)).await?;
                     let version = d.version().and_then(|v| i64::try_from(v).ok());
                     let committed = d.committed_ms();
                     (d.provider.clone(), Source::Delta(d), version, committed)
                 }
                 Format::Iceberg => {
                     let pin = match storage.pin {
-                        Some(VersionPin::IcebergSnapshot(s)) => Some(s),
+                        Some(VersionPin::IcebergSnapshot(s)) => Some(AsOf::Version(s)),
                         _ => None,
                     };
-                    let t = iceberg::open(&self.ctx.stores, &url, pin, (&self.entry.domain, &self.entry.name)).await?;
+                    let metadata_file = match &storage.catalog_table {
+                        Some(_) => url.clone(),
+                        None => iceberg::find_metadata(&self.ctx.stores, &url).await?,
+                    };
+                    let t = iceberg::open(
+                        &self.ctx.stores,
+                        &metadata_file,
+                        as_of.or(pin),
+                        (&self.entry.domain, &self.entry.name),
+                    )
+                    .await?;
                     let version = t.snapshot_id;
                     let committed = t.committed_ms;
                     (

@@ -15,13 +15,15 @@ pub mod mesh;
 pub mod naming;
 pub mod odcs;
 pub mod odps;
+pub mod storage;
 pub mod validate;
 
 pub use error::{ContractError, MeshError, Violation};
 pub use governance::{Compliance, Enforcement, GovernanceStandards, Lifecycle, RuleFailure};
 pub use mesh::{
-    AuditSettings, Domain, DomainDescriptor, Format, MeshDefinition, MeshSettings, PortBinding, QualitySettings,
-    StorageSpec, TableEntry, VersionPin,
+    AuditSettings, CatalogTable, Domain, DomainDescriptor, Format, MeshDefinition, MeshSettings, PortBinding,
+    QualitySettings, StorageSpec, TableEntry, VersionPin,
 };
 pub use odcs::{DataContract, LogicalType, SchemaObject, SchemaProperty};
 pub use odps::DataProduct;
+pub use storage::{IcebergCatalogKind, IcebergCatalogSettings, OptionValue, StoreSettings};

@@ -25,6 +25,7 @@ use crate::governance::{CompiledStandards, Compliance, GovernanceStandards};
 use crate::naming::{compare_versions, sql_identifier};
 use crate::odcs::{DataContract, SchemaObject, Server};
 use crate::odps::{DataProduct, OutputPort};
+use crate::storage::{check_settings, IcebergCatalogSettings, StoreSettings};
 use crate::validate::{validate, Standard};
 
 /// Name of the mesh-wide settings file at the mesh root.
@@ -70,6 +71,16 @@ pub struct MeshSettings {
     /// `0` turns live reload off.
     #[serde(default = "default_reload_seconds")]
     pub reload_seconds: u64,
+    /// Where relative output-port locations resolve (a directory or URL such as
+    /// `s3://lake/mesh/`); the mesh directory when absent.
+    #[serde(default)]
+    pub data_root: Option<String>,
+    /// Object stores by name (see [`crate::storage`]).
+    #[serde(default)]
+    pub stores: BTreeMap<String, StoreSettings>,
+    /// Iceberg catalogs products may name.
+    #[serde(default)]
+    pub iceberg_catalogs: BTreeMap<String, IcebergCatalogSettings>,
 }
 
 impl MeshSettings {
@@ -221,6 +232,30 @@ pub struct StorageSpec {
     /// The contract server's `server` name.
     pub server_name: Option<String>,
     pub pin: Option<VersionPin>,
+    /// For Iceberg tables found through a catalog: which catalog, namespace and table. The
+    /// location is then the catalog's name for display only.
+    pub catalog_table: Option<CatalogTable>,
+}
+
+/// A table in an Iceberg catalog of the mesh settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogTable {
+    /// The name of the catalog in `mesh.yaml` (`icebergCatalogs`).
+    pub catalog: String,
+    pub namespace: Vec<String>,
+    pub table: String,
+}
+
+impl std::fmt::Display for CatalogTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Iceberg catalog `{}` table {}.{}",
+            self.catalog,
+            self.namespace.join("."),
+            self.table
+        )
+    }
 }
 
 /// Everything needed to serve one output port as a table.
@@ -286,6 +321,8 @@ impl MeshDefinition {
             });
         }
         let settings: MeshSettings = read_typed(&settings_path)?;
+        check_settings(&settings.stores, &settings.iceberg_catalogs)
+            .map_err(|(field, reason)| ContractError::invalid(&settings_path, field, reason))?;
         let standards = CompiledStandards::new(settings.governance.clone())
             .map_err(|reason| ContractError::invalid(&settings_path, "/governance", reason))?;
         let mut loader = Loader::default();
@@ -698,8 +735,8 @@ impl Loader {
             }
         };
         let (server_idx, server) = choose_server(&contract, settings.environment.as_deref())?;
-        let storage = storage_spec(&contract, server_idx, server)?;
         let schema = choose_schema(&contract, port)?;
+        let storage = storage_spec(&contract, server_idx, server, &schema, settings)?;
         Ok(PortBinding {
             contract,
             schema,
@@ -731,13 +768,37 @@ fn choose_server<'a>(
     })
 }
 
-fn storage_spec(contract: &DataContract, idx: usize, server: &Server) -> Result<StorageSpec, ContractError> {
+fn storage_spec(
+    contract: &DataContract,
+    idx: usize,
+    server: &Server,
+    schema: &SchemaObject,
+    settings: &MeshSettings,
+) -> Result<StorageSpec, ContractError> {
     let field = |f: &str| format!("/servers/{idx}/{f}");
     let format = server
         .format
         .as_deref()
         .and_then(Format::parse)
         .ok_or_else(|| ContractError::invalid(&contract.source, field("format"), "unsupported format"))?;
+    let catalog_table = catalog_table(contract, idx, server, schema, settings)?;
+    if let Some(table) = &catalog_table {
+        if format != Format::Iceberg {
+            return Err(ContractError::invalid(
+                &contract.source,
+                field("catalog"),
+                format!("catalogs serve Iceberg tables; this server's format is {format}"),
+            ));
+        }
+        return Ok(StorageSpec {
+            format,
+            location: table.to_string(),
+            server_type: server.server_type.clone(),
+            server_name: server.server.clone(),
+            pin: iceberg_pin(contract, idx, server)?,
+            catalog_table,
+        });
+    }
     let location = if server.server_type == "local" {
         server.path.clone()
     } else {
@@ -787,7 +848,86 @@ fn storage_spec(contract: &DataContract, idx: usize, server: &Server) -> Result<
         server_type: server.server_type.clone(),
         server_name: server.server.clone(),
         pin,
+        catalog_table: None,
     })
+}
+
+/// A pinned snapshot of an Iceberg server found through a catalog.
+fn iceberg_pin(contract: &DataContract, idx: usize, server: &Server) -> Result<Option<VersionPin>, ContractError> {
+    match server.custom_property("icebergSnapshotId") {
+        None => Ok(None),
+        Some(v) => v
+            .as_i64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .filter(|n| *n >= 0)
+            .map(|n| Some(VersionPin::IcebergSnapshot(n)))
+            .ok_or_else(|| {
+                ContractError::invalid(
+                    &contract.source,
+                    format!("/servers/{idx}/customProperties"),
+                    format!("`icebergSnapshotId` must be a non-negative integer, found {v}"),
+                )
+            }),
+    }
+}
+
+/// The catalog table of a server that names a `catalog`: namespace from `schema` (or
+/// `database`), table from the custom property `icebergTable`, else the schema object's
+/// physical name, else its name.
+fn catalog_table(
+    contract: &DataContract,
+    idx: usize,
+    server: &Server,
+    schema: &SchemaObject,
+    settings: &MeshSettings,
+) -> Result<Option<CatalogTable>, ContractError> {
+    let Some(catalog) = server.catalog.as_deref() else {
+        return Ok(None);
+    };
+    let field = |f: &str| format!("/servers/{idx}/{f}");
+    if !settings.iceberg_catalogs.contains_key(catalog) {
+        let known: Vec<&str> = settings.iceberg_catalogs.keys().map(String::as_str).collect();
+        return Err(ContractError::invalid(
+            &contract.source,
+            field("catalog"),
+            format!(
+                "no Iceberg catalog `{catalog}` in mesh.yaml (icebergCatalogs: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    }
+    let namespace: Vec<String> = server
+        .schema
+        .as_deref()
+        .or(server.database.as_deref())
+        .map(|ns| ns.split('.').map(str::to_string).collect())
+        .filter(|ns: &Vec<String>| ns.iter().all(|p| !p.trim().is_empty()))
+        .ok_or_else(|| {
+            ContractError::invalid(
+                &contract.source,
+                field("schema"),
+                "a server in an Iceberg catalog names its namespace in `schema` (or `database`)",
+            )
+        })?;
+    let table = match server.custom_property("icebergTable") {
+        Some(v) => v.as_str().map(str::to_string).ok_or_else(|| {
+            ContractError::invalid(
+                &contract.source,
+                field("customProperties"),
+                "`icebergTable` must be text",
+            )
+        })?,
+        None => schema.physical_name.clone().unwrap_or_else(|| schema.name.clone()),
+    };
+    Ok(Some(CatalogTable {
+        catalog: catalog.to_string(),
+        namespace,
+        table,
+    }))
 }
 
 fn choose_schema(contract: &DataContract, port: &OutputPort) -> Result<SchemaObject, ContractError> {

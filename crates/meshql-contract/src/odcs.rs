@@ -78,6 +78,14 @@ pub struct Server {
     pub location: Option<String>,
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// An Iceberg catalog defined in `mesh.yaml` (`icebergCatalogs`) holding the table.
+    #[serde(default)]
+    pub catalog: Option<String>,
+    /// The catalog namespace (dotted for nested namespaces); `database` is accepted too.
+    #[serde(default)]
+    pub schema: Option<String>,
+    #[serde(default)]
+    pub database: Option<String>,
     #[serde(default)]
     pub custom_properties: Vec<CustomProperty>,
 }

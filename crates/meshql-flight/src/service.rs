@@ -325,7 +325,15 @@ fn status_of_df(e: DataFusionError) -> Status {
     truncate(status)
 }
 
+/// Bounds a status message and blots out any registered secret (a credential a remote store
+/// echoed back in an error never reaches a client).
 fn truncate(status: Status) -> Status {
+    let redacted = meshql_catalog::secrets::redact(status.message());
+    let status = if redacted != status.message() {
+        Status::new(status.code(), redacted)
+    } else {
+        status
+    };
     if status.message().len() <= MAX_STATUS_MESSAGE {
         return status;
     }

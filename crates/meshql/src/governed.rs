@@ -17,7 +17,7 @@ use datafusion::common::TableReference;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::TableType;
 use meshql_catalog::conform::contract_schema;
-use meshql_catalog::{MeshCatalog, ProductUnavailable, MESH_CATALOG};
+use meshql_catalog::{AsOf, MeshCatalog, ProductUnavailable, MESH_CATALOG};
 use meshql_contract::mesh::RESERVED_SCHEMA;
 use meshql_contract::TableEntry;
 use meshql_policy::enforce::governed_plan;
@@ -223,11 +223,24 @@ impl SchemaProvider for GovernedSchema {
             .collect()
     }
 
+    /// `name`, or `name@<version>`: an earlier version of the product (time travel), under the
+    /// product's decision — the same grants, filters and masks.
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        let Some(decision) = self.gov.decision(&self.domain, name).filter(|d| d.discover) else {
+        let (product_name, as_of) = match AsOf::split(name) {
+            Ok(split) => split,
+            Err(e) => {
+                // Say what is wrong only about a product the principal may discover.
+                let base = name.rsplit_once('@').map(|(b, _)| b).unwrap_or(name);
+                if self.gov.discoverable(&self.domain, base) {
+                    return Err(DataFusionError::Plan(format!("mesh.{}.{name}: {e}", self.domain)));
+                }
+                return Ok(None);
+            }
+        };
+        let Some(decision) = self.gov.decision(&self.domain, product_name).filter(|d| d.discover) else {
             return Ok(None);
         };
-        let Some(product) = self.gov.catalog.product(&self.domain, name) else {
+        let Some(product) = self.gov.catalog.product(&self.domain, product_name) else {
             return Ok(None);
         };
         let entry = product.entry();
@@ -248,6 +261,10 @@ impl SchemaProvider for GovernedSchema {
         let Some(base) = domain.table(name).await? else {
             return Ok(None);
         };
+        if as_of.is_some() {
+            // Earlier versions are not kept per session (a time may name a new one each query).
+            return Ok(Some(self.build(&decision, access, entry, base, name)));
+        }
         let key = (self.domain.clone(), name.to_string());
         if let Some((built_over, table)) = self.gov.tables.lock().ok().and_then(|t| t.get(&key).cloned()) {
             if Arc::ptr_eq(&built_over, &base) {
@@ -266,7 +283,8 @@ impl SchemaProvider for GovernedSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.gov.discoverable(&self.domain, name)
+        let base = AsOf::split(name).map(|(b, _)| b).unwrap_or(name);
+        self.gov.discoverable(&self.domain, base)
     }
 
     fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {

@@ -32,11 +32,12 @@ mod reload;
 mod session;
 pub mod system;
 mod time;
+mod time_travel;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::runtime_env::RuntimeEnv;
 use meshql_catalog::MeshCatalog;
 use meshql_contract::MeshDefinition;
 
@@ -110,7 +111,7 @@ impl Mesh {
     }
 
     fn build(definition: MeshDefinition, policies: PolicySet, fingerprint: u64) -> Result<Mesh, Error> {
-        let runtime = RuntimeEnvBuilder::new().build_arc()?;
+        let (stores, runtime) = MeshCatalog::runtime_for(&definition)?;
         let root = definition.root.clone();
         let state_dir = state_dir(&definition);
         let audit = if definition.settings.audit.enabled {
@@ -125,7 +126,7 @@ impl Mesh {
             None
         };
         let quality = Arc::new(QualityStore::new(state_dir.join("quality")));
-        let catalog = Arc::new(MeshCatalog::new(Arc::new(definition), runtime.clone()));
+        let catalog = Arc::new(MeshCatalog::new(Arc::new(definition), stores, runtime.clone()));
         Ok(Mesh {
             inner: Arc::new(MeshInner {
                 root,

@@ -19,7 +19,7 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
 use futures::TryStreamExt;
-use meshql_catalog::MESH_CATALOG;
+use meshql_catalog::{AsOf, MESH_CATALOG};
 use meshql_contract::mesh::RESERVED_SCHEMA;
 use meshql_policy::enforce::{analyzer_rules, optimizer_rules, GovernedQueryPlanner};
 use meshql_policy::{ColumnAccess, PolicyCheck, Principal};
@@ -279,7 +279,8 @@ impl Session {
             state.config_mut().options_mut().catalog.default_schema = schema.to_string();
         }
         let dialect = state.config().options().sql_parser.dialect;
-        let mut statement = state.sql_to_statement(sql, &dialect)?;
+        let sql = crate::time_travel::rewrite(sql)?;
+        let mut statement = state.sql_to_statement(&sql, &dialect)?;
         number_placeholders(&mut statement);
         refuse_non_queries(&statement, bound.admin)?;
         self.ensure_readable(bound, &state, &statement, products).await?;
@@ -308,15 +309,17 @@ impl Session {
             if resolved.catalog.as_ref() != MESH_CATALOG || !seen.insert(resolved.to_string()) {
                 continue;
             }
-            let Some(decision) = bound.governance.decision(&resolved.schema, &resolved.table) else {
+            // `product@version` (time travel) is the product under the same decision.
+            let (table, as_of) = AsOf::split(&resolved.table).unwrap_or((&resolved.table, None));
+            let Some(decision) = bound.governance.decision(&resolved.schema, table) else {
                 continue;
             };
             if !decision.discover {
                 continue;
             }
-            products.push(format!("{}.{}", resolved.schema, resolved.table));
+            products.push(format!("{}.{table}", resolved.schema));
             if let Err(refusal) = &decision.select {
-                if let Some(p) = catalog.product(&resolved.schema, &resolved.table) {
+                if let Some(p) = catalog.product(&resolved.schema, table) {
                     return Err(Error::AccessDenied(refusal_message(
                         p.entry(),
                         &self.principal,
@@ -324,7 +327,7 @@ impl Session {
                     )));
                 }
             }
-            catalog.open(&resolved.schema, &resolved.table).await?;
+            catalog.open_at(&resolved.schema, table, as_of).await?;
         }
         Ok(())
     }
@@ -424,7 +427,8 @@ impl Pending {
 
     fn finish(mut self, outcome: &str, error: Option<String>, rows: u64, bytes: u64) -> std::io::Result<()> {
         self.record.outcome = outcome.to_string();
-        self.record.error = error;
+        // Last barrier: a credential a remote service echoed back never reaches the trail.
+        self.record.error = error.map(|e| meshql_catalog::secrets::redact(&e));
         self.record.rows = rows;
         self.record.bytes = bytes;
         self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;

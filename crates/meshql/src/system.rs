@@ -413,6 +413,7 @@ impl View {
     fn ports(&self) -> Vec<ArrayRef> {
         let entries = self.entries();
         let binding = |e: &TableEntry| e.binding.as_ref().ok().cloned();
+        let stores = self.gov.catalog.stores();
         vec![
             s(entries.iter().map(|e| Some(e.domain.clone())).collect()),
             s(entries.iter().map(|e| Some(e.name.clone())).collect()),
@@ -437,9 +438,16 @@ impl View {
             s(entries
                 .iter()
                 .map(|e| {
+                    // Where it is read from: relative locations resolved (against `dataRoot`).
                     binding(e)
                         .filter(|_| self.readable(e))
-                        .map(|b| b.storage.location.clone())
+                        .map(|b| match &b.storage.catalog_table {
+                            Some(_) => b.storage.location.clone(),
+                            None => stores
+                                .resolve(&b.storage.location)
+                                .map(|u| u.to_string())
+                                .unwrap_or_else(|_| b.storage.location.clone()),
+                        })
                 })
                 .collect()),
             s(entries

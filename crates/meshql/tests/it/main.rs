@@ -8,6 +8,8 @@ mod common;
 mod formats;
 mod governance;
 mod interop;
+mod object_stores;
 mod policies;
 mod sample;
 mod scale;
+mod time_travel;
