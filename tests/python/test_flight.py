@@ -35,7 +35,7 @@ def run(args, stdin=None):
 
 
 class Server:
-    def __init__(self, meshql_bin, mesh_dir, tmp_path, auth_extra="", extra=""):
+    def __init__(self, meshql_bin, mesh_dir, tmp_path, auth_extra="", extra="", log=None):
         password_hash = run([meshql_bin, "auth", "hash-password"], stdin=PASSWORD + "\n").strip()
         token_lines = run([meshql_bin, "auth", "new-service-token"]).splitlines()
         self.service_token = token_lines[0].split()[-1]
@@ -58,14 +58,14 @@ auth:
         self.proc = subprocess.Popen(
             [meshql_bin, "serve", "--mesh", str(mesh_dir), "--config", str(config)],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=open(log, "w") if log else subprocess.PIPE,
             text=True,
         )
         line = self.proc.stdout.readline()
         match = re.search(r"listening on (\S+)", line)
         if not match:
             self.proc.kill()
-            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")
+            raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
         self.addr = match.group(1)
         self.uri = f"grpc://{self.addr}"
 
@@ -73,7 +73,7 @@ auth:
         """SIGTERM: the server shuts down gracefully and exits 0."""
         self.proc.send_signal(signal.SIGTERM)
         code = self.proc.wait(timeout=30)
-        assert code == 0, self.proc.stderr.read()
+        assert code == 0, self.proc.stderr.read() if self.proc.stderr else code
 
 
 @pytest.fixture(scope="module")

@@ -32,27 +32,32 @@ fn plain_field(f: &FieldRef) -> FieldRef {
 }
 
 /// How results leave the server: the schema clients are told, and how to make each batch match.
+///
+/// Dictionary-encoded columns (Delta and Hive partition values, for instance) are announced with
+/// their value type: the Flight encoder sends them hydrated, and the schema in FlightInfo must be
+/// the one the stream carries (clients such as ADBC check).
 #[derive(Debug, Clone)]
 pub struct Shaper {
     schema: SchemaRef,
-    /// Columns whose type changes (view → plain).
-    casts: Vec<Option<DataType>>,
+}
+
+/// The type a column of type `t` is announced and sent as.
+fn announced_type(t: &DataType, plain: bool) -> DataType {
+    match t {
+        DataType::Dictionary(_, v) => announced_type(v, plain),
+        other if plain => plain_type(other),
+        other => other.clone(),
+    }
 }
 
 impl Shaper {
     /// Shapes results of `schema`; `plain` replaces view types.
     pub fn new(schema: &Schema, plain: bool) -> Shaper {
-        let mut casts = Vec::with_capacity(schema.fields().len());
         let fields: Vec<Field> = schema
             .fields()
             .iter()
             .map(|f| {
-                let target = if plain {
-                    plain_type(f.data_type())
-                } else {
-                    f.data_type().clone()
-                };
-                casts.push((&target != f.data_type()).then(|| target.clone()));
+                let target = announced_type(f.data_type(), plain);
                 let mut metadata = f.metadata().clone();
                 metadata.extend(type_metadata(&target));
                 f.as_ref().clone().with_data_type(target).with_metadata(metadata)
@@ -60,7 +65,6 @@ impl Shaper {
             .collect();
         Shaper {
             schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
-            casts,
         }
     }
 
@@ -69,15 +73,20 @@ impl Shaper {
         self.schema.clone()
     }
 
-    /// `batch` in the announced schema.
+    /// `batch` in the announced schema: every column whose type differs is cast (the physical
+    /// plan may produce a type other than the logical one, such as plain strings for a
+    /// dictionary-typed partition column).
     pub fn shape(&self, batch: RecordBatch) -> Result<RecordBatch, ArrowError> {
         let columns = batch
             .columns()
             .iter()
-            .zip(&self.casts)
-            .map(|(c, to)| match to {
-                Some(t) => cast(c, t),
-                None => Ok(c.clone()),
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c.clone())
+                } else {
+                    cast(c, f.data_type())
+                }
             })
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         RecordBatch::try_new(self.schema.clone(), columns)
@@ -260,5 +269,29 @@ mod tests {
         );
         assert!(decode_parameters(&[]).unwrap().is_empty());
         assert!(decode_parameters(b"garbage").is_err());
+    }
+
+    #[test]
+    fn dictionaries_are_announced_and_sent_as_their_values() {
+        use arrow::array::{DictionaryArray, StringArray};
+        use arrow::datatypes::UInt16Type;
+        let dict = DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8));
+        let schema = Schema::new(vec![Field::new("category", dict, true)]);
+        for plain in [true, false] {
+            let shaper = Shaper::new(&schema, plain);
+            assert_eq!(shaper.schema().field(0).data_type(), &DataType::Utf8);
+            // what the physical plan produced: plain strings, or the dictionary itself
+            let strings = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("category", DataType::Utf8, true)])),
+                vec![Arc::new(StringArray::from(vec!["books"]))],
+            )
+            .unwrap();
+            let keys: DictionaryArray<UInt16Type> = vec!["books", "toys"].into_iter().collect();
+            let dictionary = RecordBatch::try_new(Arc::new(schema.clone()), vec![Arc::new(keys)]).unwrap();
+            for batch in [strings, dictionary] {
+                let shaped = shaper.shape(batch).unwrap();
+                assert_eq!(shaped.schema(), shaper.schema());
+            }
+        }
     }
 }
