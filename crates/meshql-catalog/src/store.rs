@@ -43,8 +43,8 @@ pub struct StoreRegistry {
 /// The settings the registry follows; replaced by a reload.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StoreConfig {
-    /// Where relative locations resolve: a directory URL.
-    data_root: Option<Url>,
+    /// Where relative locations resolve: a directory URL (or why `dataRoot` does not resolve).
+    data_root: Option<std::result::Result<Url, String>>,
     /// Configured stores: (origin, name, settings).
     stores: Vec<(String, String, StoreSettings)>,
     catalogs: BTreeMap<String, IcebergCatalogSettings>,
@@ -53,11 +53,14 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// The store part of `settings`, with `dataRoot` resolved against `root`.
     pub fn of(settings: &MeshSettings, root: &Path) -> StoreConfig {
-        let data_root = settings
-            .data_root
-            .as_deref()
-            .and_then(|r| resolve_against(root, None, r).ok())
-            .map(|u| as_directory(&u));
+        // Checked when the settings were read (`meshql_contract::storage::check_settings`); a
+        // root that still does not resolve must not fall back to the mesh directory (that would
+        // serve other data than the settings name): relative locations then fail.
+        let data_root = settings.data_root.as_deref().map(|r| {
+            resolve_against(root, None, r)
+                .map(|u| as_directory(&u))
+                .map_err(|e| e.to_string())
+        });
         let stores = settings
             .stores
             .iter()
@@ -150,8 +153,14 @@ impl StoreRegistry {
 
     /// Turns a location from a contract into a URL.
     pub fn resolve(&self, location: &str) -> Result<Url> {
-        let data_root = self.config().data_root;
-        resolve_against(&self.root, data_root.as_ref(), location)
+        match self.config().data_root {
+            None => resolve_against(&self.root, None, location),
+            Some(Ok(base)) => resolve_against(&self.root, Some(&base), location),
+            Some(Err(reason)) => Err(CatalogError::Location {
+                location: location.to_string(),
+                reason: format!("dataRoot in mesh.yaml does not resolve: {reason}"),
+            }),
+        }
     }
 
     /// The object store serving `url`.

@@ -321,8 +321,12 @@ impl MeshDefinition {
             });
         }
         let settings: MeshSettings = read_typed(&settings_path)?;
-        check_settings(&settings.stores, &settings.iceberg_catalogs)
-            .map_err(|(field, reason)| ContractError::invalid(&settings_path, field, reason))?;
+        check_settings(
+            settings.data_root.as_deref(),
+            &settings.stores,
+            &settings.iceberg_catalogs,
+        )
+        .map_err(|(field, reason)| ContractError::invalid(&settings_path, field, reason))?;
         let standards = CompiledStandards::new(settings.governance.clone())
             .map_err(|reason| ContractError::invalid(&settings_path, "/governance", reason))?;
         let mut loader = Loader::default();

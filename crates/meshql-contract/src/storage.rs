@@ -156,9 +156,28 @@ pub fn env_reference(value: &str) -> Option<&str> {
 /// Checks the stores and catalogs of the settings: URLs that parse, no literal secrets, no
 /// credentials inside URLs. Returns (field, reason) of the first problem.
 pub fn check_settings(
+    data_root: Option<&str>,
     stores: &BTreeMap<String, StoreSettings>,
     catalogs: &BTreeMap<String, IcebergCatalogSettings>,
 ) -> Result<(), (String, String)> {
+    if let Some(root) = data_root {
+        if let Some((scheme, rest)) = root.split_once("://") {
+            let known = [
+                "file", "s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss", "http", "https",
+            ];
+            if !known.contains(&scheme) {
+                return Err(("/dataRoot".into(), format!("unsupported scheme `{scheme}://`")));
+            }
+            let authority = rest.split('/').next().unwrap_or("");
+            if (authority.contains('@') && !scheme.starts_with("abfs")) || rest.contains('?') {
+                return Err((
+                    "/dataRoot".into(),
+                    "the data root may not carry credentials or query parameters; configure its store in `stores`"
+                        .into(),
+                ));
+            }
+        }
+    }
     for (name, store) in stores {
         let field = format!("/stores/{name}");
         let (scheme, rest) = store
@@ -245,16 +264,22 @@ mod tests {
     #[test]
     fn secrets_only_by_reference() {
         let none = BTreeMap::new();
-        assert!(check_settings(&store("s3://b", &[("secretAccessKey", "${S}")]), &none).is_ok());
-        let (field, reason) = check_settings(&store("s3://b", &[("secretAccessKey", "hunter2")]), &none).unwrap_err();
+        assert!(check_settings(None, &store("s3://b", &[("secretAccessKey", "${S}")]), &none).is_ok());
+        let (field, reason) =
+            check_settings(None, &store("s3://b", &[("secretAccessKey", "hunter2")]), &none).unwrap_err();
         assert_eq!(field, "/stores/s/options/secretAccessKey");
         assert!(!reason.contains("hunter2"));
-        assert!(check_settings(&store("az://c", &[("azure_storage_account_key", "abc")]), &none).is_err());
-        assert!(check_settings(&store("gs://b", &[("serviceAccountKey", "{}")]), &none).is_err());
+        assert!(check_settings(None, &store("az://c", &[("azure_storage_account_key", "abc")]), &none).is_err());
+        assert!(check_settings(None, &store("gs://b", &[("serviceAccountKey", "{}")]), &none).is_err());
         // not secrets
-        assert!(check_settings(&store("s3://b", &[("region", "eu"), ("endpoint", "http://x")]), &none).is_ok());
-        assert!(check_settings(&store("s3://key:secret@b", &[]), &none).is_err());
-        assert!(check_settings(&store("ftp://b", &[]), &none).is_err());
+        assert!(check_settings(
+            None,
+            &store("s3://b", &[("region", "eu"), ("endpoint", "http://x")]),
+            &none
+        )
+        .is_ok());
+        assert!(check_settings(None, &store("s3://key:secret@b", &[]), &none).is_err());
+        assert!(check_settings(None, &store("ftp://b", &[]), &none).is_err());
     }
 
     #[test]
@@ -272,9 +297,19 @@ mod tests {
             )])
         };
         let none = BTreeMap::new();
-        assert!(check_settings(&none, &cat("postgresql://u:${PG_PASS}@h/db")).is_ok());
-        assert!(check_settings(&none, &cat("postgresql://u@h/db")).is_ok());
-        assert!(check_settings(&none, &cat("postgresql://u:pw@h/db")).is_err());
+        assert!(check_settings(None, &none, &cat("postgresql://u:${PG_PASS}@h/db")).is_ok());
+        assert!(check_settings(None, &none, &cat("postgresql://u@h/db")).is_ok());
+        assert!(check_settings(None, &none, &cat("postgresql://u:pw@h/db")).is_err());
+    }
+
+    #[test]
+    fn data_roots() {
+        let (none, no_catalogs) = (BTreeMap::new(), BTreeMap::new());
+        assert!(check_settings(Some("s3://lake/mesh/"), &none, &no_catalogs).is_ok());
+        assert!(check_settings(Some("data"), &none, &no_catalogs).is_ok());
+        assert!(check_settings(Some("ftp://x/"), &none, &no_catalogs).is_err());
+        assert!(check_settings(Some("s3://k:s@lake/"), &none, &no_catalogs).is_err());
+        assert!(check_settings(Some("https://h/x?sig=1"), &none, &no_catalogs).is_err());
     }
 
     #[test]

@@ -237,6 +237,30 @@ async fn every_format_on_s3_answers_like_local_disk_under_the_same_policies() {
         let got = query_as(&s3, principal, sql).await;
         assert_eq!(got, want, "as {who}: {sql}");
     }
+    // Pruning works as on disk: one day's directory of the hive-partitioned Parquet product, one
+    // Delta partition, the Iceberg predicate pushed into its scan.
+    let day = date(meshql_testdata::sample::FIRST_ORDER_DAY + 4);
+    let plan = explain(
+        &s3,
+        &format!("SELECT sum(amount) FROM mesh.\"order\".transactions WHERE order_date = DATE '{day}'"),
+    )
+    .await;
+    assert!(plan.contains(&format!("order_date={day}/part-0.parquet")), "{plan}");
+    assert_eq!(plan.matches("part-0.parquet").count(), 1, "{plan}");
+    let plan = explain(&s3, "SELECT sku FROM mesh.product.catalog WHERE category = 'books'").await;
+    assert!(
+        plan.contains("category=books") && !plan.contains("category=toys"),
+        "{plan}"
+    );
+    let plan = explain(
+        &s3,
+        "SELECT clicks FROM mesh.marketing.campaign_performance WHERE channel = 'email'",
+    )
+    .await;
+    assert!(plan.contains("predicate:[channel = \"email\"]"), "{plan}");
+    // One client for the one store, shared by every product read above.
+    let stores = format!("{:?}", s3.catalog().stores());
+    assert!(stores.contains("clients: [\"lake\"]"), "{stores}");
     // The answers really came over S3: the copy has no local data at all.
     let ports = query_as(&s3, admin(), "SELECT location FROM mesh.system.ports ORDER BY 1")
         .await
