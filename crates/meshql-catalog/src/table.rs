@@ -193,6 +193,20 @@ impl ProductTable {
                 "a Parquet product has no versions to travel to (only Delta and Iceberg products do)",
             ));
         }
+        // A port the contract pins serves that version only: its contract describes no other.
+        let pinned = match binding.storage.pin {
+            Some(VersionPin::DeltaVersion(v)) => i64::try_from(v).ok(),
+            Some(VersionPin::IcebergSnapshot(s)) => Some(s),
+            None => None,
+        };
+        if let Some(pin) = pinned {
+            if as_of != AsOf::Version(pin) {
+                return Err(CatalogError::storage(
+                    &binding.storage.location,
+                    format!("the contract pins this output port to version {pin}; it serves no other version"),
+                ));
+            }
+        }
         let cacheable = matches!(as_of, AsOf::Version(_));
         if cacheable {
             if let Some(t) = self.history.lock().await.get(&as_of) {

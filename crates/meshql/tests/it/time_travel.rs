@@ -220,4 +220,28 @@ async fn parquet_products_and_bad_versions_fail_clearly() {
     assert!(e.contains("neither a version"), "{e}");
     let e = query_error(&mesh, "SELECT * FROM mesh.product.catalog FOR VERSION AS OF 'x'").await;
     assert!(e.contains("a version is a number"), "{e}");
+    // a port pinned by its contract serves its version and no other
+    let e = query_error(
+        &mesh,
+        "SELECT * FROM mesh.interop.deltars_events_first_commit FOR VERSION AS OF 1",
+    )
+    .await;
+    assert!(e.contains("pins this output port to version 0"), "{e}");
+    assert_eq!(
+        query(
+            &mesh,
+            "SELECT count(*) FROM mesh.interop.deltars_events_first_commit FOR VERSION AS OF 0"
+        )
+        .await,
+        query(&mesh, "SELECT count(*) FROM mesh.interop.deltars_events_first_commit").await
+    );
+    // one product at two versions, joined
+    assert_eq!(
+        query(
+            &mesh,
+            "SELECT count(*) FROM mesh.product.catalog FOR VERSION AS OF 0 a JOIN mesh.product.catalog b USING (product_id)"
+        )
+        .await,
+        count(PRODUCTS_FIRST_COMMIT)
+    );
 }
