@@ -11,6 +11,7 @@ import subprocess
 import pyarrow as pa
 import pyarrow.ipc as ipc
 from deltalake import DeltaTable
+from servers import free_port, wait_for_port
 
 ANALYST = ["--group", "analysts", "--group", "pii-readers"]
 
@@ -229,9 +230,6 @@ def test_iceberg_table_through_a_rest_catalog(meshql_bin, mesh_copy, tmp_path):
     --features cli`, about 20 minutes on 2 cores, which is why CI does not build it); the test
     runs wherever it is installed (on PATH or MESHQL_REST_CATALOG).
     """
-    import socket
-    import time
-
     import pytest
 
     binary = rest_catalog_server()
@@ -241,9 +239,7 @@ def test_iceberg_table_through_a_rest_catalog(meshql_bin, mesh_copy, tmp_path):
 
     warehouse = tmp_path / "rest-warehouse"
     warehouse.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [binary, "--host", "127.0.0.1", "--port", str(port), "--warehouse", f"file://{warehouse}",
          "--catalog-url", "memory://", "--no-auth", "--dev", "--insecure-http"],
@@ -251,14 +247,7 @@ def test_iceberg_table_through_a_rest_catalog(meshql_bin, mesh_copy, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.time() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.time() < deadline, "the REST catalog did not start"
-                time.sleep(0.05)
+        wait_for_port(port, "the REST catalog")
         uri = f"http://127.0.0.1:{port}"
         catalog = RestCatalog("lakehouse", uri=uri, warehouse=f"file://{warehouse}")
         catalog.create_namespace("sales")

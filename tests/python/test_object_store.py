@@ -11,13 +11,12 @@ metadata response or server log (at debug level).
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
-import time
 
 import pyarrow.fs as pafs
 import pytest
 
+from servers import free_port, wait_for_port
 from test_flight import SUPPORT, Server, connect, embedded, plain, query
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -39,22 +38,13 @@ def s3s_binary():
 def s3(tmp_path):
     storage = tmp_path / "s3"
     (storage / "meshql").mkdir(parents=True)  # the bucket: the server's own set-up
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen(
         [s3s_binary(), "--host", "127.0.0.1", "--port", str(port), "--access-key", KEY, "--secret-key", SECRET, str(storage)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.time() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert time.time() < deadline, "s3s-fs did not start"
-            time.sleep(0.05)
+    wait_for_port(port, "s3s-fs")
     yield f"127.0.0.1:{port}"
     proc.kill()
     proc.wait()

@@ -92,3 +92,34 @@ pub fn money(cents: i64) -> String {
 pub fn date(days: i32) -> String {
     meshql_testdata::write::iso_date(days)
 }
+
+// The sample mesh's principals (`testdata/mesh/policies.yaml` and the domains' `policies.yaml`).
+
+/// Analyst without PII rights: PII masked.
+pub fn ana() -> Principal {
+    Principal::new("ana").with_group("analysts")
+}
+
+/// Support agent in EU: her region's customers plus business accounts, some columns only.
+pub fn sam() -> Principal {
+    Principal::new("sam")
+        .with_group("support")
+        .with_attribute("region", "EU")
+}
+
+/// Contractor: no customer data, no interop products, no confidential columns.
+pub fn carl() -> Principal {
+    Principal::new("carl").with_group("contractors")
+}
+
+/// Authenticated, in no group: may discover, may read nothing.
+pub fn nobody() -> Principal {
+    Principal::new("nobody")
+}
+
+/// Regional analyst in APAC: the tag row filter on `region-scoped` columns applies.
+pub fn rita() -> Principal {
+    Principal::new("rita")
+        .with_groups(["analysts", "regional-analysts"])
+        .with_attribute("region", "APAC")
+}

@@ -179,26 +179,6 @@ async fn uploaded() -> (S3Server, tempfile::TempDir, Mesh) {
     (server, dir, mesh)
 }
 
-fn sam() -> Principal {
-    Principal::new("sam")
-        .with_group("support")
-        .with_attribute("region", "EU")
-}
-
-fn ana() -> Principal {
-    Principal::new("ana").with_group("analysts")
-}
-
-fn rita() -> Principal {
-    Principal::new("rita")
-        .with_groups(["analysts", "regional-analysts"])
-        .with_attribute("region", "APAC")
-}
-
-fn carl() -> Principal {
-    Principal::new("carl").with_group("contractors")
-}
-
 /// Cross-domain queries over every format, and the policy cases: the same answers (or the
 /// same refusals) from S3 as from the local disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,35 +12,6 @@ use meshql_testdata::sample::{Customer, Sample};
 
 use crate::common::*;
 
-/// Analyst without PII rights: PII masked.
-fn ana() -> Principal {
-    Principal::new("ana").with_group("analysts")
-}
-
-/// Support agent in EU: her region's customers plus business accounts, some columns only.
-fn sam() -> Principal {
-    Principal::new("sam")
-        .with_group("support")
-        .with_attribute("region", "EU")
-}
-
-/// Contractor: no customer data, no interop products, no confidential columns.
-fn carl() -> Principal {
-    Principal::new("carl").with_group("contractors")
-}
-
-/// Authenticated, in no group: may discover, may read nothing.
-fn nobody() -> Principal {
-    Principal::new("nobody")
-}
-
-/// Regional analyst in APAC: the tag row filter on `region-scoped` columns applies.
-fn rita() -> Principal {
-    Principal::new("rita")
-        .with_groups(["analysts", "regional-analysts"])
-        .with_attribute("region", "APAC")
-}
-
 async fn ok(mesh: &Mesh, p: Principal, sql: &str) -> Vec<Vec<String>> {
     query_as(mesh, p, sql).await.unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
