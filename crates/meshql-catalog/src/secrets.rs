@@ -51,12 +51,15 @@ pub fn redact(text: &str) -> String {
 pub struct Unresolved(pub String);
 
 /// Resolves `${VAR}` references in a setting value. A reference that is the whole value yields
-/// the variable's value; references inside a longer value (a URI with `${PASSWORD}` in it) are
-/// substituted. With `secret` (or any reference), the result is registered for redaction.
+/// the variable's value (registered for redaction when `secret`); references inside a longer
+/// value — a URI with `${PASSWORD}` in it — are substituted and always registered, since that is
+/// how a password is written into a URI.
 pub fn resolve(value: &str, secret: bool) -> Result<String, Unresolved> {
     if let Some(var) = env_reference(value) {
         let v = lookup(var)?;
-        register(&v);
+        if secret {
+            register(&v);
+        }
         return Ok(v);
     }
     let mut out = String::new();
@@ -107,5 +110,12 @@ mod tests {
         let err = resolve("${MESHQL_TEST_SECRET_UNSET}", true).unwrap_err();
         assert!(err.0.contains("MESHQL_TEST_SECRET_UNSET"));
         assert_eq!(resolve("plain", false).unwrap(), "plain");
+        // a non-secret setting given by reference (an endpoint, a region) is not blotted out
+        std::env::set_var("MESHQL_TEST_ENDPOINT_B", "http://store.internal:9000");
+        assert_eq!(
+            resolve("${MESHQL_TEST_ENDPOINT_B}", false).unwrap(),
+            "http://store.internal:9000"
+        );
+        assert_eq!(redact("at http://store.internal:9000"), "at http://store.internal:9000");
     }
 }
