@@ -141,14 +141,10 @@ impl MeshCatalog {
                 contact: None,
             });
         };
-        let opened = match as_of {
-            None => product.open().await,
-            Some(as_of) => product.open_as_of(as_of).await,
-        };
-        opened.map_err(|e| match as_of {
-            None => ProductUnavailable::new(product.entry(), e),
-            Some(as_of) => ProductUnavailable::at(product.entry(), as_of, e),
-        })
+        product
+            .open_at(as_of)
+            .await
+            .map_err(|e| ProductUnavailable::at(product.entry(), as_of, e))
     }
 }
 
@@ -190,17 +186,14 @@ fn contact_suffix(contact: &Option<String>) -> String {
 
 impl ProductUnavailable {
     pub fn new(entry: &TableEntry, err: CatalogError) -> Self {
-        ProductUnavailable {
-            table: format!("mesh.{}", entry.qualified_name()),
-            reason: err.to_string(),
-            contact: Self::contact(entry),
-        }
+        Self::at(entry, None, err)
     }
 
-    /// The product at an earlier version cannot be read.
-    pub fn at(entry: &TableEntry, as_of: AsOf, err: CatalogError) -> Self {
+    /// The product at its served version (`None`) or at an earlier one cannot be read.
+    pub fn at(entry: &TableEntry, as_of: Option<AsOf>, err: CatalogError) -> Self {
+        let suffix = as_of.map(|a| a.suffix()).unwrap_or_default();
         ProductUnavailable {
-            table: format!("mesh.{}{}", entry.qualified_name(), as_of.suffix()),
+            table: format!("mesh.{}{suffix}", entry.qualified_name()),
             reason: err.to_string(),
             contact: Self::contact(entry),
         }
@@ -277,18 +270,10 @@ impl SchemaProvider for DomainSchema {
         let Some(product) = self.tables.get(base) else {
             return Ok(None);
         };
-        let opened = match as_of {
-            None => product.open().await,
-            Some(as_of) => product.open_as_of(as_of).await,
-        };
-        match opened {
+        match product.open_at(as_of).await {
             Ok(t) => Ok(Some(t.provider)),
             Err(e) => {
-                let reason = match as_of {
-                    None => ProductUnavailable::new(product.entry(), e),
-                    Some(as_of) => ProductUnavailable::at(product.entry(), as_of, e),
-                }
-                .to_string();
+                let reason = ProductUnavailable::at(product.entry(), as_of, e).to_string();
                 tracing::warn!(domain = %self.domain, table = name, %reason, "product unavailable");
                 Ok(Some(Arc::new(UnavailableTable::new(product.entry(), reason))))
             }

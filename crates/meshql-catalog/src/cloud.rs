@@ -67,9 +67,8 @@ pub struct StorePlan {
     pub kind: StoreKind,
     /// `scheme://authority` (S3 bucket, GCS bucket, Azure container, HTTP origin).
     pub url: String,
-    /// Whether the environment's variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are read first.
-    pub from_env: bool,
-    /// Canonical option names (snake_case) and resolved values, applied after the environment.
+    /// Canonical option names (snake_case) and resolved values, applied over the environment's
+    /// variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
     pub options: BTreeMap<String, String>,
 }
 
@@ -120,10 +119,8 @@ impl StorePlan {
             name: name.to_string(),
             kind,
             url: origin(&url),
-            from_env: true,
             options,
         };
-        plan.check_keys().map_err(err)?;
         Ok(plan)
     }
 
@@ -134,29 +131,12 @@ impl StorePlan {
             name: origin(url),
             kind,
             url: origin(url),
-            from_env: true,
             options: BTreeMap::new(),
         })
     }
 
-    /// Every option must be one the store kind knows (a typo must not silently fall back to
-    /// defaults, such as the wrong endpoint).
-    fn check_keys(&self) -> Result<(), String> {
-        for key in self.options.keys() {
-            let known = match self.kind {
-                StoreKind::S3 => AmazonS3ConfigKey::from_str(key).is_ok(),
-                StoreKind::Gcs => GoogleConfigKey::from_str(key).is_ok(),
-                StoreKind::Azure => AzureConfigKey::from_str(key).is_ok(),
-                StoreKind::Http => ClientConfigKey::from_str(key).is_ok(),
-            };
-            if !known {
-                return Err(format!("unknown option `{key}` for {} stores", self.kind.label()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Makes the client. No request is sent.
+    /// Makes the client. No request is sent. Every option must be one the store kind knows (a
+    /// typo must not silently fall back to a default, such as the wrong endpoint).
     pub fn build(&self) -> Result<Arc<dyn ObjectStore>, StoreConfigError> {
         let err = |e: object_store::Error| StoreConfigError {
             store: self.name.clone(),
@@ -168,36 +148,21 @@ impl StorePlan {
         };
         Ok(match self.kind {
             StoreKind::S3 => {
-                let mut b = if self.from_env {
-                    AmazonS3Builder::from_env()
-                } else {
-                    AmazonS3Builder::new()
-                }
-                .with_url(&self.url);
+                let mut b = AmazonS3Builder::from_env().with_url(&self.url);
                 for (k, v) in &self.options {
                     b = b.with_config(AmazonS3ConfigKey::from_str(k).map_err(|_| unknown(k))?, v);
                 }
                 Arc::new(b.build().map_err(err)?)
             }
             StoreKind::Gcs => {
-                let mut b = if self.from_env {
-                    GoogleCloudStorageBuilder::from_env()
-                } else {
-                    GoogleCloudStorageBuilder::new()
-                }
-                .with_url(&self.url);
+                let mut b = GoogleCloudStorageBuilder::from_env().with_url(&self.url);
                 for (k, v) in &self.options {
                     b = b.with_config(GoogleConfigKey::from_str(k).map_err(|_| unknown(k))?, v);
                 }
                 Arc::new(b.build().map_err(err)?)
             }
             StoreKind::Azure => {
-                let mut b = if self.from_env {
-                    MicrosoftAzureBuilder::from_env()
-                } else {
-                    MicrosoftAzureBuilder::new()
-                }
-                .with_url(&self.url);
+                let mut b = MicrosoftAzureBuilder::from_env().with_url(&self.url);
                 for (k, v) in &self.options {
                     b = b.with_config(AzureConfigKey::from_str(k).map_err(|_| unknown(k))?, v);
                 }
@@ -341,7 +306,10 @@ mod tests {
 
     #[test]
     fn unknown_options_paths_and_missing_variables_are_errors() {
-        let e = StorePlan::configured("x", &settings("s3://b", &[("endpiont", "http://x")])).unwrap_err();
+        let e = StorePlan::configured("x", &settings("s3://b", &[("endpiont", "http://x")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
         assert!(e.to_string().contains("unknown option `endpiont` for S3 stores"), "{e}");
         let e = StorePlan::configured("x", &settings("s3://b/some/prefix", &[])).unwrap_err();
         assert!(e.to_string().contains("names a path"), "{e}");
@@ -404,7 +372,10 @@ mod tests {
         .unwrap();
         plan.build().unwrap();
         assert!(!format!("{plan:?}").contains("c2VjcmV0"));
-        let e = StorePlan::configured("blob", &settings("az://c", &[("bucket", "x")])).unwrap_err();
+        let e = StorePlan::configured("blob", &settings("az://c", &[("bucket", "x")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
         assert!(
             e.to_string().contains("unknown option `bucket` for Azure stores"),
             "{e}"

@@ -67,10 +67,6 @@ impl IcebergCatalogs {
         }
     }
 
-    pub fn settings(&self) -> &std::collections::BTreeMap<String, IcebergCatalogSettings> {
-        &self.settings
-    }
-
     /// The current metadata file of `table`, as the catalog records it.
     pub async fn metadata_location(&self, table: &CatalogTable) -> Result<String, CatalogLookupError> {
         let err = |reason: String| CatalogLookupError {

@@ -31,7 +31,8 @@ use crate::iceberg_catalog::IcebergCatalogs;
 pub struct StoreRegistry {
     root: PathBuf,
     local: Arc<dyn ObjectStore>,
-    config: RwLock<StoreConfig>,
+    /// Read on every store lookup (DataFusion asks at each scan): shared, not copied.
+    config: RwLock<Arc<StoreConfig>>,
     /// Clients made so far, by store name (configured) or origin (environment).
     clients: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
     /// Stores others registered through DataFusion (delta-rs registers its own), by origin.
@@ -98,7 +99,7 @@ impl StoreRegistry {
         StoreRegistry {
             root: root.to_path_buf(),
             local: Arc::new(LocalFileSystem::new()),
-            config: RwLock::new(StoreConfig::default()),
+            config: RwLock::new(Arc::new(StoreConfig::default())),
             clients: RwLock::new(HashMap::new()),
             registered: RwLock::new(HashMap::new()),
             catalogs: RwLock::new(Arc::new(IcebergCatalogs::default())),
@@ -119,7 +120,7 @@ impl StoreRegistry {
             Ok(c) => c,
             Err(p) => p.into_inner(),
         };
-        if *current == config {
+        if **current == config {
             return false;
         }
         if current.catalogs != config.catalogs {
@@ -129,7 +130,7 @@ impl StoreRegistry {
                 Err(p) => *p.into_inner() = catalogs,
             }
         }
-        *current = config;
+        *current = Arc::new(config);
         if let Ok(mut clients) = self.clients.write() {
             clients.clear();
         }
@@ -144,7 +145,7 @@ impl StoreRegistry {
         }
     }
 
-    fn config(&self) -> StoreConfig {
+    fn config(&self) -> Arc<StoreConfig> {
         match self.config.read() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
@@ -153,9 +154,9 @@ impl StoreRegistry {
 
     /// Turns a location from a contract into a URL.
     pub fn resolve(&self, location: &str) -> Result<Url> {
-        match self.config().data_root {
+        match &self.config().data_root {
             None => resolve_against(&self.root, None, location),
-            Some(Ok(base)) => resolve_against(&self.root, Some(&base), location),
+            Some(Ok(base)) => resolve_against(&self.root, Some(base), location),
             Some(Err(reason)) => Err(CatalogError::Location {
                 location: location.to_string(),
                 reason: format!("dataRoot in mesh.yaml does not resolve: {reason}"),

@@ -117,8 +117,16 @@ pub fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
-/// Versions read by time travel, kept open (they never change); bounded.
+/// Versions read by time travel, kept open; bounded.
 const HISTORY_CACHE: usize = 16;
+
+/// The version a contract pins its port to, as a time-travel target.
+fn pinned(storage: &meshql_contract::StorageSpec) -> Option<AsOf> {
+    match storage.pin? {
+        VersionPin::DeltaVersion(v) => i64::try_from(v).ok().map(AsOf::Version),
+        VersionPin::IcebergSnapshot(s) => Some(AsOf::Version(s)),
+    }
+}
 
 enum Source {
     Parquet,
@@ -137,8 +145,10 @@ pub struct ProductTable {
     entry: TableEntry,
     ctx: Arc<CatalogContext>,
     cache: Mutex<Option<Loaded>>,
-    /// Earlier versions queries asked for by number.
-    history: Mutex<HashMap<AsOf, OpenedTable>>,
+    /// Earlier versions queries asked for, with when they were opened: a version number
+    /// always names the same data; a time is re-resolved after the refresh interval (a time in
+    /// the future names newer commits as they arrive).
+    history: Mutex<HashMap<AsOf, (OpenedTable, Instant)>>,
 }
 
 impl std::fmt::Debug for ProductTable {
@@ -183,8 +193,17 @@ impl ProductTable {
         Ok(opened)
     }
 
+    /// The table at its served version, or at `as_of`.
+    pub async fn open_at(&self, as_of: Option<AsOf>) -> Result<OpenedTable> {
+        match as_of {
+            None => self.open().await,
+            Some(as_of) => self.open_as_of(as_of).await,
+        }
+    }
+
     /// The table at an earlier version (time travel), checked against the contract like the
-    /// served one. Parquet products have no versions.
+    /// served one. Parquet products have no versions; a port the contract pins serves that
+    /// version only (its contract describes no other).
     pub async fn open_as_of(&self, as_of: AsOf) -> Result<OpenedTable> {
         let binding = self.servable()?;
         if binding.storage.format == Format::Parquet {
@@ -193,34 +212,26 @@ impl ProductTable {
                 "a Parquet product has no versions to travel to (only Delta and Iceberg products do)",
             ));
         }
-        // A port the contract pins serves that version only: its contract describes no other.
-        let pinned = match binding.storage.pin {
-            Some(VersionPin::DeltaVersion(v)) => i64::try_from(v).ok(),
-            Some(VersionPin::IcebergSnapshot(s)) => Some(s),
-            None => None,
-        };
-        if let Some(pin) = pinned {
-            if as_of != AsOf::Version(pin) {
+        if let Some(pin @ AsOf::Version(v)) = pinned(&binding.storage) {
+            if as_of != pin {
                 return Err(CatalogError::storage(
                     &binding.storage.location,
-                    format!("the contract pins this output port to version {pin}; it serves no other version"),
+                    format!("the contract pins this output port to version {v}; it serves no other version"),
                 ));
             }
         }
-        let cacheable = matches!(as_of, AsOf::Version(_));
-        if cacheable {
-            if let Some(t) = self.history.lock().await.get(&as_of) {
+        // Both the readability check and the planner open the table: the second is served here.
+        if let Some((t, opened)) = self.history.lock().await.get(&as_of) {
+            if matches!(as_of, AsOf::Version(_)) || opened.elapsed() < self.ctx.refresh {
                 return Ok(t.clone());
             }
         }
         let opened = self.load(binding, Some(as_of)).await?.opened;
-        if cacheable {
-            let mut history = self.history.lock().await;
-            if history.len() >= HISTORY_CACHE {
-                history.clear();
-            }
-            history.insert(as_of, opened.clone());
+        let mut history = self.history.lock().await;
+        if history.len() >= HISTORY_CACHE {
+            history.clear();
         }
+        history.insert(as_of, (opened.clone(), Instant::now()));
         Ok(opened)
     }
 
@@ -284,10 +295,12 @@ impl ProductTable {
     async fn load(&self, binding: &PortBinding, as_of: Option<AsOf>) -> Result<Loaded> {
         let started = Instant::now();
         let storage = &binding.storage;
-        let url = match &storage.catalog_table {
-            Some(_) => self.iceberg_metadata(binding).await?,
-            None => self.ctx.stores.resolve(&storage.location)?,
+        // Iceberg: the current metadata file (from the catalog or the table directory).
+        let url = match storage.format {
+            Format::Iceberg => self.iceberg_metadata(binding).await?,
+            Format::Parquet | Format::Delta => self.ctx.stores.resolve(&storage.location)?,
         };
+        let as_of = as_of.or_else(|| pinned(storage));
         let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
             match storage.format {
                 Format::Parquet => {
@@ -299,31 +312,14 @@ impl ProductTable {
                     (p, Source::Parquet, None, None)
                 }
                 Format::Delta => {
-                    let pin = match storage.pin {
-                        Some(VersionPin::DeltaVersion(v)) => i64::try_from(v).ok().map(AsOf::Version),
-                        _ => None,
-                    };
-                    let d = delta::open(&self.ctx.stores, &url, as_of.or(pin)).await?;
+                    let d = delta::open(&self.ctx.stores, &url, as_of).await?;
                     let version = d.version().and_then(|v| i64::try_from(v).ok());
                     let committed = d.committed_ms();
                     (d.provider.clone(), Source::Delta(d), version, committed)
                 }
                 Format::Iceberg => {
-                    let pin = match storage.pin {
-                        Some(VersionPin::IcebergSnapshot(s)) => Some(AsOf::Version(s)),
-                        _ => None,
-                    };
-                    let metadata_file = match &storage.catalog_table {
-                        Some(_) => url.clone(),
-                        None => iceberg::find_metadata(&self.ctx.stores, &url).await?,
-                    };
-                    let t = iceberg::open(
-                        &self.ctx.stores,
-                        &metadata_file,
-                        as_of.or(pin),
-                        (&self.entry.domain, &self.entry.name),
-                    )
-                    .await?;
+                    let t =
+                        iceberg::open(&self.ctx.stores, &url, as_of, (&self.entry.domain, &self.entry.name)).await?;
                     let version = t.snapshot_id;
                     let committed = t.committed_ms;
                     (
