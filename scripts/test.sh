@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import pyarrow, deltalake, pyiceberg, duckdb, pytest" 2>/dev/null; then
+if ! .venv/bin/python -c "import pyarrow, deltalake, pyiceberg, duckdb, pytest" 2>/dev/null \
+   || [ ! -x .venv/bin/tpchgen-cli ]; then
   echo "== creating .venv (tests/python/requirements.txt)"
-  python3 -m venv .venv
+  [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 fi
 

@@ -81,6 +81,11 @@ pub struct MeshSettings {
     /// Iceberg catalogs products may name.
     #[serde(default)]
     pub iceberg_catalogs: BTreeMap<String, IcebergCatalogSettings>,
+    /// DataFusion configuration options for every query of the mesh, by their `datafusion.…`
+    /// keys (e.g. `datafusion.execution.parquet.pushdown_filters: true`); on top of meshql's
+    /// defaults. An unknown key or a bad value makes the mesh fail to open.
+    #[serde(default)]
+    pub engine: BTreeMap<String, crate::storage::OptionValue>,
 }
 
 impl MeshSettings {

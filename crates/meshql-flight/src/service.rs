@@ -292,6 +292,7 @@ pub(crate) fn status_of(e: meshql::Error) -> Status {
         meshql::Error::NotAllowed(m) => Status::invalid_argument(m),
         meshql::Error::Unavailable(u) => Status::unavailable(u.to_string()),
         meshql::Error::Mesh(m) => Status::internal(m.to_string()),
+        e @ meshql::Error::EngineOption { .. } => Status::internal(e.to_string()),
         e @ meshql::Error::AuditUnavailable { .. } => Status::unavailable(e.to_string()),
         meshql::Error::DataFusion(e) => return status_of_df(e),
     };

@@ -8,6 +8,8 @@
 use std::any::Any;
 use std::sync::Arc;
 
+use std::fmt::Write as _;
+
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, TimeUnit};
 use datafusion::common::{exec_err, Result as DFResult, ScalarValue};
@@ -105,7 +107,9 @@ impl ScalarUDFImpl for KeyedHash {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
-        map_text(&args, |s| Some(self.hash(s.as_bytes())))
+        map_text(&args, |s, out| {
+            let _ = out.write_str(&self.hash(s.as_bytes()));
+        })
     }
 }
 
@@ -129,19 +133,20 @@ impl ShowPart {
     }
 
     pub fn apply(&self, s: &str) -> String {
-        let len = s.chars().count();
+        let mut out = String::with_capacity(s.len());
+        self.write_masked(s, &mut out);
+        out
+    }
+
+    /// Writes `s` masked into `out`, without an allocation per value.
+    fn write_masked(&self, s: &str, out: &mut impl std::fmt::Write) {
+        let len = if s.is_ascii() { s.len() } else { s.chars().count() };
         let keep = self.n.min(len);
-        s.chars()
-            .enumerate()
-            .map(|(i, c)| {
-                let shown = if self.first { i < keep } else { i >= len - keep };
-                if shown {
-                    c
-                } else {
-                    '*'
-                }
-            })
-            .collect()
+        for (i, c) in s.chars().enumerate() {
+            let shown = if self.first { i < keep } else { i >= len - keep };
+            // Writing into a String or an Arrow string builder cannot fail.
+            let _ = out.write_char(if shown { c } else { '*' });
+        }
     }
 }
 
@@ -159,24 +164,36 @@ impl ScalarUDFImpl for ShowPart {
         Ok(DataType::Utf8)
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DFResult<ColumnarValue> {
-        map_text(&args, |s| Some(self.apply(s)))
+        map_text(&args, |s, out| self.write_masked(s, out))
     }
 }
 
-/// Applies `f` to the text of every non-null value of the single argument.
-fn map_text(args: &ScalarFunctionArgs, f: impl Fn(&str) -> Option<String>) -> DFResult<ColumnarValue> {
+/// Writes `f` of the text of every non-null value of the single argument into a new string
+/// column (nulls stay null). Reads Utf8, LargeUtf8 and Utf8View without copying them first.
+fn map_text(args: &ScalarFunctionArgs, f: impl Fn(&str, &mut StringBuilder)) -> DFResult<ColumnarValue> {
     let arrays = ColumnarValue::values_to_arrays(&args.args)?;
     let Some(input) = arrays.first() else {
         return exec_err!("a mask function takes one argument");
     };
-    let text = arrow::compute::cast(input, &DataType::Utf8)?;
-    let text = text.as_string::<i32>();
-    let mut out = StringBuilder::with_capacity(text.len(), text.value_data().len());
-    for i in 0..text.len() {
-        if text.is_null(i) {
-            out.append_null();
-        } else {
-            out.append_option(f(text.value(i)));
+    let mut out = StringBuilder::with_capacity(input.len(), input.len() * 16);
+    let mut fill = |values: &mut dyn Iterator<Item = Option<&str>>| {
+        for v in values {
+            match v {
+                Some(s) => {
+                    f(s, &mut out);
+                    out.append_value("");
+                }
+                None => out.append_null(),
+            }
+        }
+    };
+    match input.data_type() {
+        DataType::Utf8View => fill(&mut input.as_string_view().iter()),
+        DataType::Utf8 => fill(&mut input.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => fill(&mut input.as_string::<i64>().iter()),
+        _ => {
+            let text = arrow::compute::cast(input, &DataType::Utf8)?;
+            fill(&mut text.as_string::<i32>().iter())
         }
     }
     let out: ArrayRef = Arc::new(out.finish());

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("the audit trail cannot be written at {path}: {reason} (set stateDir in mesh.yaml or MESHQL_STATE_DIR, or audit.enabled: false)")]
     AuditUnavailable { path: std::path::PathBuf, reason: String },
 
+    /// `engine:` in `mesh.yaml` names an option DataFusion does not have, or a bad value.
+    #[error("mesh.yaml engine option `{key}`: {reason}")]
+    EngineOption { key: String, reason: String },
+
     /// Parsing, planning or execution failed.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),

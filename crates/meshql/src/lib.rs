@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionConfig;
 use meshql_catalog::MeshCatalog;
 use meshql_contract::MeshDefinition;
 
@@ -80,6 +81,8 @@ pub(crate) struct Snapshot {
     pub generation: u64,
     /// The documents' fingerprint when this version was read.
     pub fingerprint: u64,
+    /// Every session's DataFusion configuration (meshql's, with `engine:` from mesh.yaml).
+    pub config: SessionConfig,
 }
 
 impl Mesh {
@@ -111,6 +114,7 @@ impl Mesh {
     }
 
     fn build(definition: MeshDefinition, policies: PolicySet, fingerprint: u64) -> Result<Mesh, Error> {
+        let config = session::session_config(&definition.settings)?;
         let (stores, runtime) = MeshCatalog::runtime_for(&definition)?;
         let root = definition.root.clone();
         let state_dir = state_dir(&definition);
@@ -136,6 +140,7 @@ impl Mesh {
                     policies: Arc::new(policies),
                     generation: 1,
                     fingerprint,
+                    config,
                 })),
                 audit,
                 quality,

@@ -77,6 +77,16 @@ impl Mesh {
             Ok((Ok(_), None)) => return ReloadOutcome::default(),
             Err(e) => return self.reject_all(fingerprint, format!("reload failed: {e}"), now),
         };
+        let config = match crate::session::session_config(&definition.settings) {
+            Ok(c) => c,
+            Err(e) => {
+                return self.reject_all(
+                    fingerprint,
+                    format!("mesh settings do not load, nothing changed: {e}"),
+                    now,
+                )
+            }
+        };
         let old_def = current.catalog.definition();
         let mut outcome = ReloadOutcome::default();
         let mut problems = Vec::new();
@@ -151,6 +161,7 @@ impl Mesh {
             policies,
             generation: current.generation + 1,
             fingerprint,
+            config,
         });
         match self.inner.current.write() {
             Ok(mut c) => *c = next,
@@ -187,6 +198,7 @@ impl Mesh {
             policies: current.policies.clone(),
             generation: current.generation,
             fingerprint,
+            config: current.config.clone(),
         });
         if let Ok(mut c) = self.inner.current.write() {
             *c = next;

@@ -67,13 +67,30 @@ pub struct SqlOptions {
     pub query_id: Option<String>,
 }
 
+/// Every session's DataFusion configuration: DataFusion's defaults, then the mesh's `engine:`
+/// options, then what meshql relies on (the `mesh` catalog only, information_schema), which
+/// `engine:` cannot change.
+pub(crate) fn session_config(settings: &meshql_contract::MeshSettings) -> Result<SessionConfig, Error> {
+    let mut config = SessionConfig::new();
+    for (key, value) in &settings.engine {
+        config
+            .options_mut()
+            .set(key, &value.as_text())
+            .map_err(|e| Error::EngineOption {
+                key: key.clone(),
+                reason: e.strip_backtrace().to_string(),
+            })?;
+    }
+    Ok(config
+        .with_information_schema(true)
+        .with_create_default_catalog_and_schema(false)
+        .with_default_catalog_and_schema(MESH_CATALOG, "public"))
+}
+
 impl Bound {
     fn new(mesh: &Mesh, snapshot: Arc<Snapshot>, principal: &Arc<Principal>) -> Self {
         let admin = snapshot.policies.is_admin(principal);
-        let mut config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_create_default_catalog_and_schema(false)
-            .with_default_catalog_and_schema(MESH_CATALOG, "public");
+        let mut config = snapshot.config.clone();
         // Physical plans name files and partitions, including ones the row filter hides.
         config.options_mut().explain.logical_plan_only = !admin;
         let state = SessionStateBuilder::new()
@@ -672,6 +689,47 @@ impl Drop for AuditedStream {
             if let Err(w) = self.finish("cancelled", None) {
                 tracing::error!(error = %w, "audit record not written");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(yaml: &str) -> meshql_contract::MeshSettings {
+        serde_yaml::from_str(yaml).expect("mesh.yaml")
+    }
+
+    #[test]
+    fn engine_options_apply_and_meshql_settings_win() {
+        let s = settings(
+            "name: m\nengine:\n  datafusion.execution.parquet.pushdown_filters: true\n  \
+             datafusion.execution.batch_size: 4096\n  datafusion.catalog.information_schema: false\n",
+        );
+        let config = session_config(&s).expect("valid options");
+        assert!(config.options().execution.parquet.pushdown_filters);
+        assert_eq!(config.options().execution.batch_size, 4096);
+        // meshql relies on these: an engine option cannot turn them off
+        assert!(config.options().catalog.information_schema);
+        assert_eq!(config.options().catalog.default_catalog, MESH_CATALOG);
+    }
+
+    #[test]
+    fn unknown_engine_option_or_bad_value_is_an_error_naming_the_key() {
+        for (yaml, key) in [
+            (
+                "name: m\nengine:\n  datafusion.execution.no_such_option: 1\n",
+                "datafusion.execution.no_such_option",
+            ),
+            (
+                "name: m\nengine:\n  datafusion.execution.batch_size: many\n",
+                "datafusion.execution.batch_size",
+            ),
+            ("name: m\nengine:\n  target_partitions: 4\n", "target_partitions"),
+        ] {
+            let err = session_config(&settings(yaml)).expect_err(yaml).to_string();
+            assert!(err.contains(&format!("engine option `{key}`")), "{err}");
         }
     }
 }

@@ -200,3 +200,38 @@ async fn whom_to_ask_falls_back_to_the_contract_support_channel() {
         "{err}"
     );
 }
+
+/// `engine:` options in mesh.yaml reach every session; a bad one stops the mesh from opening, and
+/// on a live reload it is rejected while the previous settings keep serving.
+#[tokio::test]
+async fn engine_options_apply_and_a_bad_one_fails_alone() {
+    let dir = copy_of_sample();
+    let settings = dir.path().join("mesh.yaml");
+    let original = std::fs::read_to_string(&settings).expect("mesh.yaml");
+    let show = "SELECT value FROM information_schema.df_settings WHERE name = 'datafusion.execution.batch_size'";
+
+    std::fs::write(
+        &settings,
+        format!("{original}\nengine:\n  datafusion.execution.batch_size: 1234\n"),
+    )
+    .expect("write");
+    let mesh = Mesh::open(dir.path()).expect("opens with a valid engine option");
+    assert_eq!(query(&mesh, show).await, vec![vec!["1234".to_string()]]);
+    let answer = query(&mesh, "SELECT count(*) FROM mesh.customer.profiles").await;
+
+    std::fs::write(
+        &settings,
+        format!("{original}\nengine:\n  datafusion.execution.batch_sise: 1234\n"),
+    )
+    .expect("write");
+    let err = Mesh::open(dir.path()).expect_err("unknown option").to_string();
+    assert!(err.contains("engine option `datafusion.execution.batch_sise`"), "{err}");
+    // the running mesh rejects the same edit and keeps its settings and answers
+    let outcome = mesh.reload().await;
+    assert_eq!(outcome.rejected, vec!["mesh"], "{outcome:?}");
+    assert_eq!(query(&mesh, show).await, vec![vec!["1234".to_string()]]);
+    assert_eq!(
+        query(&mesh, "SELECT count(*) FROM mesh.customer.profiles").await,
+        answer
+    );
+}

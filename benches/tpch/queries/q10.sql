@@ -1,0 +1,13 @@
+-- TPC-H Q10: returned item reporting
+select c_custkey, c_name, sum(l_extendedprice * (1 - l_discount)) as revenue,
+       c_acctbal, n_name, c_address, c_phone, c_comment
+from mesh.customer.customer, mesh."order".orders, mesh."order".lineitem, mesh.customer.nation
+where c_custkey = o_custkey
+  and l_orderkey = o_orderkey
+  and o_orderdate >= date '1993-10-01'
+  and o_orderdate < date '1994-01-01'
+  and l_returnflag = 'R'
+  and c_nationkey = n_nationkey
+group by c_custkey, c_name, c_acctbal, c_phone, n_name, c_address, c_comment
+order by revenue desc, c_custkey
+limit 20
