@@ -621,12 +621,16 @@ def main() -> None:
                       for q in queries if (dump / "meshql" / f"{q}.json").exists()}
     checks = ["raw DataFusion = meshql = Delta = Iceberg (exact)"]
 
+    def check(answers: dict, who: str) -> None:
+        """Records every query whose answer differs from embedded meshql's."""
+        for q, answer in answers.items():
+            if q in meshql_answers and (diff := same_answer(meshql_answers[q], answer)):
+                r["errors"].append(f"{q}: {who} differ: {diff}")
+
     if "duckdb" not in skip:
         log("DuckDB on the same Parquet files")
         r["duckdb"] = duckdb_run(sf_dir, queries, iterations)
-        for q, answer in r["duckdb"].pop("answers").items():
-            if q in meshql_answers and (diff := same_answer(meshql_answers[q], answer)):
-                r["errors"].append(f"{q}: meshql and DuckDB differ: {diff}")
+        check(r["duckdb"].pop("answers"), "meshql and DuckDB")
         checks.append("meshql = DuckDB (numbers to 1e-6)")
 
     if not skip >= {"flight", "transfer", "concurrency"}:
@@ -635,9 +639,7 @@ def main() -> None:
             if "flight" not in skip:
                 log("Flight SQL (ADBC) on the same queries")
                 r["flight"] = flight_run(server, queries, iterations)
-                for q, answer in r["flight"].pop("answers").items():
-                    if q in meshql_answers and (diff := same_answer(meshql_answers[q], answer)):
-                        r["errors"].append(f"{q}: Flight SQL and embedded differ: {diff}")
+                check(r["flight"].pop("answers"), "Flight SQL and embedded")
                 checks.append("Flight SQL = embedded")
             if "transfer" not in skip:
                 log("transfer: SELECT * FROM lineitem")

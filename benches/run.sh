@@ -8,12 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import pyarrow, deltalake, pyiceberg, duckdb, adbc_driver_flightsql" 2>/dev/null \
-   || [ ! -x .venv/bin/tpchgen-cli ]; then
-  echo "== preparing .venv (tests/python/requirements.txt)"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-fi
+scripts/venv.sh
 
 echo "== building meshql and meshql-bench (profile quick; a clean build takes ~25 min on 2 cores)"
 cargo build --workspace --bins --profile quick

@@ -6,12 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! .venv/bin/python -c "import pyarrow, deltalake, pyiceberg, duckdb, pytest" 2>/dev/null \
-   || [ ! -x .venv/bin/tpchgen-cli ]; then
-  echo "== creating .venv (tests/python/requirements.txt)"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-fi
+scripts/venv.sh
 
 # A real S3 server for the object-store tests (crates/meshql/tests/it/object_stores.rs).
 if ! command -v s3s-fs >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then

@@ -6,9 +6,8 @@
 //! never appears in a plan, an EXPLAIN or an error.
 
 use std::any::Any;
-use std::sync::Arc;
-
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use arrow::datatypes::{DataType, TimeUnit};

@@ -68,8 +68,9 @@ pub struct SqlOptions {
 }
 
 /// Every session's DataFusion configuration: DataFusion's defaults, then the mesh's `engine:`
-/// options, then what meshql relies on (the `mesh` catalog only, information_schema), which
-/// `engine:` cannot change.
+/// options, then what meshql relies on, which `engine:` cannot change: the `mesh` catalog only,
+/// information_schema, and optimizer rules that fail stop the query (meshql's denied-column
+/// check is an optimizer rule: skipping it on error would fail open).
 pub(crate) fn session_config(settings: &meshql_contract::MeshSettings) -> Result<SessionConfig, Error> {
     let mut config = SessionConfig::new();
     for (key, value) in &settings.engine {
@@ -81,6 +82,7 @@ pub(crate) fn session_config(settings: &meshql_contract::MeshSettings) -> Result
                 reason: e.strip_backtrace().to_string(),
             })?;
     }
+    config.options_mut().optimizer.skip_failed_rules = false;
     Ok(config
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
@@ -705,7 +707,8 @@ mod tests {
     fn engine_options_apply_and_meshql_settings_win() {
         let s = settings(
             "name: m\nengine:\n  datafusion.execution.parquet.pushdown_filters: true\n  \
-             datafusion.execution.batch_size: 4096\n  datafusion.catalog.information_schema: false\n",
+             datafusion.execution.batch_size: 4096\n  datafusion.catalog.information_schema: false\n  \
+             datafusion.optimizer.skip_failed_rules: true\n",
         );
         let config = session_config(&s).expect("valid options");
         assert!(config.options().execution.parquet.pushdown_filters);
@@ -713,6 +716,7 @@ mod tests {
         // meshql relies on these: an engine option cannot turn them off
         assert!(config.options().catalog.information_schema);
         assert_eq!(config.options().catalog.default_catalog, MESH_CATALOG);
+        assert!(!config.options().optimizer.skip_failed_rules);
     }
 
     #[test]
