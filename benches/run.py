@@ -231,9 +231,8 @@ def flight_client(server: Server, user: str = "analyst"):
     return client, flight.FlightCallOptions(headers=[header])
 
 
-def transfer(server: Server, bench_bin: Path, mesh_dir: Path, iterations: int) -> dict:
+def transfer(server: Server, split_server: Server, bench_bin: Path, mesh_dir: Path, iterations: int) -> dict:
     import pyarrow as pa
-    import pyarrow.flight as flight
 
     sql = 'SELECT * FROM mesh."order".lineitem'
     emb = json.loads(subprocess.run([str(bench_bin), "scan", "--mesh", str(mesh_dir), "--sql", sql,
@@ -241,16 +240,35 @@ def transfer(server: Server, bench_bin: Path, mesh_dir: Path, iterations: int) -
                                     check=True, capture_output=True, text=True).stdout)
     out = {"embedded": emb}
 
-    with server.connect() as conn:
-        adbc_query(conn, sql)  # warm
-        runs, nbytes, rows = [], 0, 0
-        for _ in range(iterations):
-            started = time.perf_counter()
-            table = adbc_query(conn, sql)
-            runs.append((time.perf_counter() - started) * 1000)
-            nbytes, rows = table.nbytes, table.num_rows
-            del table
-        out["adbc"] = {"times_ms": runs, "median_ms": median(runs), "bytes": nbytes, "rows": rows}
+    def adbc_transfer(server: Server) -> dict:
+        with server.connect() as conn:
+            adbc_query(conn, sql)  # warm
+            runs, nbytes, rows = [], 0, 0
+            for _ in range(iterations):
+                started = time.perf_counter()
+                table = adbc_query(conn, sql)
+                runs.append((time.perf_counter() - started) * 1000)
+                nbytes, rows = table.nbytes, table.num_rows
+                del table
+        return {"times_ms": runs, "median_ms": median(runs), "bytes": nbytes, "rows": rows}
+
+    out["adbc"] = adbc_transfer(server)
+    out["adbc_endpoints"] = adbc_transfer(split_server)
+    out["pyarrow_flight"] = flight_transfer(server, [sql], iterations)
+    out["pyarrow_flight_endpoints"] = flight_transfer(split_server, [sql], iterations)
+    # Several streams the client asks for: the product split into disjoint parts, one query
+    # each, read in parallel (every part scans the file and keeps its share).
+    for n in (2, 4):
+        parts = [f"{sql} WHERE l_orderkey % {n} = {i}" for i in range(n)]
+        out[f"pyarrow_flight_{n}_streams"] = flight_transfer(server, parts, iterations)
+    pa.default_memory_pool().release_unused()
+    return out
+
+
+def flight_transfer(server: Server, statements: list[str], iterations: int) -> dict:
+    """Each statement's FlightInfo, then all their endpoints' streams on threads, all at once;
+    median of runs."""
+    import pyarrow.flight as flight
 
     client, options = flight_client(server)
 
@@ -269,7 +287,6 @@ def transfer(server: Server, bench_bin: Path, mesh_dir: Path, iterations: int) -
         return sum(t.nbytes for t in results), sum(t.num_rows for t in results)
 
     def timed(statements) -> dict:
-        """Each statement's FlightInfo and streams on threads, all at once; median of runs."""
         runs = []
         for run in range(iterations + 1):
             started = time.perf_counter()
@@ -289,15 +306,10 @@ def transfer(server: Server, bench_bin: Path, mesh_dir: Path, iterations: int) -
         return {"times_ms": runs, "median_ms": median(runs), "bytes": nbytes, "rows": rows,
                 "streams": sum(len(i.endpoints) for i in infos)}
 
-    out["pyarrow_flight"] = timed([sql])
-    # Several streams: the client splits the product into disjoint parts, one query each, read
-    # in parallel (every part scans the file and keeps its share).
-    for n in (2, 4):
-        parts = [f"{sql} WHERE l_orderkey % {n} = {i}" for i in range(n)]
-        out[f"pyarrow_flight_{n}_streams"] = timed(parts)
-    client.close()
-    pa.default_memory_pool().release_unused()
-    return out
+    try:
+        return timed(statements)
+    finally:
+        client.close()
 
 
 # ---------------------------------------------------------------- concurrency
@@ -468,7 +480,9 @@ def report(r: dict) -> str:
         f"- Date: {r['date']}",
         f"- Machine: {r['machine']}",
         f"- Command: `{r['command']}`",
-        f"- Commit: {r['commit']}; build profile `{r['profile']}` (opt-level 3, no LTO) for meshql and raw "
+        f"- Commit: {r['commit']}; build profile `{r['profile']}`"
+        + (" (opt-level 3, no LTO)" if r["profile"] == "quick" else " (unoptimised dependencies: not for numbers)")
+        + " for meshql and raw "
         "DataFusion alike; DuckDB is the PyPI wheel " + r.get("duckdb", {}).get("version", "") + ".",
         f"- TPC-H scale factor {r['sf']:g} (tpchgen-cli Parquet, one file per table); {r['iterations']} timed runs "
         "per query and engine after one warm-up run; medians in milliseconds, wall clock, planning included.",
@@ -514,9 +528,15 @@ def report(r: dict) -> str:
                   "| path | rows | Arrow bytes | median ms | MB/s |", "|---|---|---|---|---|"]
         lines.append(f"| embedded (collect) | {e['rows']:,} | {e['bytes']:,} | {fmt_ms(e['median_ms'])} | "
                      f"{e['bytes'] / 1e6 / (e['median_ms'] / 1000):,.0f} |")
-        paths = [("adbc", "Flight SQL, ADBC driver → pyarrow")]
-        paths += [(k, f"Flight SQL, pyarrow.flight, {t[k]['streams']} stream(s) in parallel")
-                  for k in t if k.startswith("pyarrow_flight")]
+        paths = [("adbc", "Flight SQL, ADBC driver → pyarrow, 1 endpoint")]
+        if "adbc_endpoints" in t:
+            paths.append(("adbc_endpoints", "Flight SQL, ADBC driver → pyarrow, server endpoints (`maxEndpoints: 8`)"))
+        for k in t:
+            if k == "pyarrow_flight_endpoints":
+                paths.append((k, f"Flight SQL, pyarrow.flight, {t[k]['streams']} server endpoint(s) in parallel"))
+            elif k.startswith("pyarrow_flight"):
+                how = "1 endpoint" if k == "pyarrow_flight" else "client-split queries"
+                paths.append((k, f"Flight SQL, pyarrow.flight, {t[k]['streams']} stream(s) in parallel ({how})"))
         for key, label in paths:
             x = t[key]
             lines.append(f"| {label} | {x['rows']:,} | {x['bytes']:,} | {fmt_ms(x['median_ms'])} | "
@@ -643,7 +663,12 @@ def main() -> None:
                 checks.append("Flight SQL = embedded")
             if "transfer" not in skip:
                 log("transfer: SELECT * FROM lineitem")
-                r["transfer"] = transfer(server, bench_bin, sf_dir / "parquet", iterations)
+                # The same server offering one endpoint per independent partition of a scan.
+                split = Server(meshql_bin, sf_dir / "parquet", work, extra="results: {maxEndpoints: 8}\n")
+                try:
+                    r["transfer"] = transfer(server, split, bench_bin, sf_dir / "parquet", iterations)
+                finally:
+                    split.stop()
             if "concurrency" not in skip:
                 log("concurrency")
                 seconds = args.concurrency_seconds or (10 if args.quick else 30)

@@ -111,9 +111,33 @@ def batches(path: Path, schema: pa.Schema):
         yield batch.cast(schema)
 
 
-def write_delta(source: Path, target: Path) -> None:
-    from deltalake import write_deltalake
+# The Delta and Iceberg copies are written with the Parquet layout of the source files (rows per
+# row group, Snappy), so that the format comparison compares formats and not writer defaults:
+# the writers' defaults (1M+ rows per row group, ZSTD for PyIceberg) leave 2–3 row groups per
+# table, which a scan cannot spread over cores. Data written before this layout is rewritten.
+LAYOUT = "rows-per-row-group-of-source+snappy"
 
+
+def layout(source: Path, table: str) -> int:
+    """Rows per row group of the source file."""
+    return pq.ParquetFile(source / f"{table}.parquet").metadata.row_group(0).num_rows
+
+
+def current(target: Path) -> bool:
+    """Whether `target` holds data written with this LAYOUT; if not, it is cleared."""
+    marker = target / "LAYOUT"
+    if marker.exists() and marker.read_text().strip() == LAYOUT:
+        return True
+    if target.exists():
+        shutil.rmtree(target)
+    return False
+
+
+def write_delta(source: Path, target: Path) -> None:
+    from deltalake import WriterProperties, write_deltalake
+
+    if not current(target):
+        target.mkdir(parents=True)
     for table in TABLES:
         dest = target / table
         if (dest / "_delta_log").exists():
@@ -121,14 +145,17 @@ def write_delta(source: Path, target: Path) -> None:
         schema = plain_schema(pq.read_schema(source / f"{table}.parquet"))
         reader = pa.RecordBatchReader.from_batches(schema, batches(source / f"{table}.parquet", schema))
         print(f"  delta {table}", flush=True)
-        write_deltalake(str(dest), reader, mode="overwrite")
+        props = WriterProperties(max_row_group_size=layout(source, table), compression="SNAPPY")
+        write_deltalake(str(dest), reader, mode="overwrite", writer_properties=props)
+    (target / "LAYOUT").write_text(LAYOUT)
 
 
 def write_iceberg(source: Path, target: Path) -> dict[str, Path]:
     """Writes each table with pyiceberg; returns the table directories."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    target.mkdir(parents=True, exist_ok=True)
+    if not current(target):
+        target.mkdir(parents=True)
     catalog = SqlCatalog(
         "bench",
         uri=f"sqlite:///{target / 'catalog.db'}",
@@ -144,7 +171,11 @@ def write_iceberg(source: Path, target: Path) -> dict[str, Path]:
         else:
             schema = plain_schema(pq.read_schema(source / f"{table}.parquet"))
             print(f"  iceberg {table}", flush=True)
-            t = catalog.create_table(ident, schema=schema)
+            properties = {
+                "write.parquet.row-group-limit": str(layout(source, table)),
+                "write.parquet.compression-codec": "snappy",
+            }
+            t = catalog.create_table(ident, schema=schema, properties=properties)
             chunk: list[pa.RecordBatch] = []
             rows = 0
             # One commit per ~2M rows: a table of a few snapshots, as a pipeline would leave it.
@@ -157,6 +188,7 @@ def write_iceberg(source: Path, target: Path) -> dict[str, Path]:
             if chunk:
                 t.append(pa.Table.from_batches(chunk, schema))
         locations[table] = Path(t.location().removeprefix("file://"))
+    (target / "LAYOUT").write_text(LAYOUT)
     return locations
 
 

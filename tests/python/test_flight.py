@@ -14,6 +14,7 @@ import time
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 — pa.compute
 import pyarrow.flight as flight
 import pyarrow.ipc as ipc
 import pytest
@@ -35,12 +36,13 @@ def run(args, stdin=None):
 
 
 class Server:
-    def __init__(self, meshql_bin, mesh_dir, tmp_path, auth_extra="", extra="", log=None):
+    def __init__(self, meshql_bin, mesh_dir, tmp_path, auth_extra="", extra="", log=None, users=()):
         password_hash = run([meshql_bin, "auth", "hash-password"], stdin=PASSWORD + "\n").strip()
         token_lines = run([meshql_bin, "auth", "new-service-token"]).splitlines()
         self.service_token = token_lines[0].split()[-1]
         token_hash = token_lines[1].split()[-1]
         config = tmp_path / f"server-{time.monotonic_ns()}.yaml"
+        more_users = "".join(f"    - {{name: {u}, passwordHash: '{password_hash}', groups: [{g}]}}\n" for u, g in users)
         config.write_text(
             f"""
 listen: 127.0.0.1:0
@@ -49,7 +51,7 @@ auth:
     - {{name: alice, passwordHash: '{password_hash}', groups: [analysts, pii-readers]}}
     - {{name: sam, passwordHash: '{password_hash}', groups: [support], attributes: {{region: EU}}}}
     - {{name: carl, passwordHash: '{password_hash}', groups: [contractors]}}
-  serviceTokens:
+{more_users}  serviceTokens:
     - {{name: dashboards, tokenHash: '{token_hash}', groups: [analysts]}}
 {auth_extra}
 {extra}
@@ -346,5 +348,119 @@ def test_discovery_audit_and_live_reload_over_flight(meshql_bin, mesh_copy, tmp_
         denied = [r for r in lines if r["principal"] == "carl" and r["statement"] == "SELECT * FROM mesh.customer.profiles"]
         assert [r["outcome"] for r in denied] == ["denied"], denied
         assert denied and denied[0]["products"] == ["customer.profiles"], denied
+    finally:
+        s.stop()
+
+
+def _sorted(table):
+    return table.sort_by([(k, "ascending") for k in table.column_names])
+
+
+def test_scans_are_served_over_several_endpoints(meshql_bin, mesh_copy, tmp_path):
+    """With `results.maxEndpoints`, a scan's independent partitions become endpoints that a client
+    may fetch in parallel: together exactly the governed result, never a mix of two versions."""
+    from deltalake import DeltaTable, write_deltalake
+
+    mesh_yaml = mesh_copy / "mesh.yaml"
+    mesh_yaml.write_text(
+        mesh_yaml.read_text().replace("metadataRefreshSeconds: 5", "metadataRefreshSeconds: 0")
+        # The sample's files are tiny: let DataFusion split scans of any size over 4 partitions.
+        + "engine:\n  datafusion.execution.target_partitions: 4\n  datafusion.optimizer.repartition_file_min_size: 1\n"
+    )
+    # A desk that sees only large orders, with the customer hidden: policies must hold in every
+    # endpoint, not only in a single stream.
+    (mesh_copy / "domains" / "order" / "policies.yaml").write_text(
+        """
+rules:
+  - name: order-desk-large-orders
+    principals: { groups: [order-desk] }
+    resource: order.transactions
+    grant: [select]
+    rowFilter: "amount > 100"
+  - name: order-desk-no-customers
+    principals: { groups: [order-desk] }
+    resource: order.transactions
+    masks:
+      customer_id: { type: nullify }
+"""
+    )
+    s = Server(meshql_bin, mesh_copy, tmp_path, users=[("olga", "order-desk")], extra="results: {maxEndpoints: 8}")
+    try:
+        client = flight.FlightClient(s.uri)
+        alice = flight.FlightCallOptions(headers=[client.authenticate_basic_token("alice", PASSWORD)])
+        olga = flight.FlightCallOptions(headers=[client.authenticate_basic_token("olga", PASSWORD)])
+
+        def info_of(sql, options):
+            command = _field(1, sql.encode())
+            any_ = _field(1, b"type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery") + _field(2, command)
+            return client.get_flight_info(flight.FlightDescriptor.for_command(any_), options)
+
+        def fetch_parallel(info, options):
+            parts = [None] * len(info.endpoints)
+
+            def get(i):
+                parts[i] = client.do_get(info.endpoints[i].ticket, options).read_all()
+
+            threads = [threading.Thread(target=get, args=(i,)) for i in range(len(info.endpoints))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+            assert all(p is not None for p in parts), "an endpoint failed"
+            return pa.concat_tables(parts)
+
+        cases = [
+            ("alice", alice, ["--user", "alice", "--group", "analysts", "--group", "pii-readers"],
+             "SELECT * FROM mesh.order.transactions"),
+            ("olga", olga, ["--user", "olga", "--group", "order-desk"],
+             "SELECT order_id, customer_id, amount FROM mesh.order.transactions"),
+            ("alice", alice, ["--user", "alice", "--group", "analysts", "--group", "pii-readers"],
+             "SELECT * FROM mesh.order.shipments WHERE status = 'delivered'"),
+            ("alice", alice, ["--user", "alice", "--group", "analysts", "--group", "pii-readers"],
+             "SELECT campaign_id, channel, clicks FROM mesh.marketing.campaign_performance"),
+        ]
+        for who, options, principal, sql in cases:
+            info = info_of(sql, options)
+            assert len(info.endpoints) > 1, (who, sql, len(info.endpoints))
+            assert not info.ordered
+            got = fetch_parallel(info, options)
+            expected = plain(embedded(meshql_bin, mesh_copy, sql, principal, tmp_path))
+            assert got.num_rows == expected.num_rows, (who, sql)
+            assert _sorted(got).equals(_sorted(expected)), (who, sql)
+        olga_rows = fetch_parallel(info_of(cases[1][3], olga), olga)
+        assert olga_rows.num_rows > 0
+        assert all(a > 100 for a in olga_rows.column("amount").to_pylist())
+        assert olga_rows.column("customer_id").null_count == olga_rows.num_rows
+
+        # Anything but a scan (here a sort and an aggregate) keeps one ordered endpoint.
+        for sql in ["SELECT * FROM mesh.order.transactions ORDER BY order_id",
+                    "SELECT count(*) FROM mesh.order.transactions"]:
+            info = info_of(sql, alice)
+            assert len(info.endpoints) == 1 and info.ordered, sql
+
+        # ADBC reads every endpoint.
+        with connect(s, "alice") as conn:
+            n = query(conn, "SELECT * FROM mesh.order.transactions").num_rows
+            assert n == query(conn, "SELECT count(*) AS n FROM mesh.order.transactions").to_pylist()[0]["n"]
+
+        # A commit between GetFlightInfo and DoGet: the old endpoints refuse to run rather
+        # than return part of one version and part of another.
+        delivered = "SELECT * FROM mesh.order.shipments WHERE status = 'delivered'"
+        info = info_of(delivered, alice)
+        assert len(info.endpoints) > 1
+        first = client.do_get(info.endpoints[0].ticket, alice).read_all()
+        assert first.num_rows > 0
+        shipments = mesh_copy / "domains" / "order" / "data" / "shipments"
+        write_deltalake(str(shipments), DeltaTable(str(shipments)).to_pyarrow_table().slice(0, 10), mode="append")
+        with pytest.raises(pa.ArrowInvalid) as e:  # FAILED_PRECONDITION
+            client.do_get(info.endpoints[1].ticket, alice).read_all()
+        assert "changed since its endpoints were issued" in str(e.value), e.value
+        # Run again, the query is served from the new version.
+        again = fetch_parallel(info_of(delivered, alice), alice)
+        table = DeltaTable(str(shipments)).to_pyarrow_table()
+        assert again.num_rows == table.filter(pa.compute.equal(table.column("status"), "delivered")).num_rows
+        # A ticket is still only its principal's.
+        with pytest.raises(flight.FlightUnauthorizedError):
+            client.do_get(info_of(cases[0][3], alice).endpoints[0].ticket, olga).read_all()
     finally:
         s.stop()

@@ -33,8 +33,15 @@ pub struct MeshCatalog {
 impl MeshCatalog {
     /// Builds the catalog. `stores` must be the object-store registry of `runtime` (the
     /// DataFusion runtime every session of the mesh shares): see [`MeshCatalog::runtime_for`].
-    pub fn new(definition: Arc<MeshDefinition>, stores: Arc<StoreRegistry>, runtime: Arc<RuntimeEnv>) -> Self {
-        Self::build(definition, stores, runtime, |_| None)
+    /// `parallelism` is the sessions' `target_partitions`: how many groups the files of a
+    /// product are dealt into.
+    pub fn new(
+        definition: Arc<MeshDefinition>,
+        stores: Arc<StoreRegistry>,
+        runtime: Arc<RuntimeEnv>,
+        parallelism: usize,
+    ) -> Self {
+        Self::build(definition, stores, runtime, parallelism, |_| None)
     }
 
     /// The store registry and DataFusion runtime for a mesh: every scan, whatever its format,
@@ -50,7 +57,8 @@ impl MeshCatalog {
     /// The catalog of a reloaded `definition`: same stores and runtime, and every product whose
     /// documents did not change keeps its opened table (no storage is re-read for them) — unless
     /// the store settings changed, in which case every product is opened anew.
-    pub fn reloaded(&self, definition: Arc<MeshDefinition>) -> Self {
+    pub fn reloaded(&self, definition: Arc<MeshDefinition>, parallelism: usize) -> Self {
+        let parallelism_changed = parallelism != self.ctx.parallelism;
         let stores_changed = self
             .ctx
             .stores
@@ -58,14 +66,20 @@ impl MeshCatalog {
         if stores_changed {
             tracing::info!("store settings changed: products are opened anew");
         }
-        Self::build(definition, self.ctx.stores.clone(), self.ctx.runtime.clone(), |entry| {
-            if stores_changed {
-                return None;
-            }
-            self.product(&entry.domain, &entry.name)
-                .filter(|old| same_entry(old.entry(), entry))
-                .cloned()
-        })
+        Self::build(
+            definition,
+            self.ctx.stores.clone(),
+            self.ctx.runtime.clone(),
+            parallelism,
+            |entry| {
+                if stores_changed || parallelism_changed {
+                    return None;
+                }
+                self.product(&entry.domain, &entry.name)
+                    .filter(|old| same_entry(old.entry(), entry))
+                    .cloned()
+            },
+        )
     }
 
     /// One schema per domain, one table per entry; `reuse` may hand back an already opened
@@ -74,12 +88,20 @@ impl MeshCatalog {
         definition: Arc<MeshDefinition>,
         stores: Arc<StoreRegistry>,
         runtime: Arc<RuntimeEnv>,
+        parallelism: usize,
         reuse: impl Fn(&TableEntry) -> Option<Arc<ProductTable>>,
     ) -> Self {
+        let refresh = Duration::from_secs(definition.settings.metadata_refresh_seconds);
+        // DataFusion caches directory listings, by default forever: new and rewritten Parquet
+        // files would never be seen. A listing lives as long as any other product metadata.
+        if let Some(listings) = runtime.cache_manager.get_list_files_cache() {
+            listings.update_cache_ttl(Some(refresh));
+        }
         let ctx = Arc::new(CatalogContext {
             stores,
             runtime,
-            refresh: Duration::from_secs(definition.settings.metadata_refresh_seconds),
+            parallelism: parallelism.max(1),
+            refresh,
         });
         let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = definition
             .domains

@@ -32,6 +32,7 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::error::{CatalogError, Result};
+use crate::iceberg_scan::PartitionedIceberg;
 use crate::store::{as_directory, StoreRegistry};
 use crate::table::AsOf;
 
@@ -103,7 +104,7 @@ pub async fn open(
     }
     .map_err(|e| CatalogError::storage(&metadata_file, e))?;
     Ok(IcebergTable {
-        provider: Arc::new(provider),
+        provider: Arc::new(PartitionedIceberg::new(Arc::new(provider))),
         metadata_file,
         snapshot_id: served_snapshot,
         committed_ms,

@@ -3,7 +3,8 @@
 //!
 //! - [`store`]: locations → URLs → object stores; [`cloud`]: S3/GCS/Azure/HTTP clients;
 //!   [`secrets`]: credentials from the environment, redacted everywhere;
-//! - [`parquet`], [`delta`], [`iceberg`]: one file per format;
+//! - [`parquet`], [`delta`], [`iceberg`]: one file per format ([`iceberg_scan`]: Iceberg scans
+//!   spread over partitions);
 //! - [`conform`]: storage schema vs contract;
 //! - [`table`]: a product's lazily opened, cached, refreshed table;
 //! - [`catalog`]: the `mesh` catalog and its domain schemas.
@@ -15,6 +16,7 @@ pub mod delta;
 pub mod error;
 pub mod iceberg;
 pub mod iceberg_catalog;
+pub mod iceberg_scan;
 pub mod parquet;
 pub mod secrets;
 pub mod store;

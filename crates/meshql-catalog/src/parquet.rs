@@ -50,7 +50,10 @@ pub async fn open(
     };
     let mut options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
-        .with_collect_stat(true);
+        .with_collect_stat(true)
+        // The session's parallelism (ListingOptions' own default is one group of files; the
+        // optimiser re-splits only scans above 10 MB, so small multi-file products stayed serial).
+        .with_target_partitions(state.config().target_partitions());
     if !single_file && !is_glob {
         let partition_names = options.infer_partitions(state, &table_url).await.map_err(err)?;
         let partition_cols: Vec<(String, DataType)> = partition_names

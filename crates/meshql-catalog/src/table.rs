@@ -16,6 +16,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
 use meshql_contract::{Format, PortBinding, TableEntry, VersionPin};
 use tokio::sync::Mutex;
 use url::Url;
@@ -30,6 +31,8 @@ use crate::{delta, iceberg, parquet};
 pub struct CatalogContext {
     pub stores: Arc<StoreRegistry>,
     pub runtime: Arc<RuntimeEnv>,
+    /// The sessions' `target_partitions`.
+    pub parallelism: usize,
     /// How old a check for new commits may be before the next query checks again.
     pub refresh: Duration,
 }
@@ -305,6 +308,7 @@ impl ProductTable {
             match storage.format {
                 Format::Parquet => {
                     let state = SessionStateBuilder::new()
+                        .with_config(SessionConfig::new().with_target_partitions(self.ctx.parallelism))
                         .with_runtime_env(self.ctx.runtime.clone())
                         .build();
                     let table = format!("mesh.{}", self.entry.qualified_name());

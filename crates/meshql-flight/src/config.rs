@@ -279,6 +279,14 @@ pub struct ResultOptions {
     /// Largest Flight data message, below gRPC's usual 4 MiB receive limit.
     #[serde(default = "default_message", deserialize_with = "bytes")]
     pub max_message_bytes: usize,
+    /// At most this many endpoints per query result. Above 1, a query whose plan is a scan
+    /// (filtered, projected, shaped by policies) is answered with one endpoint per group of
+    /// its independent partitions, unordered, so clients that fetch endpoints in parallel
+    /// (ADBC, Spark, custom pyarrow code) read it over several streams. Queries with a join,
+    /// aggregate, sort or limit keep one endpoint. 1 (the default) suits clients that read
+    /// only the first endpoint.
+    #[serde(default = "one")]
+    pub max_endpoints: usize,
 }
 
 impl Default for ResultOptions {
@@ -286,12 +294,17 @@ impl Default for ResultOptions {
         ResultOptions {
             plain_types: true,
             max_message_bytes: default_message(),
+            max_endpoints: 1,
         }
     }
 }
 
 fn yes() -> bool {
     true
+}
+
+fn one() -> usize {
+    1
 }
 
 fn default_message() -> usize {
@@ -414,7 +427,7 @@ auth:
   serviceTokens: [{name: s, tokenHash: "sha256:00"}]
   anonymous: {enabled: true}
 limits: {memoryPerQuery: 1GiB, queryTimeout: 5, maxConcurrentQueries: 2}
-results: {plainTypes: false}
+results: {plainTypes: false, maxEndpoints: 8}
 "#,
         )
         .unwrap();
@@ -422,6 +435,7 @@ results: {plainTypes: false}
         assert_eq!(c.auth.token_ttl, Duration::from_secs(60));
         assert_eq!(c.limits.memory_per_query, 1 << 30);
         assert!(!c.results.plain_types && c.auth.anonymous.enabled);
+        assert_eq!(c.results.max_endpoints, 8);
         let err = serde_yaml::from_str::<ServerConfig>("listen: 0.0.0.0:1\nusers: []\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `users`"), "{err}");
     }

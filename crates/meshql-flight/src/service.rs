@@ -465,25 +465,52 @@ impl Handlers {
         Shaper::new(schema, self.config.results.plain_types)
     }
 
-    /// A FlightInfo whose one endpoint runs `stmt` (sealed as a ticket).
-    fn statement_info(
+    /// The FlightInfo for `stmt`, planned as `planned`: one endpoint running the whole query,
+    /// or, when `results.maxEndpoints` allows and the plan's partitions are independent (a
+    /// scan), one endpoint per group of partitions, in no particular order. Each endpoint's
+    /// ticket is `stmt` sealed with its share of the plan and the plan's fingerprint.
+    async fn statement_info(
         &self,
         stmt: &proto::Statement,
-        schema: &Schema,
+        planned: QueryResult,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let sealed = self.signer().seal(Kind::Ticket, stmt);
-        let ticket = TicketStatementQuery {
-            statement_handle: sealed.into(),
+        let schema = self.shaper(&planned.schema()).schema();
+        let max = self.config.results.max_endpoints;
+        let mut tickets = vec![stmt.clone()];
+        if max > 1 {
+            let runnable = planned.into_runnable(None).await.map_err(status_of)?;
+            let partitions = runnable.independent_partitions();
+            if partitions > 1 {
+                let endpoints = partitions.min(max);
+                let fingerprint = runnable.fingerprint().to_vec();
+                tickets = (0..endpoints)
+                    .map(|endpoint| proto::Statement {
+                        endpoint: endpoint as u32,
+                        endpoints: endpoints as u32,
+                        plan_partitions: partitions as u32,
+                        fingerprint: fingerprint.clone(),
+                        ..stmt.clone()
+                    })
+                    .collect();
+            }
         }
-        .as_any()
-        .encode_to_vec();
-        Ok(FlightInfo::new()
-            .try_with_schema(schema)
+        let ordered = tickets.len() == 1;
+        let mut info = FlightInfo::new()
+            .try_with_schema(&schema)
             .map_err(arrow_status)?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
             .with_descriptor(descriptor)
-            .with_ordered(true))
+            .with_ordered(ordered);
+        for t in &tickets {
+            let sealed = self.signer().seal(Kind::Ticket, t);
+            let ticket = TicketStatementQuery {
+                statement_handle: sealed.into(),
+            }
+            .as_any()
+            .encode_to_vec();
+            info = info.with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)));
+        }
+        Ok(info)
     }
 
     /// A FlightInfo for a metadata command: its ticket is the command itself (it carries no
@@ -541,10 +568,28 @@ impl Handlers {
         };
         let query = self.plan(&caller, &stmt).await?;
         let shaper = self.shaper(&query.schema());
-        let stream = query
-            .stream_with_memory_limit(limits.memory_per_query)
+        let runnable = query
+            .into_runnable(Some(limits.memory_per_query))
             .await
             .map_err(status_of)?;
+        let stream = if stmt.endpoints > 1 {
+            // One endpoint of several: the plan must still have the partitions, files and
+            // byte ranges the ticket was issued for.
+            let partitions = runnable.independent_partitions();
+            if partitions != stmt.plan_partitions as usize || runnable.fingerprint()[..] != stmt.fingerprint[..] {
+                return Err(Status::failed_precondition(
+                    "the data of this query changed since its endpoints were issued (a new commit, a \
+                     changed policy or configuration): run the query again",
+                ));
+            }
+            let mine: Vec<usize> = (stmt.endpoint as usize..partitions)
+                .step_by(stmt.endpoints as usize)
+                .collect();
+            runnable.stream_partitions(&mine)
+        } else {
+            runnable.stream()
+        }
+        .map_err(status_of)?;
         let rx = register(&self.running, &stmt.query_id);
         let registration = Registration {
             running: self.running.clone(),
@@ -568,7 +613,11 @@ impl Handlers {
             rows: 0,
             done: false,
         };
-        tracing::info!(sql = %stmt.sql, "query started");
+        if stmt.endpoints > 1 {
+            tracing::info!(sql = %stmt.sql, endpoint = stmt.endpoint, endpoints = stmt.endpoints, "query started");
+        } else {
+            tracing::info!(sql = %stmt.sql, "query started");
+        }
         let batches = futures::stream::unfold(run, Run::next);
         let flight = FlightDataEncoderBuilder::new()
             .with_schema(shaper.schema())
@@ -807,8 +856,9 @@ impl FlightSqlService for Handlers {
         Span::current().record("query_id", stmt.query_id.as_str());
         // Planned now so that errors (syntax, access) reach the client before any DoGet.
         let planned = self.plan(&caller, &stmt).await?;
-        let schema = self.shaper(&planned.schema()).schema();
-        Ok(Response::new(self.statement_info(&stmt, &schema, req.into_inner())?))
+        Ok(Response::new(
+            self.statement_info(&stmt, planned, req.into_inner()).await?,
+        ))
     }
 
     async fn get_flight_info_substrait_plan(
@@ -829,8 +879,9 @@ impl FlightSqlService for Handlers {
         let stmt = self.fresh_run(handle);
         Span::current().record("query_id", stmt.query_id.as_str());
         let planned = self.plan(&caller, &stmt).await?;
-        let schema = self.shaper(&planned.schema()).schema();
-        Ok(Response::new(self.statement_info(&stmt, &schema, req.into_inner())?))
+        Ok(Response::new(
+            self.statement_info(&stmt, planned, req.into_inner()).await?,
+        ))
     }
 
     async fn get_flight_info_catalogs(

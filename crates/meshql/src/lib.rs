@@ -50,7 +50,7 @@ pub use meshql_contract as contract;
 pub use meshql_policy::{PolicySet, Principal};
 pub use quality::{QualityOutcome, QualityResult, QualityStore, Severity};
 pub use reload::{ReloadOutcome, WatchHandle};
-pub use session::{QueryResult, Session, SqlOptions};
+pub use session::{QueryResult, Runnable, Session, SqlOptions};
 
 /// An opened mesh. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -130,7 +130,13 @@ impl Mesh {
             None
         };
         let quality = Arc::new(QualityStore::new(state_dir.join("quality")));
-        let catalog = Arc::new(MeshCatalog::new(Arc::new(definition), stores, runtime.clone()));
+        let parallelism = config.options().execution.target_partitions;
+        let catalog = Arc::new(MeshCatalog::new(
+            Arc::new(definition),
+            stores,
+            runtime.clone(),
+            parallelism,
+        ));
         Ok(Mesh {
             inner: Arc::new(MeshInner {
                 root,

@@ -155,7 +155,8 @@ impl Mesh {
                 outcome.removed.push(old.qualified_name());
             }
         }
-        let catalog = Arc::new(current.catalog.reloaded(Arc::new(definition)));
+        let parallelism = config.options().execution.target_partitions;
+        let catalog = Arc::new(current.catalog.reloaded(Arc::new(definition), parallelism));
         let next = Arc::new(Snapshot {
             catalog,
             policies,

@@ -9,20 +9,24 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchReceiverStream;
+use datafusion::physical_plan::{displayable, execute_stream, ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use meshql_catalog::{AsOf, MESH_CATALOG};
 use meshql_contract::mesh::RESERVED_SCHEMA;
 use meshql_policy::enforce::{analyzer_rules, optimizer_rules, GovernedQueryPlanner};
 use meshql_policy::{ColumnAccess, PolicyCheck, Principal};
+use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::governed::{refusal_message, Governance, GovernedCatalog};
@@ -559,8 +563,15 @@ impl QueryResult {
     }
 
     async fn execute(self, memory_limit: Option<usize>) -> Result<SendableRecordBatchStream, Error> {
+        self.into_runnable(memory_limit).await?.stream()
+    }
+
+    /// Plans the query down to the plan that runs, without starting it: to look at its
+    /// partitions, or to run only some of them ([`Runnable`]). `memory_limit` as for
+    /// [`QueryResult::stream_with_memory_limit`].
+    pub async fn into_runnable(self, memory_limit: Option<usize>) -> Result<Runnable, Error> {
         let QueryResult { df, mut audit, .. } = self;
-        let started = async {
+        let planned = async {
             let (state, plan) = df.into_parts();
             let optimized = state.optimize(&plan)?;
             if let Some(p) = audit.as_mut() {
@@ -574,20 +585,13 @@ impl QueryResult {
                     .build_arc()?;
                 task = task.with_runtime(runtime);
             }
-            Ok::<_, Error>(execute_stream(physical, Arc::new(task))?)
+            Ok::<_, Error>((physical, Arc::new(task)))
         }
         .await;
-        match (started, audit) {
-            (Ok(stream), None) => Ok(stream),
-            (Ok(stream), Some(pending)) => Ok(Box::pin(AuditedStream {
-                schema: stream.schema(),
-                inner: stream,
-                pending: Some(pending),
-                rows: 0,
-                bytes: 0,
-            })),
-            (Err(e), pending) => {
-                if let Some(p) = pending {
+        match planned {
+            Ok((plan, task)) => Ok(Runnable { plan, task, audit }),
+            Err(e) => {
+                if let Some(p) = audit {
                     p.fail(e.to_string());
                 }
                 Err(e)
@@ -618,6 +622,157 @@ impl QueryResult {
             audit: self.audit,
             warnings: self.warnings,
         })
+    }
+}
+
+/// A planned query that has not started: its result is the union of its partitions.
+///
+/// When every partition can run alone — a scan of files, filtered, projected and shaped by
+/// policies, with no exchange, sort, aggregate, join or limit above it — a server can hand
+/// out one stream per partition (Flight SQL endpoints) and clients fetch them in parallel.
+/// The plan's [`fingerprint`](Runnable::fingerprint) names what each partition reads, so that
+/// a partition planned again later (by another request, on another replica) can be checked to
+/// read the same data and not a newer commit.
+pub struct Runnable {
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+    audit: Option<Pending>,
+}
+
+/// Operators that keep every row in the partition it came from.
+const PARTITION_LOCAL: &[&str] = &[
+    "ProjectionExec",
+    "FilterExec",
+    "CoalesceBatchesExec",
+    "CooperativeExec",
+    "PolicyBarrierExec",
+    "DeltaScanExec",
+];
+/// Sources whose partitions read disjoint parts of the data.
+const PARTITIONED_SOURCES: &[&str] = &["DataSourceExec", "PartitionedIcebergScan"];
+
+fn partition_local(plan: &dyn ExecutionPlan, partitions: usize) -> bool {
+    if plan.output_partitioning().partition_count() != partitions {
+        return false;
+    }
+    match plan.children().as_slice() {
+        [] => PARTITIONED_SOURCES.contains(&plan.name()),
+        [child] => PARTITION_LOCAL.contains(&plan.name()) && partition_local(child.as_ref(), partitions),
+        _ => false,
+    }
+}
+
+impl Runnable {
+    /// The result's schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.plan.schema()
+    }
+
+    /// The physical plan that will run (policies included).
+    pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+
+    /// How many partitions can be run separately ([`Runnable::stream_partitions`]): the
+    /// plan's partitions when each reads its own part of the data, else 1.
+    pub fn independent_partitions(&self) -> usize {
+        let n = self.plan.output_partitioning().partition_count();
+        if n > 1 && partition_local(self.plan.as_ref(), n) {
+            n
+        } else {
+            1
+        }
+    }
+
+    /// SHA-256 of the plan as EXPLAIN VERBOSE prints it — its operators, filters and masks,
+    /// and every file with the byte range each partition reads — and of the size and
+    /// modification time of every file scanned, so that a file rewritten in place changes it too.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        let text = displayable(self.plan.as_ref())
+            .set_show_schema(true)
+            .indent(true)
+            .to_string();
+        hash.update(text.as_bytes());
+        let mut stack = vec![self.plan.clone()];
+        while let Some(node) = stack.pop() {
+            let files = node
+                .as_any()
+                .downcast_ref::<DataSourceExec>()
+                .and_then(|d| d.data_source().as_any().downcast_ref::<FileScanConfig>());
+            for file in files.iter().flat_map(|c| c.file_groups.iter()).flat_map(|g| g.iter()) {
+                let meta = &file.object_meta;
+                hash.update(format!(
+                    "\n{} {} {}",
+                    meta.location,
+                    meta.size,
+                    meta.last_modified.timestamp_micros()
+                ));
+            }
+            stack.extend(node.children().into_iter().cloned());
+        }
+        hash.finalize().into()
+    }
+
+    /// Runs the whole query.
+    pub fn stream(self) -> Result<SendableRecordBatchStream, Error> {
+        let Runnable { plan, task, audit } = self;
+        audited(execute_stream(plan, task).map_err(Error::from), audit)
+    }
+
+    /// Runs only the given partitions (numbers below [`Runnable::independent_partitions`]),
+    /// each in its own task, their batches interleaved.
+    pub fn stream_partitions(self, partitions: &[usize]) -> Result<SendableRecordBatchStream, Error> {
+        let available = self.independent_partitions();
+        if let Some(bad) = partitions.iter().find(|p| **p >= available) {
+            return Err(Error::NotAllowed(format!(
+                "partition {bad} of a query with {available} independent partitions"
+            )));
+        }
+        let Runnable { plan, task, audit } = self;
+        let stream = match partitions {
+            [one] => plan.execute(*one, task).map_err(Error::from),
+            many => {
+                let mut builder = RecordBatchReceiverStream::builder(plan.schema(), many.len().max(1));
+                for &p in many {
+                    let (plan, task, tx) = (plan.clone(), task.clone(), builder.tx());
+                    builder.spawn(async move {
+                        let mut batches = plan.execute(p, task)?;
+                        while let Some(batch) = batches.next().await {
+                            if tx.send(batch).await.is_err() {
+                                break; // the reader went away
+                            }
+                        }
+                        Ok(())
+                    });
+                }
+                Ok(builder.build())
+            }
+        };
+        audited(stream, audit)
+    }
+}
+
+/// `stream` recorded in the audit trail when it ends (or its failure to start, at once).
+fn audited(
+    stream: Result<SendableRecordBatchStream, Error>,
+    audit: Option<Pending>,
+) -> Result<SendableRecordBatchStream, Error> {
+    match (stream, audit) {
+        (Ok(stream), None) => Ok(stream),
+        (Ok(stream), Some(pending)) => Ok(Box::pin(AuditedStream {
+            schema: stream.schema(),
+            inner: stream,
+            pending: Some(pending),
+            rows: 0,
+            bytes: 0,
+        })),
+        (Err(e), pending) => {
+            if let Some(p) = pending {
+                p.fail(e.to_string());
+            }
+            Err(e)
+        }
     }
 }
 

@@ -96,7 +96,7 @@ async fn iceberg_projection_and_filter_reach_the_scan() {
         "SELECT campaign_id, clicks FROM mesh.marketing.campaign_performance WHERE channel = 'email'",
     )
     .await;
-    assert!(plan.contains("IcebergTableScan"), "{plan}");
+    assert!(plan.contains("PartitionedIcebergScan"), "{plan}");
     assert!(plan.contains("predicate:[channel = \"email\"]"), "{plan}");
     assert!(plan.contains("projection:[campaign_id,channel,clicks]"), "{plan}");
 
@@ -301,4 +301,146 @@ async fn delta_skips_files_by_log_statistics_and_iceberg_prunes_partitions() {
 
     assert_email_clicks(&mesh).await;
     query_error(&mesh, "SELECT * FROM mesh.marketing.campaign_performance").await;
+}
+
+/// Iceberg scans are spread over partitions (iceberg-datafusion's own scan is one), carry the
+/// manifests' row counts, and can be run partition by partition.
+#[tokio::test]
+async fn iceberg_scans_run_in_parallel_partitions_with_row_counts() {
+    use datafusion::common::stats::Precision;
+    use datafusion::physical_plan::ExecutionPlan;
+    use futures::TryStreamExt;
+    use meshql_catalog::iceberg_scan::PartitionedIcebergScan;
+
+    let dir = copy_of_sample();
+    let path = dir.path().join("mesh.yaml");
+    let text = std::fs::read_to_string(&path).expect("mesh.yaml");
+    std::fs::write(
+        &path,
+        format!("{text}\nengine:\n  datafusion.execution.target_partitions: 3\n"),
+    )
+    .expect("write");
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let sql = "SELECT campaign_id, channel, clicks FROM mesh.marketing.campaign_performance";
+    let runnable = mesh
+        .session(analyst())
+        .sql(sql)
+        .await
+        .expect("plan")
+        .into_runnable(None)
+        .await
+        .expect("physical plan");
+    let mut scans = Vec::new();
+    let mut stack = vec![runnable.plan().clone()];
+    while let Some(node) = stack.pop() {
+        if let Some(scan) = node.as_any().downcast_ref::<PartitionedIcebergScan>() {
+            scans.push((
+                scan.groups().len(),
+                scan.partition_statistics(None).expect("stats").num_rows,
+            ));
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    let rows = Sample::generate().campaigns.len();
+    assert_eq!(scans, vec![(3, Precision::Inexact(rows))], "{scans:?}");
+    // A scan: every partition runs alone, and together they are the table.
+    assert_eq!(runnable.independent_partitions(), 3);
+    let mut seen = 0;
+    for p in 0..3 {
+        let again = mesh
+            .session(analyst())
+            .sql(sql)
+            .await
+            .expect("plan")
+            .into_runnable(None)
+            .await
+            .expect("plan");
+        let batches: Vec<_> = again
+            .stream_partitions(&[p])
+            .expect("partition")
+            .try_collect()
+            .await
+            .expect("run");
+        seen += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    assert_eq!(seen, rows);
+    let sorted = format!("{sql} ORDER BY campaign_id");
+    let sorted = mesh
+        .session(analyst())
+        .sql(&sorted)
+        .await
+        .expect("plan")
+        .into_runnable(None)
+        .await
+        .expect("plan");
+    assert_eq!(sorted.independent_partitions(), 1);
+    assert!(sorted.stream_partitions(&[1]).is_err());
+    // Same plan, same fingerprint; another projection, another one.
+    let fingerprint = |sql: String| {
+        let mesh = &mesh;
+        async move {
+            mesh.session(analyst())
+                .sql(&sql)
+                .await
+                .expect("plan")
+                .into_runnable(None)
+                .await
+                .expect("plan")
+                .fingerprint()
+        }
+    };
+    assert_eq!(fingerprint(sql.to_string()).await, runnable.fingerprint());
+    assert_ne!(
+        fingerprint(sql.replace("clicks", "impressions")).await,
+        runnable.fingerprint()
+    );
+}
+
+/// A plan's fingerprint covers the files it reads: a Parquet file rewritten in place (same
+/// name, same byte ranges) changes it, so partitions planned before and after cannot be mixed.
+/// (Within `metadataRefreshSeconds` a product's file list is reused, so the mesh checks always.)
+#[tokio::test]
+async fn a_rewritten_file_changes_the_plan_fingerprint() {
+    let dir = copy_of_sample();
+    refresh_always(dir.path());
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let sql = "SELECT * FROM mesh.order.transactions";
+    let fingerprint = || async {
+        let runnable = mesh
+            .session(analyst())
+            .sql(sql)
+            .await
+            .expect("plan")
+            .into_runnable(None)
+            .await;
+        runnable.expect("physical plan").fingerprint()
+    };
+    let before = fingerprint().await;
+    assert_eq!(fingerprint().await, before, "planning twice gives the same fingerprint");
+    let file = dir
+        .path()
+        .join("domains/order/data/transactions/order_date=2024-03-01/part-0.parquet");
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .and_then(|f| f.set_modified(later))
+        .expect("touch");
+    assert_ne!(fingerprint().await, before);
+}
+
+/// Files written into a Parquet product's directory after the mesh opened are read once the
+/// refresh interval has passed (DataFusion's own listing cache would keep the first listing).
+#[tokio::test]
+async fn parquet_files_written_later_are_read() {
+    let dir = copy_of_sample();
+    refresh_always(dir.path());
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let sql = "SELECT count(*) FROM mesh.order.transactions WHERE order_date = DATE '2024-03-01'";
+    let before: u64 = query(&mesh, sql).await[0][0].parse().expect("count");
+    assert!(before > 0);
+    let day = dir.path().join("domains/order/data/transactions/order_date=2024-03-01");
+    std::fs::copy(day.join("part-0.parquet"), day.join("part-1.parquet")).expect("copy");
+    let after: u64 = query(&mesh, sql).await[0][0].parse().expect("count");
+    assert_eq!(after, 2 * before);
 }
