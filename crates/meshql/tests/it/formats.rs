@@ -322,16 +322,9 @@ async fn iceberg_scans_run_in_parallel_partitions_with_row_counts() {
     .expect("write");
     let mesh = Mesh::open(dir.path()).expect("open");
     let sql = "SELECT campaign_id, channel, clicks FROM mesh.marketing.campaign_performance";
-    let runnable = mesh
-        .session(analyst())
-        .sql(sql)
-        .await
-        .expect("plan")
-        .into_runnable(None)
-        .await
-        .expect("physical plan");
+    let planned = runnable(&mesh, sql).await;
     let mut scans = Vec::new();
-    let mut stack = vec![runnable.plan().clone()];
+    let mut stack = vec![planned.plan().clone()];
     while let Some(node) = stack.pop() {
         if let Some(scan) = node.as_any().downcast_ref::<PartitionedIcebergScan>() {
             scans.push((
@@ -344,17 +337,10 @@ async fn iceberg_scans_run_in_parallel_partitions_with_row_counts() {
     let rows = Sample::generate().campaigns.len();
     assert_eq!(scans, vec![(3, Precision::Inexact(rows))], "{scans:?}");
     // A scan: every partition runs alone, and together they are the table.
-    assert_eq!(runnable.independent_partitions(), 3);
+    assert_eq!(planned.independent_partitions(), 3);
     let mut seen = 0;
     for p in 0..3 {
-        let again = mesh
-            .session(analyst())
-            .sql(sql)
-            .await
-            .expect("plan")
-            .into_runnable(None)
-            .await
-            .expect("plan");
+        let again = runnable(&mesh, sql).await;
         let batches: Vec<_> = again
             .stream_partitions(&[p])
             .expect("partition")
@@ -365,35 +351,14 @@ async fn iceberg_scans_run_in_parallel_partitions_with_row_counts() {
     }
     assert_eq!(seen, rows);
     let sorted = format!("{sql} ORDER BY campaign_id");
-    let sorted = mesh
-        .session(analyst())
-        .sql(&sorted)
-        .await
-        .expect("plan")
-        .into_runnable(None)
-        .await
-        .expect("plan");
+    let sorted = runnable(&mesh, &sorted).await;
     assert_eq!(sorted.independent_partitions(), 1);
     assert!(sorted.stream_partitions(&[1]).is_err());
     // Same plan, same fingerprint; another projection, another one.
-    let fingerprint = |sql: String| {
-        let mesh = &mesh;
-        async move {
-            mesh.session(analyst())
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .into_runnable(None)
-                .await
-                .expect("plan")
-                .fingerprint()
-        }
-    };
-    assert_eq!(fingerprint(sql.to_string()).await, runnable.fingerprint());
-    assert_ne!(
-        fingerprint(sql.replace("clicks", "impressions")).await,
-        runnable.fingerprint()
-    );
+    let again = runnable(&mesh, sql).await;
+    assert_eq!(again.fingerprint(), planned.fingerprint());
+    let other = runnable(&mesh, &sql.replace("clicks", "impressions")).await;
+    assert_ne!(other.fingerprint(), planned.fingerprint());
 }
 
 /// A plan's fingerprint covers the files it reads: a Parquet file rewritten in place (same
@@ -405,16 +370,7 @@ async fn a_rewritten_file_changes_the_plan_fingerprint() {
     refresh_always(dir.path());
     let mesh = Mesh::open(dir.path()).expect("open");
     let sql = "SELECT * FROM mesh.order.transactions";
-    let fingerprint = || async {
-        let runnable = mesh
-            .session(analyst())
-            .sql(sql)
-            .await
-            .expect("plan")
-            .into_runnable(None)
-            .await;
-        runnable.expect("physical plan").fingerprint()
-    };
+    let fingerprint = || async { runnable(&mesh, sql).await.fingerprint() };
     let before = fingerprint().await;
     assert_eq!(fingerprint().await, before, "planning twice gives the same fingerprint");
     let file = dir
@@ -443,4 +399,10 @@ async fn parquet_files_written_later_are_read() {
     std::fs::copy(day.join("part-0.parquet"), day.join("part-1.parquet")).expect("copy");
     let after: u64 = query(&mesh, sql).await[0][0].parse().expect("count");
     assert_eq!(after, 2 * before);
+}
+
+/// `sql` planned as the analyst, down to the physical plan.
+async fn runnable(mesh: &Mesh, sql: &str) -> meshql::Runnable {
+    let planned = mesh.session(analyst()).sql(sql).await.expect("plan");
+    planned.into_runnable(None).await.expect("physical plan")
 }
