@@ -498,7 +498,8 @@ def report(r: dict) -> str:
         lines.append(f"| {label} | {fmt_ratio(geo[label])} | {target} |")
     if "transfer" in r:
         t = r["transfer"]
-        for key, label in (("adbc", "ADBC driver"), ("pyarrow_flight", "pyarrow.flight")):
+        for key, label in (("adbc", "ADBC driver, 1 endpoint"), ("pyarrow_flight", "pyarrow.flight, 1 endpoint"),
+                           ("pyarrow_flight_endpoints", "pyarrow.flight, server endpoints in parallel")):
             if key in t:
                 mbps = t[key]["bytes"] / 1e6 / (t[key]["median_ms"] / 1000)
                 lines.append(f"| Flight SQL transfer, lineitem via {label} | {mbps:,.0f} MB/s | ≥ 1000 MB/s |")

@@ -13,6 +13,7 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::TableType;
+use datafusion::prelude::SessionConfig;
 use meshql_contract::{MeshDefinition, TableEntry};
 
 use crate::error::CatalogError;
@@ -33,15 +34,16 @@ pub struct MeshCatalog {
 impl MeshCatalog {
     /// Builds the catalog. `stores` must be the object-store registry of `runtime` (the
     /// DataFusion runtime every session of the mesh shares): see [`MeshCatalog::runtime_for`].
-    /// `parallelism` is the sessions' `target_partitions`: how many groups the files of a
-    /// product are dealt into.
+    /// `engine` is the sessions' DataFusion configuration (the mesh's `engine:` options): it
+    /// also governs how products are opened — how many groups a product's files are dealt
+    /// into, how Parquet schemas are read.
     pub fn new(
         definition: Arc<MeshDefinition>,
         stores: Arc<StoreRegistry>,
         runtime: Arc<RuntimeEnv>,
-        parallelism: usize,
+        engine: SessionConfig,
     ) -> Self {
-        Self::build(definition, stores, runtime, parallelism, |_| None)
+        Self::build(definition, stores, runtime, engine, |_| None)
     }
 
     /// The store registry and DataFusion runtime for a mesh: every scan, whatever its format,
@@ -57,8 +59,11 @@ impl MeshCatalog {
     /// The catalog of a reloaded `definition`: same stores and runtime, and every product whose
     /// documents did not change keeps its opened table (no storage is re-read for them) — unless
     /// the store settings changed, in which case every product is opened anew.
-    pub fn reloaded(&self, definition: Arc<MeshDefinition>, parallelism: usize) -> Self {
-        let parallelism_changed = parallelism != self.ctx.parallelism;
+    pub fn reloaded(&self, definition: Arc<MeshDefinition>, engine: SessionConfig) -> Self {
+        let engine_changed = !same_engine(&engine, &self.ctx.engine);
+        if engine_changed {
+            tracing::info!("engine options changed: products are opened anew");
+        }
         let stores_changed = self
             .ctx
             .stores
@@ -70,9 +75,9 @@ impl MeshCatalog {
             definition,
             self.ctx.stores.clone(),
             self.ctx.runtime.clone(),
-            parallelism,
+            engine,
             |entry| {
-                if stores_changed || parallelism_changed {
+                if stores_changed || engine_changed {
                     return None;
                 }
                 self.product(&entry.domain, &entry.name)
@@ -88,7 +93,7 @@ impl MeshCatalog {
         definition: Arc<MeshDefinition>,
         stores: Arc<StoreRegistry>,
         runtime: Arc<RuntimeEnv>,
-        parallelism: usize,
+        engine: SessionConfig,
         reuse: impl Fn(&TableEntry) -> Option<Arc<ProductTable>>,
     ) -> Self {
         let refresh = Duration::from_secs(definition.settings.metadata_refresh_seconds);
@@ -100,7 +105,7 @@ impl MeshCatalog {
         let ctx = Arc::new(CatalogContext {
             stores,
             runtime,
-            parallelism: parallelism.max(1),
+            engine,
             refresh,
         });
         let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = definition
@@ -318,4 +323,16 @@ impl SchemaProvider for DomainSchema {
     fn deregister_table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
         Err(read_only(&format!("table mesh.{}.{name}", self.domain)))
     }
+}
+
+/// Whether two engine configurations set every DataFusion option alike.
+fn same_engine(a: &SessionConfig, b: &SessionConfig) -> bool {
+    let options = |c: &SessionConfig| {
+        c.options()
+            .entries()
+            .into_iter()
+            .map(|e| (e.key, e.value))
+            .collect::<Vec<_>>()
+    };
+    options(a) == options(b)
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Once};
 
 use chrono::{DateTime, Utc};
 use datafusion::catalog::TableProvider;
+use datafusion::execution::session_state::SessionState;
 use deltalake::logstore::{
     default_logstore, logstore_factories, LogStore, LogStoreFactory, ObjectStoreRef, StorageConfig,
 };
@@ -82,8 +83,13 @@ impl DeltaSource {
 }
 
 /// Opens the Delta table at `url`: its latest version, or the one `as_of` names (a version
-/// number, or the last version committed at or before a time).
-pub async fn open(stores: &StoreRegistry, url: &Url, as_of: Option<AsOf>) -> Result<DeltaSource> {
+/// number, or the last version committed at or before a time). Scans follow `engine`'s settings.
+pub async fn open(
+    engine: Arc<SessionState>,
+    stores: &StoreRegistry,
+    url: &Url,
+    as_of: Option<AsOf>,
+) -> Result<DeltaSource> {
     register_log_stores();
     let url = as_directory(url);
     let store = stores.store_for(&url)?;
@@ -110,8 +116,12 @@ pub async fn open(stores: &StoreRegistry, url: &Url, as_of: Option<AsOf>) -> Res
             CatalogError::storage(&url, msg)
         }
     })?;
+    // delta-rs takes its scan settings from the session: without one it pushes every filter
+    // into the Parquet decoder (late materialisation), which DataFusion leaves off by default
+    // and which made filtered TPC-H scans up to 2x slower than the same data as plain Parquet.
     let provider = table
         .table_provider()
+        .with_session(engine)
         .await
         .map_err(|e| CatalogError::storage(&url, e))?;
     let source = DeltaSource { provider, table };

@@ -48,7 +48,10 @@ pub async fn open(
     } else {
         ListingTableUrl::parse(as_directory(url).as_str()).map_err(err)?
     };
-    let mut options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+    // The engine's Parquet options (`datafusion.execution.parquet.*` in mesh.yaml): pushdown,
+    // view types, metadata hints. `ParquetFormat::default()` would ignore them.
+    let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
+    let mut options = ListingOptions::new(Arc::new(format))
         .with_file_extension(".parquet")
         .with_collect_stat(true)
         // The session's parallelism (ListingOptions' own default is one group of files; the

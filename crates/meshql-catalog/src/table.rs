@@ -31,8 +31,9 @@ use crate::{delta, iceberg, parquet};
 pub struct CatalogContext {
     pub stores: Arc<StoreRegistry>,
     pub runtime: Arc<RuntimeEnv>,
-    /// The sessions' `target_partitions`.
-    pub parallelism: usize,
+    /// The sessions' DataFusion configuration, also used to open products (how many groups
+    /// a product's files are dealt into, how Parquet schemas are read).
+    pub engine: SessionConfig,
     /// How old a check for new commits may be before the next query checks again.
     pub refresh: Duration,
 }
@@ -304,19 +305,22 @@ impl ProductTable {
             Format::Parquet | Format::Delta => self.ctx.stores.resolve(&storage.location)?,
         };
         let as_of = as_of.or_else(|| pinned(storage));
+        // The engine's options decide how storage is read (parallelism, Parquet options).
+        let state = Arc::new(
+            SessionStateBuilder::new()
+                .with_config(self.ctx.engine.clone())
+                .with_runtime_env(self.ctx.runtime.clone())
+                .build(),
+        );
         let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
             match storage.format {
                 Format::Parquet => {
-                    let state = SessionStateBuilder::new()
-                        .with_config(SessionConfig::new().with_target_partitions(self.ctx.parallelism))
-                        .with_runtime_env(self.ctx.runtime.clone())
-                        .build();
                     let table = format!("mesh.{}", self.entry.qualified_name());
-                    let p = parquet::open(&state, &self.ctx.stores, &url, &binding.schema, &table).await?;
+                    let p = parquet::open(state.as_ref(), &self.ctx.stores, &url, &binding.schema, &table).await?;
                     (p, Source::Parquet, None, None)
                 }
                 Format::Delta => {
-                    let d = delta::open(&self.ctx.stores, &url, as_of).await?;
+                    let d = delta::open(state, &self.ctx.stores, &url, as_of).await?;
                     let version = d.version().and_then(|v| i64::try_from(v).ok());
                     let committed = d.committed_ms();
                     (d.provider.clone(), Source::Delta(d), version, committed)

@@ -130,12 +130,11 @@ impl Mesh {
             None
         };
         let quality = Arc::new(QualityStore::new(state_dir.join("quality")));
-        let parallelism = config.options().execution.target_partitions;
         let catalog = Arc::new(MeshCatalog::new(
             Arc::new(definition),
             stores,
             runtime.clone(),
-            parallelism,
+            config.clone(),
         ));
         Ok(Mesh {
             inner: Arc::new(MeshInner {

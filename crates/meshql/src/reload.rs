@@ -155,8 +155,7 @@ impl Mesh {
                 outcome.removed.push(old.qualified_name());
             }
         }
-        let parallelism = config.options().execution.target_partitions;
-        let catalog = Arc::new(current.catalog.reloaded(Arc::new(definition), parallelism));
+        let catalog = Arc::new(current.catalog.reloaded(Arc::new(definition), config.clone()));
         let next = Arc::new(Snapshot {
             catalog,
             policies,

@@ -406,3 +406,27 @@ async fn runnable(mesh: &Mesh, sql: &str) -> meshql::Runnable {
     let planned = mesh.session(analyst()).sql(sql).await.expect("plan");
     planned.into_runnable(None).await.expect("physical plan")
 }
+
+/// The mesh's `engine:` Parquet options govern how products are read (here: strings as plain
+/// `Utf8` rather than views), and changing them on a live reload reopens the products.
+#[tokio::test]
+async fn engine_parquet_options_reach_products_and_a_change_reopens_them() {
+    let dir = copy_of_sample();
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let sql = "SELECT arrow_typeof(region), count(*) FROM mesh.customer.profiles GROUP BY 1";
+    let rows = Sample::generate().customers.len().to_string();
+    assert_eq!(
+        query(&mesh, sql).await,
+        vec![vec!["Utf8View".to_string(), rows.clone()]]
+    );
+    let path = dir.path().join("mesh.yaml");
+    let text = std::fs::read_to_string(&path).expect("mesh.yaml");
+    let option = "datafusion.execution.parquet.schema_force_view_types: false";
+    std::fs::write(&path, format!("{text}\nengine:\n  {option}\n")).expect("write");
+    let outcome = mesh.reload().await;
+    assert!(outcome.rejected.is_empty(), "{outcome:?}");
+    assert_eq!(query(&mesh, sql).await, vec![vec!["Utf8".to_string(), rows]]);
+    // A fresh mesh reads them the same way.
+    let fresh = Mesh::open(dir.path()).expect("open");
+    assert_eq!(query(&fresh, sql).await[0][0], "Utf8");
+}
