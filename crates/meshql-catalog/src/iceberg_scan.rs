@@ -63,8 +63,10 @@ impl TableProvider for PartitionedIceberg {
         self.inner.table_type()
     }
 
+    /// Inexact whatever the inner provider says: the filters (row filters among them) stay in
+    /// the plan above the scan, so no version of the reader can let a row through unfiltered.
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
     async fn scan(

@@ -3,13 +3,13 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::StreamExt;
+use meshql_flight::results::Shaper;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OutputFormat {
@@ -51,7 +51,7 @@ enum Sink {
     Csv(arrow::csv::Writer<Box<dyn Write>>),
     Json(arrow::json::ArrayWriter<Box<dyn Write>>),
     Ndjson(arrow::json::LineDelimitedWriter<Box<dyn Write>>),
-    Arrow(arrow::ipc::writer::FileWriter<Box<dyn Write>>),
+    Arrow(arrow::ipc::writer::FileWriter<Box<dyn Write>>, Shaper),
     Parquet(parquet::arrow::ArrowWriter<File>),
 }
 
@@ -74,10 +74,16 @@ pub async fn write(
         OutputFormat::Csv => Sink::Csv(arrow::csv::WriterBuilder::new().with_header(true).build(open()?)),
         OutputFormat::Json => Sink::Json(arrow::json::ArrayWriter::new(open()?)),
         OutputFormat::Ndjson => Sink::Ndjson(arrow::json::LineDelimitedWriter::new(open()?)),
-        OutputFormat::Arrow => Sink::Arrow(arrow::ipc::writer::FileWriter::try_new(
-            open()?,
-            &without_dictionaries(&schema),
-        )?),
+        OutputFormat::Arrow => {
+            // An Arrow IPC file holds one dictionary per column, while a result read in parallel
+            // partitions (a Delta partition column, say) brings a new one with each batch: the
+            // file gets the values, as the Flight SQL server sends them.
+            let shaper = Shaper::new(&schema, false);
+            Sink::Arrow(
+                arrow::ipc::writer::FileWriter::try_new(open()?, &shaper.schema())?,
+                shaper,
+            )
+        }
         OutputFormat::Parquet => {
             let path = output.context("parquet output needs --output")?;
             let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -91,7 +97,7 @@ pub async fn write(
             Sink::Csv(w) => w.write(&batch)?,
             Sink::Json(w) => w.write(&batch)?,
             Sink::Ndjson(w) => w.write(&batch)?,
-            Sink::Arrow(w) => w.write(&hydrate(batch)?)?,
+            Sink::Arrow(w, shaper) => w.write(&shaper.shape(batch)?)?,
             Sink::Parquet(w) => w.write(&batch)?,
         }
     }
@@ -116,7 +122,7 @@ pub async fn write(
             w.finish()?;
             w.into_inner().flush()?;
         }
-        Sink::Arrow(mut w) => {
+        Sink::Arrow(mut w, _) => {
             w.finish()?;
             w.into_inner()?.flush()?;
         }
@@ -125,43 +131,4 @@ pub async fn write(
         }
     }
     Ok(())
-}
-
-/// `schema` with dictionary columns as their value type. An Arrow IPC *file* holds one
-/// dictionary per column, while a result read in parallel partitions (a Delta partition column,
-/// say) brings a new dictionary with each batch; the file gets the values instead.
-fn without_dictionaries(schema: &SchemaRef) -> SchemaRef {
-    let fields: Vec<_> = schema
-        .fields()
-        .iter()
-        .map(|f| match f.data_type() {
-            arrow::datatypes::DataType::Dictionary(_, value) => {
-                Arc::new(f.as_ref().clone().with_data_type(value.as_ref().clone()))
-            }
-            _ => f.clone(),
-        })
-        .collect();
-    Arc::new(arrow::datatypes::Schema::new_with_metadata(
-        fields,
-        schema.metadata().clone(),
-    ))
-}
-
-fn hydrate(batch: RecordBatch) -> Result<RecordBatch> {
-    let schema = batch.schema();
-    if !schema
-        .fields()
-        .iter()
-        .any(|f| matches!(f.data_type(), arrow::datatypes::DataType::Dictionary(..)))
-    {
-        return Ok(batch);
-    }
-    let target = without_dictionaries(&schema);
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(target.fields())
-        .map(|(c, f)| arrow::compute::cast(c, f.data_type()))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(RecordBatch::try_new(target, columns)?)
 }

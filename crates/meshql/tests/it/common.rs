@@ -21,6 +21,13 @@ pub fn copy_of_sample() -> tempfile::TempDir {
     dir
 }
 
+/// Adds `yaml` (top-level keys) to the end of the mesh's `mesh.yaml`.
+pub fn add_to_mesh_yaml(dir: &Path, yaml: &str) {
+    let path = dir.join("mesh.yaml");
+    let text = std::fs::read_to_string(&path).expect("read mesh.yaml");
+    std::fs::write(&path, format!("{text}\n{yaml}\n")).expect("write mesh.yaml");
+}
+
 pub fn copy_dir(from: &Path, to: &Path) {
     meshql_testdata::copy_dir(from, to).expect("copy the sample mesh");
 }

@@ -313,13 +313,7 @@ async fn iceberg_scans_run_in_parallel_partitions_with_row_counts() {
     use meshql_catalog::iceberg_scan::PartitionedIcebergScan;
 
     let dir = copy_of_sample();
-    let path = dir.path().join("mesh.yaml");
-    let text = std::fs::read_to_string(&path).expect("mesh.yaml");
-    std::fs::write(
-        &path,
-        format!("{text}\nengine:\n  datafusion.execution.target_partitions: 3\n"),
-    )
-    .expect("write");
+    add_to_mesh_yaml(dir.path(), "engine:\n  datafusion.execution.target_partitions: 3");
     let mesh = Mesh::open(dir.path()).expect("open");
     let sql = "SELECT campaign_id, channel, clicks FROM mesh.marketing.campaign_performance";
     let planned = runnable(&mesh, sql).await;
@@ -419,10 +413,10 @@ async fn engine_parquet_options_reach_products_and_a_change_reopens_them() {
         query(&mesh, sql).await,
         vec![vec!["Utf8View".to_string(), rows.clone()]]
     );
-    let path = dir.path().join("mesh.yaml");
-    let text = std::fs::read_to_string(&path).expect("mesh.yaml");
-    let option = "datafusion.execution.parquet.schema_force_view_types: false";
-    std::fs::write(&path, format!("{text}\nengine:\n  {option}\n")).expect("write");
+    add_to_mesh_yaml(
+        dir.path(),
+        "engine:\n  datafusion.execution.parquet.schema_force_view_types: false",
+    );
     let outcome = mesh.reload().await;
     assert!(outcome.rejected.is_empty(), "{outcome:?}");
     assert_eq!(query(&mesh, sql).await, vec![vec!["Utf8".to_string(), rows]]);
