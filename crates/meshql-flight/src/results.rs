@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, GenericByteViewArray, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{ByteViewType, DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -83,13 +83,33 @@ impl Shaper {
             .zip(self.schema.fields())
             .map(|(c, f)| {
                 if c.data_type() == f.data_type() {
-                    Ok(c.clone())
+                    Ok(compacted(c))
                 } else {
                     cast(c, f.data_type())
                 }
             })
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         RecordBatch::try_new(self.schema.clone(), columns)
+    }
+}
+
+/// `c`, with view arrays that hold far more buffer bytes than their values use copied compactly.
+///
+/// Why: a view array from the Parquet reader points into whole decoded pages, shared by the
+/// batches cut from them, and IPC sends every buffer an array references. Measured on TPC-H
+/// `lineitem` with `plainTypes: false`: 2.4 GB on the wire for 1.0 GB of values. Copying only
+/// the used bytes costs one pass over them and is skipped unless it at least halves the buffers
+/// (views of dictionary pages repeat the same bytes; copying those would grow them).
+fn compacted(c: &ArrayRef) -> ArrayRef {
+    fn wasteful<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> bool {
+        let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
+        let used = a.total_buffer_bytes_used();
+        held > 2 * used && held - used > 64 * 1024
+    }
+    match c.data_type() {
+        DataType::Utf8View if wasteful(c.as_string_view()) => Arc::new(c.as_string_view().gc()),
+        DataType::BinaryView if wasteful(c.as_binary_view()) => Arc::new(c.as_binary_view().gc()),
+        _ => c.clone(),
     }
 }
 
@@ -269,6 +289,50 @@ mod tests {
         );
         assert!(decode_parameters(&[]).unwrap().is_empty());
         assert!(decode_parameters(b"garbage").is_err());
+    }
+
+    #[test]
+    fn views_holding_unused_buffer_bytes_are_sent_compacted() {
+        let values: Vec<String> = (0..2000)
+            .map(|i| format!("a value longer than twelve bytes {i}"))
+            .collect();
+        let whole = StringViewArray::from_iter_values(values.iter());
+        let held = |a: &ArrayRef| -> usize { a.as_string_view().data_buffers().iter().map(|b| b.len()).sum() };
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8View, false)]));
+        let shaper = Shaper::new(&schema, false);
+        let shape = |a: ArrayRef| {
+            shaper
+                .shape(RecordBatch::try_new(schema.clone(), vec![a]).unwrap())
+                .unwrap()
+        };
+
+        // A slice of 10 rows that still references the buffers of all 2,000: compacted.
+        let slice: ArrayRef = Arc::new(whole.slice(100, 10));
+        let shaped = shape(slice.clone());
+        assert_eq!(
+            shaped.column(0).as_string_view().iter().collect::<Vec<_>>(),
+            slice.as_string_view().iter().collect::<Vec<_>>()
+        );
+        assert!(
+            held(shaped.column(0)) * 50 < held(&slice),
+            "{} vs {}",
+            held(shaped.column(0)),
+            held(&slice)
+        );
+
+        // The whole array uses its buffers: sent as it is, not copied.
+        let all: ArrayRef = Arc::new(whole.clone());
+        let shaped = shape(all.clone());
+        assert!(Arc::ptr_eq(shaped.column(0), &all));
+
+        // Many views of the same bytes (as from a dictionary page): copying would grow them.
+        let long = "x".repeat(100);
+        let mut b = arrow::array::StringViewBuilder::new().with_deduplicate_strings();
+        for _ in 0..5000 {
+            b.append_value(&long);
+        }
+        let repeated: ArrayRef = Arc::new(b.finish());
+        assert!(Arc::ptr_eq(shape(repeated.clone()).column(0), &repeated));
     }
 
     #[test]
