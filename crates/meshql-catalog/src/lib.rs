@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod cloud;
 pub mod conform;
 pub mod delta;
+pub mod delta_stats;
 pub mod error;
 pub mod iceberg;
 pub mod iceberg_catalog;
