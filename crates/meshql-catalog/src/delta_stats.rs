@@ -80,19 +80,6 @@ impl ColumnRanges {
         ColumnRanges { columns }
     }
 
-    /// How many columns have a known range.
-    pub fn len(&self) -> usize {
-        self.columns
-            .values()
-            .filter(|r| r.min.is_some() && r.max.is_some())
-            .count()
-    }
-
-    /// Whether no column has a known range.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// `stats` (of a scan over `schema`) with the absent min, max and null counts filled in,
     /// as Inexact values of the column's type.
     fn fill(&self, schema: &arrow::datatypes::Schema, mut stats: Statistics) -> Statistics {
@@ -133,14 +120,12 @@ fn extreme(array: &dyn Array, pick: std::cmp::Ordering) -> Option<ScalarValue> {
     Some(best)
 }
 
-/// `plan` (what delta-rs planned for a scan) with `ranges` in the statistics of its file scans.
+/// `plan` (what delta-rs planned for a scan) with `ranges` in the statistics of its file scans and
+/// no byte size (also when the log has no ranges).
 /// Only the scans' table-level statistics change; every node keeps its type, so DataFusion's
 /// physical optimiser (projection and dynamic-filter pushdown into the file scan) sees the
 /// plan delta-rs built.
 pub fn with_column_ranges(plan: Arc<dyn ExecutionPlan>, ranges: &ColumnRanges) -> DFResult<Arc<dyn ExecutionPlan>> {
-    if ranges.is_empty() {
-        return Ok(plan);
-    }
     if let Some(scan) = plan.as_any().downcast_ref::<DataSourceExec>() {
         let Some(config) = scan.data_source().as_any().downcast_ref::<FileScanConfig>() else {
             return Ok(plan);
@@ -203,7 +188,6 @@ mod tests {
         )
         .unwrap();
         let ranges = ColumnRanges::from_add_actions(&actions);
-        assert_eq!(ranges.len(), 2);
 
         let schema = Schema::new(vec![
             Field::new("id", DataType::Int64, true),
