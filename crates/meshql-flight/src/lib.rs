@@ -20,6 +20,8 @@
 
 pub mod auth;
 pub mod config;
+mod doget;
+mod encode;
 pub mod metadata;
 pub mod results;
 mod server;

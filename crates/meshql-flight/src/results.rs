@@ -100,7 +100,7 @@ impl Shaper {
 /// `lineitem` with `plainTypes: false`: 2.4 GB on the wire for 1.0 GB of values. Copying only
 /// the used bytes costs one pass over them and is skipped unless it at least halves the buffers
 /// (views of dictionary pages repeat the same bytes; copying those would grow them).
-fn compacted(c: &ArrayRef) -> ArrayRef {
+pub(crate) fn compacted(c: &ArrayRef) -> ArrayRef {
     fn wasteful<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> bool {
         let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
         let used = a.total_buffer_bytes_used();

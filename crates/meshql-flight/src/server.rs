@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use meshql::Mesh;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -12,6 +11,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
+use crate::doget::Routes;
 use crate::service::MeshFlightService;
 use crate::signing::Signer;
 use crate::FlightError;
@@ -108,7 +108,7 @@ pub async fn serve(mesh: Mesh, config: ServerConfig) -> Result<RunningServer, Fl
             .map_err(|e| FlightError::Tls(e.to_string()))?;
     }
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = builder.add_service(FlightServiceServer::new(service));
+    let router = builder.add_service(Routes::new(service));
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = stopped.await;
     }));

@@ -61,6 +61,33 @@ use crate::FlightError;
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 type DoGetStream = BoxStream<FlightData>;
 
+/// What a DoGet answers with.
+pub(crate) enum DoGetResults {
+    /// A query's result batches, shaped for the wire, after the schema they all have.
+    Batches {
+        schema: SchemaRef,
+        batches: BoxStream<RecordBatch>,
+    },
+    /// Ready Flight messages (metadata results).
+    Messages(DoGetStream),
+}
+
+impl DoGetResults {
+    /// As Flight messages, batches cut to at most about `max_message_bytes` each.
+    pub(crate) fn into_messages(self, max_message_bytes: usize) -> DoGetStream {
+        match self {
+            DoGetResults::Batches { schema, batches } => Box::pin(
+                FlightDataEncoderBuilder::new()
+                    .with_schema(schema)
+                    .with_max_flight_data_size(max_message_bytes)
+                    .build(batches.map_err(|s| ArrowFlightError::Tonic(Box::new(s))))
+                    .map_err(Status::from),
+            ),
+            DoGetResults::Messages(m) => m,
+        }
+    }
+}
+
 const SESSION_COOKIE: &str = "meshql_session";
 /// gRPC carries the status message in a header; keep it well under common header limits.
 const MAX_STATUS_MESSAGE: usize = 4000;
@@ -117,6 +144,17 @@ impl MeshFlightService {
                 slots,
             }),
         })
+    }
+
+    /// A DoGet call's answer, authenticated like every call.
+    pub(crate) async fn results(&self, req: Request<Ticket>) -> Result<DoGetResults, Status> {
+        let (req, span) = self.authed(req, "DoGet")?;
+        self.h.results(req).instrument(span).await
+    }
+
+    /// The configured upper bound of one result message.
+    pub(crate) fn max_message_bytes(&self) -> usize {
+        self.h.config.results.max_message_bytes
     }
 
     /// Authenticates the call and attaches the caller; refuses with a bare UNAUTHENTICATED.
@@ -247,9 +285,11 @@ impl FlightService for MeshFlightService {
         self.h.get_schema(req).instrument(span).await
     }
 
+    /// Served by [`crate::doget`] when the server runs; this is the same answer through tonic's
+    /// codec, for callers that use the service directly.
     async fn do_get(&self, req: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        let (req, span) = self.authed(req, "DoGet")?;
-        FlightService::do_get(&*self.h, req).instrument(span).await
+        let results = self.results(req).await?;
+        Ok(Response::new(results.into_messages(self.max_message_bytes())))
     }
 
     async fn do_put(&self, req: Request<Streaming<FlightData>>) -> Result<Response<Self::DoPutStream>, Status> {
@@ -548,7 +588,7 @@ impl Handlers {
     }
 
     /// Runs `stmt` and streams its result.
-    async fn execute(&self, caller: Caller, stmt: proto::Statement) -> Result<Response<DoGetStream>, Status> {
+    async fn execute(&self, caller: Caller, stmt: proto::Statement) -> Result<DoGetResults, Status> {
         Span::current().record("query_id", stmt.query_id.as_str());
         if self.is_cancelled(&stmt.query_id) {
             return Err(Status::cancelled(format!("query {} was cancelled", stmt.query_id)));
@@ -618,13 +658,32 @@ impl Handlers {
         } else {
             tracing::info!(sql = %stmt.sql, "query started");
         }
-        let batches = futures::stream::unfold(run, Run::next);
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(shaper.schema())
-            .with_max_flight_data_size(self.config.results.max_message_bytes)
-            .build(batches)
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(flight)))
+        Ok(DoGetResults::Batches {
+            schema: shaper.schema(),
+            batches: Box::pin(futures::stream::unfold(run, Run::next)),
+        })
+    }
+
+    /// What a DoGet answers: a statement's or prepared statement's batches, or the messages of
+    /// any other ticket (metadata results) as the Flight SQL dispatch gives them.
+    async fn results(&self, req: Request<Ticket>) -> Result<DoGetResults, Status> {
+        let caller = caller(&req)?;
+        let command = Any::decode(&*req.get_ref().ticket)
+            .ok()
+            .and_then(|any| Command::try_from(any).ok());
+        match command {
+            Some(Command::TicketStatementQuery(t)) => {
+                let stmt = self.open_statement(Kind::Ticket, &t.statement_handle, &caller)?;
+                self.execute(caller, stmt).await
+            }
+            Some(Command::CommandPreparedStatementQuery(q)) => {
+                let stmt = self.open_statement(Kind::PreparedStatement, &q.prepared_statement_handle, &caller)?;
+                self.execute(caller, self.fresh_run(stmt)).await
+            }
+            _ => Ok(DoGetResults::Messages(
+                FlightService::do_get(self, req).await?.into_inner(),
+            )),
+        }
     }
 
     async fn get_schema(&self, req: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
@@ -807,7 +866,7 @@ async fn cancelled(rx: &mut watch::Receiver<bool>) {
 }
 
 impl Run {
-    async fn next(mut self) -> Option<(Result<RecordBatch, ArrowFlightError>, Run)> {
+    async fn next(mut self) -> Option<(Result<RecordBatch, Status>, Run)> {
         if self.done {
             return None;
         }
@@ -835,7 +894,7 @@ impl Run {
             tracing::warn!(query_id, principal = %self.principal, code = ?status.code(), error = %status.message(), "query failed");
             self.done = true;
         }
-        Some((item.map_err(|s| ArrowFlightError::Tonic(Box::new(s))), self))
+        Some((item, self))
     }
 }
 
@@ -977,7 +1036,10 @@ impl FlightSqlService for Handlers {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&req)?;
         let stmt = self.open_statement(Kind::Ticket, &ticket.statement_handle, &caller)?;
-        self.execute(caller, stmt).await
+        let results = self.execute(caller, stmt).await?;
+        Ok(Response::new(
+            results.into_messages(self.config.results.max_message_bytes),
+        ))
     }
 
     async fn do_get_prepared_statement(
@@ -987,7 +1049,10 @@ impl FlightSqlService for Handlers {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&req)?;
         let stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
-        self.execute(caller, self.fresh_run(stmt)).await
+        let results = self.execute(caller, self.fresh_run(stmt)).await?;
+        Ok(Response::new(
+            results.into_messages(self.config.results.max_message_bytes),
+        ))
     }
 
     async fn do_get_catalogs(
