@@ -9,9 +9,9 @@
 //! projection and filters into an Iceberg scan — and then plans that scan's files itself, deals
 //! them into `target_partitions` groups and reads each group with iceberg's own `ArrowReader`.
 //! Deletes, schema evolution, partition constants and predicate pushdown therefore behave
-//! exactly as in iceberg-datafusion; only the work is spread. A data file without delete files
-//! may be split into byte ranges (row groups are assigned by their midpoint, as in Iceberg's
-//! and Spark's split planning) when there are fewer files than partitions. The manifests'
+//! exactly as in iceberg-datafusion; only the work is spread. Data files without delete files
+//! are cut into byte ranges so that every partition reads the same number of bytes (row groups
+//! are assigned by their midpoint, as in Iceberg's and Spark's split planning). The manifests'
 //! record counts become the scan's row-count statistics.
 
 use std::any::Any;
@@ -126,54 +126,71 @@ async fn plan_files(scan: &IcebergTableScan) -> DFResult<Vec<FileScanTask>> {
         .await
 }
 
-/// Deals `tasks` into at most `partitions` groups of about equal bytes. When there are fewer
-/// files than partitions, files without delete files are first cut into byte ranges.
-fn distribute(mut tasks: Vec<FileScanTask>, partitions: usize) -> Vec<Vec<FileScanTask>> {
+/// Pieces of a data file are at least this long (a row group of a typical writer is larger;
+/// a piece reads the row groups whose midpoint falls inside it).
+const MIN_PIECE: u64 = 8 << 20;
+
+/// Deals `tasks` into at most `partitions` groups of about equal bytes.
+///
+/// Files with delete files are read whole (positional deletes are applied per file), largest
+/// first, each to the group with the fewest bytes. The others are laid end to end and cut into
+/// byte ranges where a group has its share (as DataFusion cuts Parquet files and Spark cuts
+/// splits): three files on two cores are read as 1½ files each, not 2 and 1.
+fn distribute(tasks: Vec<FileScanTask>, partitions: usize) -> Vec<Vec<FileScanTask>> {
     let partitions = partitions.max(1);
-    if !tasks.is_empty() && tasks.len() < partitions {
-        let pieces = partitions.div_ceil(tasks.len());
-        tasks = tasks.into_iter().flat_map(|task| split(task, pieces)).collect();
-    }
-    // Largest first, each to the group with the fewest bytes so far.
-    tasks.sort_by(|a, b| {
+    let total: u64 = tasks.iter().map(|t| t.length).sum();
+    let share = total.div_ceil(partitions as u64);
+    let (mut whole, mut splittable): (Vec<_>, Vec<_>) = tasks
+        .into_iter()
+        .partition(|t| !t.deletes.is_empty() || t.length < 2 * MIN_PIECE);
+    let mut groups: Vec<(u64, Vec<FileScanTask>)> = (0..partitions).map(|_| (0, Vec::new())).collect();
+    let emptiest =
+        |groups: &[(u64, Vec<FileScanTask>)]| (0..groups.len()).min_by_key(|i| (groups[*i].0, *i)).unwrap_or(0);
+    whole.sort_by(|a, b| {
         b.length
             .cmp(&a.length)
             .then_with(|| a.data_file_path.cmp(&b.data_file_path))
     });
-    let mut groups: Vec<(u64, Vec<FileScanTask>)> = (0..partitions.min(tasks.len()).max(1))
-        .map(|_| (0, Vec::new()))
-        .collect();
-    for task in tasks {
-        if let Some(group) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
-            group.0 += task.length;
-            group.1.push(task);
+    for task in whole {
+        let i = emptiest(&groups);
+        groups[i].0 += task.length;
+        groups[i].1.push(task);
+    }
+    splittable.sort_by(|a, b| a.data_file_path.cmp(&b.data_file_path).then(a.start.cmp(&b.start)));
+    for task in splittable {
+        let end = task.start + task.length;
+        let mut start = task.start;
+        while start < end {
+            let i = emptiest(&groups);
+            let room = share.saturating_sub(groups[i].0);
+            let rest = end - start;
+            // The rest when it fits, when what would be left is too small to be a piece, or
+            // when every group has its share (rounding).
+            let take = if room >= rest || rest - room < MIN_PIECE || room < MIN_PIECE {
+                rest
+            } else {
+                room
+            };
+            let mut piece = task.clone();
+            piece.start = start;
+            piece.length = take;
+            if take != task.length {
+                // The manifest counts the whole file: each piece gets its share, an estimate.
+                piece.record_count = task
+                    .record_count
+                    .map(|n| (u128::from(n) * u128::from(take) / u128::from(task.length.max(1))) as u64);
+            }
+            groups[i].0 += take;
+            groups[i].1.push(piece);
+            start += take;
         }
     }
-    groups.into_iter().map(|(_, g)| g).collect()
-}
-
-/// `task` as `pieces` contiguous byte ranges; whole when it has deletes (positional deletes
-/// are applied per file) or is too small to be worth cutting.
-fn split(task: FileScanTask, pieces: usize) -> Vec<FileScanTask> {
-    const MIN_PIECE: u64 = 8 << 20;
-    let pieces = (pieces as u64).min(task.length / MIN_PIECE).max(1);
-    if pieces == 1 || !task.deletes.is_empty() || task.length == 0 {
-        return vec![task];
+    let groups: Vec<Vec<FileScanTask>> = groups.into_iter().map(|(_, g)| g).filter(|g| !g.is_empty()).collect();
+    if groups.is_empty() {
+        vec![Vec::new()]
+    } else {
+        groups
     }
-    let step = task.length.div_ceil(pieces);
-    let end = task.start + task.length;
-    let mut out = Vec::new();
-    let mut start = task.start;
-    while start < end {
-        let mut piece = task.clone();
-        piece.start = start;
-        piece.length = step.min(end - start);
-        // The manifest's count is for the whole file.
-        piece.record_count = None;
-        out.push(piece);
-        start += step;
-    }
-    out
 }
 
 /// Reads groups of Iceberg file scan tasks, one group per partition.
@@ -344,7 +361,8 @@ impl ExecutionPlan for PartitionedIcebergScan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iceberg::spec::{DataFileFormat, Schema};
+    use iceberg::scan::FileScanTaskDeleteFile;
+    use iceberg::spec::{DataContentType, DataFileFormat, Schema};
 
     fn task(path: &str, length: u64) -> FileScanTask {
         FileScanTask {
@@ -365,32 +383,74 @@ mod tests {
         }
     }
 
+    /// Every byte of every file in exactly one piece, pieces in order within their file.
+    fn covers(groups: &[Vec<FileScanTask>], files: &[(&str, u64)]) {
+        for (path, len) in files {
+            let mut ranges: Vec<(u64, u64)> = groups
+                .iter()
+                .flatten()
+                .filter(|t| t.data_file_path == *path)
+                .map(|t| (t.start, t.length))
+                .collect();
+            ranges.sort();
+            let mut next = 0;
+            for (start, length) in &ranges {
+                assert_eq!(*start, next, "{path}: {ranges:?}");
+                next += length;
+            }
+            assert_eq!(next, *len, "{path}: {ranges:?}");
+        }
+    }
+
+    fn bytes(groups: &[Vec<FileScanTask>]) -> Vec<u64> {
+        groups.iter().map(|g| g.iter().map(|t| t.length).sum()).collect()
+    }
+
     #[test]
-    fn files_are_dealt_by_size_and_every_byte_is_read_once() {
+    fn files_are_cut_so_that_every_partition_reads_its_share() {
         const MB: u64 = 1 << 20;
-        let groups = distribute(vec![task("a", 56 * MB), task("b", 56 * MB), task("c", 49 * MB)], 2);
+        // Three files on two partitions: 1½ files each, not 2 and 1.
+        let files = [("a", 77 * MB), ("b", 77 * MB), ("c", 77 * MB)];
+        let groups = distribute(files.iter().map(|(p, l)| task(p, *l)).collect(), 2);
         assert_eq!(groups.len(), 2);
-        let bytes: Vec<u64> = groups.iter().map(|g| g.iter().map(|t| t.length).sum()).collect();
-        assert_eq!(bytes.iter().sum::<u64>(), 161 * MB);
-        assert!(bytes.iter().all(|b| *b >= 56 * MB), "{bytes:?}");
+        covers(&groups, &files);
+        let b = bytes(&groups);
+        assert!(b.iter().max().unwrap() - b.iter().min().unwrap() <= MB, "{b:?}");
+        // Record counts are shared out by bytes (statistics for the optimiser).
+        let rows: u64 = groups.iter().flatten().map(|t| t.record_count.unwrap()).sum();
+        assert!(rows.abs_diff(231 * MB / 10) <= 3, "{rows}");
 
         // One big file, four partitions: four contiguous ranges covering the file.
         let groups = distribute(vec![task("big", 100 * MB)], 4);
         assert_eq!(groups.len(), 4);
-        let mut ranges: Vec<(u64, u64)> = groups.iter().flatten().map(|t| (t.start, t.length)).collect();
-        ranges.sort();
-        let mut next = 0;
-        for (start, length) in &ranges {
-            assert_eq!(*start, next);
-            next += length;
-        }
-        assert_eq!(next, 100 * MB);
-        assert!(groups.iter().flatten().all(|t| t.record_count.is_none()));
+        covers(&groups, &[("big", 100 * MB)]);
+        assert!(bytes(&groups).iter().all(|b| *b == 25 * MB), "{:?}", bytes(&groups));
 
-        // Small files and files with deletes stay whole; no empty partitions.
+        // Files with deletes stay whole and are dealt first; the others fill around them.
+        let mut deleted = task("d", 60 * MB);
+        deleted.deletes = vec![FileScanTaskDeleteFile {
+            file_path: "del".into(),
+            file_size_in_bytes: MB,
+            file_type: DataContentType::PositionDeletes,
+            partition_spec_id: 0,
+            equality_ids: None,
+        }];
+        let groups = distribute(vec![deleted, task("e", 100 * MB)], 2);
+        covers(&groups, &[("d", 60 * MB), ("e", 100 * MB)]);
+        assert_eq!(bytes(&groups), vec![80 * MB, 80 * MB]);
+        assert!(groups
+            .iter()
+            .flatten()
+            .any(|t| t.data_file_path == "d" && t.length == 60 * MB));
+
+        // Small files stay whole; no empty partitions.
         let groups = distribute(vec![task("small", MB)], 4);
         assert_eq!(groups.len(), 1);
         assert_eq!(groups[0][0].length, MB);
         assert_eq!(distribute(vec![], 4).len(), 1);
+        // A remainder too small to be a piece stays with the piece before it.
+        let groups = distribute(vec![task("f", 40 * MB), task("g", 45 * MB)], 2);
+        covers(&groups, &[("f", 40 * MB), ("g", 45 * MB)]);
+        assert!(groups.iter().flatten().all(|t| t.length >= MIN_PIECE));
     }
 }
