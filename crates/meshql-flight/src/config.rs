@@ -244,6 +244,12 @@ pub struct Limits {
     /// Queries running at once; more wait for a slot (up to the query timeout).
     #[serde(default = "default_concurrency")]
     pub max_concurrent_queries: usize,
+    /// Queries expected to read more rows than this (the products' row counts, from Parquet
+    /// footers, Delta logs and Iceberg manifests) run on threads of lower CPU priority, so that
+    /// small queries keep answering in milliseconds while large ones run; alone, a large query
+    /// runs as fast as before. 0 runs every query at normal priority.
+    #[serde(default = "default_large_query_rows")]
+    pub large_query_rows: usize,
 }
 
 impl Default for Limits {
@@ -252,6 +258,7 @@ impl Default for Limits {
             memory_per_query: default_memory(),
             query_timeout: default_timeout(),
             max_concurrent_queries: default_concurrency(),
+            large_query_rows: default_large_query_rows(),
         }
     }
 }
@@ -266,6 +273,10 @@ fn default_timeout() -> Duration {
 
 fn default_concurrency() -> usize {
     32
+}
+
+fn default_large_query_rows() -> usize {
+    2_000_000
 }
 
 /// How results are sent.
@@ -394,6 +405,19 @@ pub fn parse_size(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sample_configuration_loads_as_documented() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/server/server.yaml");
+        let config = ServerConfig::load(&path).unwrap();
+        assert_eq!(config.limits.max_concurrent_queries, 32);
+        assert_eq!(config.limits.large_query_rows, 2_000_000);
+        assert_eq!(config.limits.query_timeout, Duration::from_secs(900));
+        assert!(config.results.plain_types);
+        // Unset, the defaults are the documented ones.
+        let empty: ServerConfig = serde_yaml::from_str("{}").unwrap();
+        assert_eq!(empty.limits.large_query_rows, 2_000_000);
+    }
 
     #[test]
     fn secrets_keep_their_bytes_and_lose_only_surrounding_whitespace() {

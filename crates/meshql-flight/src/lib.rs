@@ -23,6 +23,7 @@ pub mod config;
 mod doget;
 mod encode;
 pub mod metadata;
+pub mod priority;
 pub mod results;
 mod server;
 pub mod service;

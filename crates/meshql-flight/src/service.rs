@@ -49,6 +49,7 @@ use tracing::{field, Instrument, Span};
 use crate::auth::{is_basic, unix_now, Authenticator};
 use crate::config::ServerConfig;
 use crate::metadata::{self, like};
+use crate::priority::{self, LowPriority};
 use crate::proto::{self, SessionCookie};
 use crate::results::{decode_parameters, encode_parameters, Shaper};
 use crate::session_options::{
@@ -120,6 +121,8 @@ pub struct Handlers {
     /// Query ids cancelled before (or while) running, with when the entry can be forgotten.
     cancelled: Mutex<HashMap<String, i64>>,
     slots: Arc<Semaphore>,
+    /// Where large queries run (none when `limits.largeQueryRows` is 0).
+    low_priority: Option<LowPriority>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -131,6 +134,15 @@ impl MeshFlightService {
         let sql_info = metadata::sql_info(config.limits.query_timeout)?;
         let xdbc = metadata::xdbc_type_info()?;
         let slots = Arc::new(Semaphore::new(config.limits.max_concurrent_queries.max(1)));
+        let low_priority = if config.limits.large_query_rows > 0 {
+            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            Some(
+                LowPriority::new(threads)
+                    .map_err(|e| FlightError::Config(format!("cannot start the large-query threads: {e}")))?,
+            )
+        } else {
+            None
+        };
         Ok(MeshFlightService {
             h: Arc::new(Handlers {
                 mesh,
@@ -142,6 +154,7 @@ impl MeshFlightService {
                 running: Arc::new(Mutex::new(HashMap::new())),
                 cancelled: Mutex::new(HashMap::new()),
                 slots,
+                low_priority,
             }),
         })
     }
@@ -612,7 +625,7 @@ impl Handlers {
             .into_runnable(Some(limits.memory_per_query))
             .await
             .map_err(status_of)?;
-        let stream = if stmt.endpoints > 1 {
+        let mine: Option<Vec<usize>> = if stmt.endpoints > 1 {
             // One endpoint of several: the plan must still have the partitions, files and
             // byte ranges the ticket was issued for.
             let partitions = runnable.independent_partitions();
@@ -622,12 +635,25 @@ impl Handlers {
                      changed policy or configuration): run the query again",
                 ));
             }
-            let mine: Vec<usize> = (stmt.endpoint as usize..partitions)
-                .step_by(stmt.endpoints as usize)
-                .collect();
-            runnable.stream_partitions(&mine)
+            Some(
+                (stmt.endpoint as usize..partitions)
+                    .step_by(stmt.endpoints as usize)
+                    .collect(),
+            )
         } else {
-            runnable.stream()
+            None
+        };
+        let rows = priority::rows_read(runnable.plan());
+        let make = move || match mine {
+            Some(mine) => runnable.stream_partitions(&mine),
+            None => runnable.stream(),
+        };
+        let stream = match &self.low_priority {
+            Some(low) if rows > limits.large_query_rows => {
+                tracing::debug!(rows, "large query: running at low priority");
+                low.run(make).await
+            }
+            _ => make(),
         }
         .map_err(status_of)?;
         let rx = register(&self.running, &stmt.query_id);

@@ -536,3 +536,38 @@ fn with_token<T>(
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     r
 }
+
+#[tokio::test]
+async fn large_queries_run_at_low_priority_with_the_same_answers_and_limits() {
+    // Every query that reads a product is "large" here.
+    let server = start(config("", "limits: {largeQueryRows: 1, queryTimeout: 2}\n")).await;
+    let mut client = login(&server, "alice").await;
+    let principal = Principal::new("alice").with_groups(["analysts", "pii-readers"]);
+    for query in [CROSS_DOMAIN, "SELECT * FROM mesh.order.transactions ORDER BY 1, 2"] {
+        let planned = sample_mesh()
+            .session(principal.clone())
+            .sql(query)
+            .await
+            .unwrap()
+            .into_runnable(None)
+            .await
+            .unwrap();
+        assert!(meshql_flight::priority::rows_read(planned.plan()) > 1, "{query}");
+        let wire = sql(&mut client, query).await.unwrap();
+        assert!(!wire.is_empty());
+        assert_eq!(wire, embedded(principal.clone(), query).await, "{query}");
+    }
+    // A long query on a product stops at the time limit like any other.
+    let e = sql(
+        &mut client,
+        "SELECT count(*) FROM mesh.order.transactions, range(0, 2000000000) r WHERE r.value % 7 = 3",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    // And the server goes on answering.
+    assert!(sql(&mut client, "SELECT count(*) FROM mesh.order.transactions")
+        .await
+        .is_ok());
+    server.shutdown().await.unwrap();
+}
