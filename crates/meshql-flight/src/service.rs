@@ -698,18 +698,27 @@ impl Handlers {
             .ok()
             .and_then(|any| Command::try_from(any).ok());
         match command {
-            Some(Command::TicketStatementQuery(t)) => {
-                let stmt = self.open_statement(Kind::Ticket, &t.statement_handle, &caller)?;
-                self.execute(caller, stmt).await
-            }
+            Some(Command::TicketStatementQuery(t)) => self.run_handle(caller, Kind::Ticket, &t.statement_handle).await,
             Some(Command::CommandPreparedStatementQuery(q)) => {
-                let stmt = self.open_statement(Kind::PreparedStatement, &q.prepared_statement_handle, &caller)?;
-                self.execute(caller, self.fresh_run(stmt)).await
+                self.run_handle(caller, Kind::PreparedStatement, &q.prepared_statement_handle)
+                    .await
             }
             _ => Ok(DoGetResults::Messages(
                 FlightService::do_get(self, req).await?.into_inner(),
             )),
         }
+    }
+
+    /// Runs the statement a ticket or a prepared statement's handle names (each execution of a
+    /// prepared statement is a new run, with its own query id).
+    async fn run_handle(&self, caller: Caller, kind: Kind, handle: &[u8]) -> Result<DoGetResults, Status> {
+        let stmt = self.open_statement(kind, handle, &caller)?;
+        let stmt = if kind == Kind::PreparedStatement {
+            self.fresh_run(stmt)
+        } else {
+            stmt
+        };
+        self.execute(caller, stmt).await
     }
 
     async fn get_schema(&self, req: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
@@ -1060,9 +1069,9 @@ impl FlightSqlService for Handlers {
         ticket: TicketStatementQuery,
         req: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let caller = caller(&req)?;
-        let stmt = self.open_statement(Kind::Ticket, &ticket.statement_handle, &caller)?;
-        let results = self.execute(caller, stmt).await?;
+        let results = self
+            .run_handle(caller(&req)?, Kind::Ticket, &ticket.statement_handle)
+            .await?;
         Ok(Response::new(
             results.into_messages(self.config.results.max_message_bytes),
         ))
@@ -1073,9 +1082,9 @@ impl FlightSqlService for Handlers {
         query: CommandPreparedStatementQuery,
         req: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let caller = caller(&req)?;
-        let stmt = self.open_statement(Kind::PreparedStatement, &query.prepared_statement_handle, &caller)?;
-        let results = self.execute(caller, self.fresh_run(stmt)).await?;
+        let results = self
+            .run_handle(caller(&req)?, Kind::PreparedStatement, &query.prepared_statement_handle)
+            .await?;
         Ok(Response::new(
             results.into_messages(self.config.results.max_message_bytes),
         ))
