@@ -183,10 +183,17 @@ def adbc_query(conn, sql):
         return cur.fetch_arrow_table()
 
 
-def flight_run(server: Server, queries: dict[str, str], iterations: int) -> dict:
-    times, answers = {}, {}
+def flight_run(server: Server, queries: dict[str, str], iterations: int, adjacent=None) -> dict:
+    """Each query through ADBC: one warm-up run (its answer is kept), then timed runs.
+
+    `adjacent(query_name)`, when given, times the same query embedded right before its Flight
+    runs, so the Flight/embedded ratio compares runs seconds apart rather than minutes apart
+    (this machine's speed drifts 15-25% between the sections of a run)."""
+    times, answers, embedded_times = {}, {}, {}
     with server.connect() as conn:
         for name, sql in queries.items():
+            if adjacent:
+                embedded_times[name] = adjacent(name)
             answers[name] = [list(r.values()) for r in adbc_query(conn, sql).to_pylist()]
             runs = []
             for _ in range(iterations):
@@ -194,8 +201,19 @@ def flight_run(server: Server, queries: dict[str, str], iterations: int) -> dict
                 adbc_query(conn, sql)
                 runs.append((time.perf_counter() - started) * 1000)
             times[name] = runs
-            log(f"  {name}: flight {median(runs):.0f} ms")
-    return {"times_ms": times, "answers": answers}
+            log(f"  {name}: flight {median(runs):.0f} ms"
+                + (f", embedded just before {median(embedded_times[name]):.0f} ms" if adjacent else ""))
+    return {"times_ms": times, "answers": answers, "embedded_times_ms": embedded_times}
+
+
+def embedded_adjacent(bench_bin: Path, sf_dir: Path, sf: float, iterations: int):
+    """A function timing one query on embedded meshql (`meshql-bench tpch --engines meshql`)."""
+    def run(name: str) -> list[float]:
+        args = [str(bench_bin), "tpch", "--sf-dir", str(sf_dir), "--sf", str(sf), "--queries", str(QUERIES),
+                "--iterations", str(iterations), "--engines", "meshql", "--only", str(int(name[1:]))]
+        out = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+        return out["times_ms"][name]["meshql"]
+    return run
 
 
 # ---------------------------------------------------------------- transfer
@@ -231,6 +249,36 @@ def flight_client(server: Server, user: str = "analyst"):
     return client, flight.FlightCallOptions(headers=[header])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Meter:
+    """Wall time and the CPU time the server process and this (client) process spend on each run."""
+
+    def __init__(self, server_pid: int):
+        self.pid, self.runs = server_pid, []
+
+    def __enter__(self):
+        self.t0, self.s0, self.c0 = time.perf_counter(), cpu_seconds(self.pid), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.runs.append(((time.perf_counter() - self.t0) * 1000, cpu_seconds(self.pid) - self.s0,
+                              time.process_time() - self.c0))
+
+    def result(self, nbytes: int, rows: int, **extra) -> dict:
+        """Median wall time; server and client CPU seconds per GB of Arrow data (medians)."""
+        gb = nbytes / 1e9
+        return {"times_ms": [r[0] for r in self.runs], "median_ms": median([r[0] for r in self.runs]),
+                "server_cpu_s_per_gb": median([r[1] / gb for r in self.runs]),
+                "client_cpu_s_per_gb": median([r[2] / gb for r in self.runs]),
+                "bytes": nbytes, "rows": rows, **extra}
+
+
 def transfer(server: Server, split_server: Server, bench_bin: Path, mesh_dir: Path, iterations: int) -> dict:
     import pyarrow as pa
 
@@ -241,17 +289,18 @@ def transfer(server: Server, split_server: Server, bench_bin: Path, mesh_dir: Pa
     out = {"embedded": emb}
 
     def adbc_transfer(server: Server) -> dict:
+        meter = Meter(server.proc.pid)
         with server.connect() as conn:
             adbc_query(conn, sql)  # warm
-            runs, nbytes, rows = [], 0, 0
+            nbytes, rows = 0, 0
             for _ in range(iterations):
-                started = time.perf_counter()
-                table = adbc_query(conn, sql)
-                runs.append((time.perf_counter() - started) * 1000)
+                with meter:
+                    table = adbc_query(conn, sql)
                 nbytes, rows = table.nbytes, table.num_rows
                 del table
-        return {"times_ms": runs, "median_ms": median(runs), "bytes": nbytes, "rows": rows}
+        return meter.result(nbytes, rows)
 
+    out["ceiling"] = flight_ceiling(mesh_dir / "data" / "lineitem.parquet", iterations)
     out["adbc"] = adbc_transfer(server)
     out["adbc_endpoints"] = adbc_transfer(split_server)
     out["pyarrow_flight"] = flight_transfer(server, [sql], iterations)
@@ -263,6 +312,35 @@ def transfer(server: Server, split_server: Server, bench_bin: Path, mesh_dir: Pa
         out[f"pyarrow_flight_{n}_streams"] = flight_transfer(server, parts, iterations)
     pa.default_memory_pool().release_unused()
     return out
+
+
+def flight_ceiling(parquet: Path, iterations: int) -> dict:
+    """The same rows from benches/flight_ceiling.py (pyarrow's own Flight server, rows decoded
+    in memory beforehand) into the same pyarrow.flight client: what the machine's loopback, gRPC
+    and IPC allow when the server does no work."""
+    import pyarrow.flight as flight
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benches" / "flight_ceiling.py"), str(parquet)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"listening on (\S+)", line)
+        if not match:
+            raise RuntimeError(f"the ceiling server did not start: {line!r}")
+        client = flight.FlightClient(f"grpc://{match.group(1)}")
+        ticket = flight.Ticket(b"lineitem")
+        client.do_get(ticket).read_all()  # warm
+        meter = Meter(proc.pid)
+        for _ in range(iterations):
+            with meter:
+                table = client.do_get(ticket).read_all()
+            nbytes, rows = table.nbytes, table.num_rows
+            del table
+        client.close()
+        return meter.result(nbytes, rows, streams=1)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def flight_transfer(server: Server, statements: list[str], iterations: int) -> dict:
@@ -286,28 +364,27 @@ def flight_transfer(server: Server, statements: list[str], iterations: int) -> d
             t.join()
         return sum(t.nbytes for t in results), sum(t.num_rows for t in results)
 
-    def timed(statements) -> dict:
-        runs = []
-        for run in range(iterations + 1):
-            started = time.perf_counter()
-            infos = [None] * len(statements)
+    def one_run(statements):
+        infos = [None] * len(statements)
 
-            def info_of(i, sql):
-                infos[i] = client.get_flight_info(flight.FlightDescriptor.for_command(statement(sql)), options)
+        def info_of(i, sql):
+            infos[i] = client.get_flight_info(flight.FlightDescriptor.for_command(statement(sql)), options)
 
-            threads = [threading.Thread(target=info_of, args=(i, s)) for i, s in enumerate(statements)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            nbytes, rows = read_all([ep for info in infos for ep in info.endpoints])
-            if run:
-                runs.append((time.perf_counter() - started) * 1000)
-        return {"times_ms": runs, "median_ms": median(runs), "bytes": nbytes, "rows": rows,
-                "streams": sum(len(i.endpoints) for i in infos)}
+        threads = [threading.Thread(target=info_of, args=(i, s)) for i, s in enumerate(statements)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        nbytes, rows = read_all([ep for info in infos for ep in info.endpoints])
+        return nbytes, rows, sum(len(i.endpoints) for i in infos)
 
     try:
-        return timed(statements)
+        one_run(statements)  # warm
+        meter = Meter(server.proc.pid)
+        for _ in range(iterations):
+            with meter:
+                nbytes, rows, streams = one_run(statements)
+        return meter.result(nbytes, rows, streams=streams)
     finally:
         client.close()
 
@@ -443,6 +520,11 @@ def fmt_ms(v):
     return "—" if v is None or not math.isfinite(v) else (f"{v:.0f}" if v >= 10 else f"{v:.1f}")
 
 
+def mbps(x: dict) -> float:
+    """MB/s of Arrow data of a transfer result."""
+    return x["bytes"] / 1e6 / (x["median_ms"] / 1000)
+
+
 def fmt_ratio(v):
     return "—" if v is None or not math.isfinite(v) else f"{v:.2f}"
 
@@ -457,6 +539,10 @@ def report(r: dict) -> str:
         med["duckdb"] = {q: median(v) for q, v in r["duckdb"]["times_ms"].items()}
     if "flight" in r:
         med["flight"] = {q: median(v) for q, v in r["flight"]["times_ms"].items()}
+        # Embedded meshql timed right before each query's Flight runs (older results: none).
+        med["adjacent"] = {q: median(v) for q, v in r["flight"].get("embedded_times_ms", {}).items()}
+        if not med["adjacent"]:
+            med["adjacent"] = med["meshql"]
     queries = sorted(set().union(*[m.keys() for m in med.values()]))
 
     def ratio(a, b):
@@ -466,7 +552,7 @@ def report(r: dict) -> str:
         ("meshql / raw DataFusion", "meshql", "datafusion", "≤ 1.05"),
         ("governed / meshql (cost of policies)", "governed", "meshql", "≤ 1.10"),
         ("meshql / DuckDB", "meshql", "duckdb", "report"),
-        ("Flight SQL (ADBC) / embedded meshql", "flight", "meshql", "≤ 1.20"),
+        ("Flight SQL (ADBC) / embedded meshql", "flight", "adjacent", "≤ 1.20"),
         ("Delta / Parquet (meshql)", "delta", "meshql", "report"),
         ("Iceberg / Parquet (meshql)", "iceberg", "meshql", "report"),
         ("raw DataFusion / DuckDB (baseline)", "datafusion", "duckdb", "report"),
@@ -498,11 +584,15 @@ def report(r: dict) -> str:
         lines.append(f"| {label} | {fmt_ratio(geo[label])} | {target} |")
     if "transfer" in r:
         t = r["transfer"]
+        ceiling = mbps(t["ceiling"]) if "ceiling" in t else None
         for key, label in (("adbc", "ADBC driver, 1 endpoint"), ("pyarrow_flight", "pyarrow.flight, 1 endpoint"),
                            ("pyarrow_flight_endpoints", "pyarrow.flight, server endpoints in parallel")):
             if key in t:
-                mbps = t[key]["bytes"] / 1e6 / (t[key]["median_ms"] / 1000)
-                lines.append(f"| Flight SQL transfer, lineitem via {label} | {mbps:,.0f} MB/s | ≥ 1000 MB/s |")
+                share = f" ({mbps(t[key]) / ceiling:.0%} of the machine's ceiling)" if ceiling else ""
+                lines.append(f"| Flight SQL transfer, lineitem via {label} | {mbps(t[key]):,.0f} MB/s{share} | ≥ 1000 MB/s |")
+        if ceiling:
+            lines.append(f"| Flight ceiling of this machine (pyarrow.flight server, rows already in memory) | "
+                         f"{ceiling:,.0f} MB/s | — |")
     if "scale" in r:
         s = r["scale"]
         lines.append(f"| 10,000 products: open (embedded) | {fmt_ms(s['embedded']['open_ms'])} ms | < 1000 ms |")
@@ -514,7 +604,7 @@ def report(r: dict) -> str:
               "duckdb": "DuckDB", "flight": "Flight SQL", "delta": "meshql Delta", "iceberg": "meshql Iceberg"}
     lines.append("| query | " + " | ".join(header[c] for c in cols) + " | meshql/DF | governed/meshql | meshql/DuckDB | Flight/embedded |")
     lines.append("|---" * (len(cols) + 5) + "|")
-    rs = [ratio("meshql", "datafusion"), ratio("governed", "meshql"), ratio("meshql", "duckdb"), ratio("flight", "meshql")]
+    rs = [ratio("meshql", "datafusion"), ratio("governed", "meshql"), ratio("meshql", "duckdb"), ratio("flight", "adjacent")]
     for q in queries:
         cells = [fmt_ms(med[c].get(q)) for c in cols] + [fmt_ratio(x.get(q)) for x in rs]
         lines.append(f"| {q} | " + " | ".join(cells) + " |")
@@ -526,10 +616,14 @@ def report(r: dict) -> str:
         t = r["transfer"]
         e = t["embedded"]
         lines += ["## Transfer: `SELECT * FROM mesh.\"order\".lineitem`", "",
-                  "| path | rows | Arrow bytes | median ms | MB/s |", "|---|---|---|---|---|"]
+                  "| path | rows | Arrow bytes | median ms | MB/s | server CPU s/GB | client CPU s/GB |",
+                  "|---|---|---|---|---|---|---|"]
         lines.append(f"| embedded (collect) | {e['rows']:,} | {e['bytes']:,} | {fmt_ms(e['median_ms'])} | "
-                     f"{e['bytes'] / 1e6 / (e['median_ms'] / 1000):,.0f} |")
-        paths = [("adbc", "Flight SQL, ADBC driver → pyarrow, 1 endpoint")]
+                     f"{mbps(e):,.0f} | — | — |")
+        paths = []
+        if "ceiling" in t:
+            paths.append(("ceiling", "ceiling: pyarrow.flight server → pyarrow.flight, rows decoded in memory beforehand"))
+        paths.append(("adbc", "Flight SQL, ADBC driver → pyarrow, 1 endpoint"))
         if "adbc_endpoints" in t:
             paths.append(("adbc_endpoints", "Flight SQL, ADBC driver → pyarrow, server endpoints (`maxEndpoints: 8`)"))
         for k in t:
@@ -540,9 +634,10 @@ def report(r: dict) -> str:
                 paths.append((k, f"Flight SQL, pyarrow.flight, {t[k]['streams']} stream(s) in parallel ({how})"))
         for key, label in paths:
             x = t[key]
+            cpu = [fmt_ratio(x.get(c)) for c in ("server_cpu_s_per_gb", "client_cpu_s_per_gb")]
             lines.append(f"| {label} | {x['rows']:,} | {x['bytes']:,} | {fmt_ms(x['median_ms'])} | "
-                         f"{x['bytes'] / 1e6 / (x['median_ms'] / 1000):,.0f} |")
-        lines.append("")
+                         f"{mbps(x):,.0f} | {cpu[0]} | {cpu[1]} |")
+        lines += ["", TRANSFER_NOTES]
     if "concurrency" in r:
         lines += ["## Concurrency (ADBC clients, 9 short queries for each long one)", "",
                   "| clients | queries | q/s | p50 ms | p99 ms | short p50 / p99 | long p50 / p99 | errors |",
@@ -572,6 +667,15 @@ def report(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+TRANSFER_NOTES = """\
+Server CPU is the server process's user + system time during the run (/proc), client CPU this
+Python process's (the ADBC driver's Go threads and pyarrow's gRPC threads run in it), both per GB
+of Arrow data received. Client and server share the machine's cores, so MB/s cannot exceed
+cores / (server + client CPU per GB); the ceiling row is the same client reading the same rows
+from a server that does no work (benches/flight_ceiling.py).
+"""
+
+
 NOTES = """\
 - "meshql" is the analyst principal: a grant on every product, no row filter or mask, so the
   ratio to raw DataFusion is the cost of meshql's own layers (catalog, contract projection, policy
@@ -583,7 +687,10 @@ NOTES = """\
 - DuckDB reads the same Parquet files through views named like the products, so the query text is
   identical for every engine.
 - Flight SQL times are measured in the Python client (ADBC driver, `fetch_arrow_table`), so they
-  include the wire, IPC encoding and decoding, and the driver.
+  include the wire, IPC encoding and decoding, and the driver. The Flight SQL / embedded ratio
+  divides them by embedded meshql times of the same query measured just before its Flight runs
+  (`meshql-bench tpch --engines meshql --only N`), not by the embedded section's, which ran
+  minutes earlier on a machine whose speed drifts.
 - Queries are the TPC-H ones with the qualification parameters, table names domain-qualified,
   Q15's view as a common table expression, and tie-breakers added to the ORDER BY of Q10, Q11 and
   Q18 so answers compare row by row.
@@ -659,7 +766,8 @@ def main() -> None:
         try:
             if "flight" not in skip:
                 log("Flight SQL (ADBC) on the same queries")
-                r["flight"] = flight_run(server, queries, iterations)
+                r["flight"] = flight_run(server, queries, iterations,
+                                         embedded_adjacent(bench_bin, sf_dir, args.sf, iterations))
                 check(r["flight"].pop("answers"), "Flight SQL and embedded")
                 checks.append("Flight SQL = embedded")
             if "transfer" not in skip:

@@ -28,11 +28,17 @@ def test_benchmark_suite_runs_and_every_engine_agrees(meshql_bin, tmp_path):
     for q, by_engine in r["embedded"]["times_ms"].items():
         assert sorted(by_engine) == sorted(engines), q
     assert len(r["duckdb"]["times_ms"]) == 22 and len(r["flight"]["times_ms"]) == 22
+    # Flight runs are compared with embedded runs of the same query timed just before them.
+    assert sorted(r["flight"]["embedded_times_ms"]) == sorted(r["flight"]["times_ms"])
     # Answers are not empty where TPC-H promises rows (Q1 has 4 groups at every scale).
     assert r["embedded"]["rows"]["q01"]["meshql"] == 4
     # The whole lineitem product went through the wire, as many rows as embedded.
     t = r["transfer"]
     assert t["adbc"]["rows"] == t["embedded"]["rows"] == t["pyarrow_flight"]["rows"] == 60175
+    # The machine's ceiling read the same rows, as many bytes as meshql sent (same plain types).
+    assert t["ceiling"]["rows"] == 60175 and t["ceiling"]["bytes"] == t["pyarrow_flight"]["bytes"]
+    for key in ("ceiling", "adbc", "pyarrow_flight"):
+        assert t[key]["server_cpu_s_per_gb"] >= 0 and t[key]["client_cpu_s_per_gb"] > 0, key
     assert set(r["concurrency"]) == {"1", "4"}
     assert all(c["error_count"] == 0 and c["queries"] > 0 for c in r["concurrency"].values())
     s = r["scale"]
@@ -40,3 +46,4 @@ def test_benchmark_suite_runs_and_every_engine_agrees(meshql_bin, tmp_path):
     assert s["flight_query_rows"] == 20
     text = out.read_text()
     assert "| q22 |" in text and "meshql / raw DataFusion" in text
+    assert "ceiling: pyarrow.flight server" in text and "server CPU s/GB" in text
