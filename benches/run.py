@@ -184,26 +184,32 @@ def adbc_query(conn, sql):
 
 
 def flight_run(server: Server, queries: dict[str, str], iterations: int, adjacent=None) -> dict:
-    """Each query through ADBC: one warm-up run (its answer is kept), then timed runs.
+    """Each query through ADBC: one warm-up run (its answer is kept), then timed runs. A query
+    that fails (a memory limit, say) is recorded under "errors" and the others still run.
 
-    `adjacent(query_name)`, when given, times the same query embedded right before its Flight
+    `adjacent(query_name)`, when given, times the same query embedded right after its Flight
     runs, so the Flight/embedded ratio compares runs seconds apart rather than minutes apart
     (this machine's speed drifts 15-25% between the sections of a run)."""
-    times, answers, embedded_times = {}, {}, {}
+    times, answers, embedded_times, errors = {}, {}, {}, {}
     with server.connect() as conn:
         for name, sql in queries.items():
+            try:
+                answers[name] = [list(r.values()) for r in adbc_query(conn, sql).to_pylist()]
+                runs = []
+                for _ in range(iterations):
+                    started = time.perf_counter()
+                    adbc_query(conn, sql)
+                    runs.append((time.perf_counter() - started) * 1000)
+            except Exception as e:  # noqa: BLE001 — a failing query is reported, the others run
+                errors[name] = str(e).splitlines()[0][:300]
+                log(f"  {name}: flight failed: {errors[name]}")
+                continue
             if adjacent:
                 embedded_times[name] = adjacent(name)
-            answers[name] = [list(r.values()) for r in adbc_query(conn, sql).to_pylist()]
-            runs = []
-            for _ in range(iterations):
-                started = time.perf_counter()
-                adbc_query(conn, sql)
-                runs.append((time.perf_counter() - started) * 1000)
             times[name] = runs
             log(f"  {name}: flight {median(runs):.0f} ms"
-                + (f", embedded just before {median(embedded_times[name]):.0f} ms" if adjacent else ""))
-    return {"times_ms": times, "answers": answers, "embedded_times_ms": embedded_times}
+                + (f", embedded just after {median(embedded_times[name]):.0f} ms" if adjacent else ""))
+    return {"times_ms": times, "answers": answers, "embedded_times_ms": embedded_times, "errors": errors}
 
 
 def embedded_adjacent(bench_bin: Path, sf_dir: Path, sf: float, iterations: int):
@@ -688,7 +694,7 @@ NOTES = """\
   identical for every engine.
 - Flight SQL times are measured in the Python client (ADBC driver, `fetch_arrow_table`), so they
   include the wire, IPC encoding and decoding, and the driver. The Flight SQL / embedded ratio
-  divides them by embedded meshql times of the same query measured just before its Flight runs
+  divides them by embedded meshql times of the same query measured just after its Flight runs
   (`meshql-bench tpch --engines meshql --only N`), not by the embedded section's, which ran
   minutes earlier on a machine whose speed drifts.
 - Queries are the TPC-H ones with the qualification parameters, table names domain-qualified,
@@ -762,18 +768,22 @@ def main() -> None:
         checks.append("meshql = DuckDB (numbers to 1e-6)")
 
     if not skip >= {"flight", "transfer", "concurrency"}:
-        server = Server(meshql_bin, sf_dir / "parquet", work)
+        # The server's per-query memory limit (4 GiB by default) with room for larger scale
+        # factors: hash joins do not spill, and SF10's Q9, Q18 and Q21 hold several GB.
+        limits = f"limits: {{memoryPerQuery: {max(4, math.ceil(args.sf))}GiB}}\n"
+        server = Server(meshql_bin, sf_dir / "parquet", work, extra=limits)
         try:
             if "flight" not in skip:
                 log("Flight SQL (ADBC) on the same queries")
                 r["flight"] = flight_run(server, queries, iterations,
                                          embedded_adjacent(bench_bin, sf_dir, args.sf, iterations))
+                r["errors"] += [f"{q} over Flight SQL: {e}" for q, e in r["flight"]["errors"].items()]
                 check(r["flight"].pop("answers"), "Flight SQL and embedded")
                 checks.append("Flight SQL = embedded")
             if "transfer" not in skip:
                 log("transfer: SELECT * FROM lineitem")
                 # The same server offering one endpoint per independent partition of a scan.
-                split = Server(meshql_bin, sf_dir / "parquet", work, extra="results: {maxEndpoints: 8}\n")
+                split = Server(meshql_bin, sf_dir / "parquet", work, extra=limits + "results: {maxEndpoints: 8}\n")
                 try:
                     r["transfer"] = transfer(server, split, bench_bin, sf_dir / "parquet", iterations)
                 finally:

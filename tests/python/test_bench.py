@@ -28,7 +28,7 @@ def test_benchmark_suite_runs_and_every_engine_agrees(meshql_bin, tmp_path):
     for q, by_engine in r["embedded"]["times_ms"].items():
         assert sorted(by_engine) == sorted(engines), q
     assert len(r["duckdb"]["times_ms"]) == 22 and len(r["flight"]["times_ms"]) == 22
-    # Flight runs are compared with embedded runs of the same query timed just before them.
+    # Flight runs are compared with embedded runs of the same query timed just after them.
     assert sorted(r["flight"]["embedded_times_ms"]) == sorted(r["flight"]["times_ms"])
     # Answers are not empty where TPC-H promises rows (Q1 has 4 groups at every scale).
     assert r["embedded"]["rows"]["q01"]["meshql"] == 4
