@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, GenericByteViewArray, RecordBatch};
+use arrow::array::{ArrayRef, RecordBatch};
 use arrow::compute::cast;
-use arrow::datatypes::{ByteViewType, DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
@@ -97,20 +97,9 @@ impl Shaper {
 ///
 /// Why: a view array from the Parquet reader points into whole decoded pages, shared by the
 /// batches cut from them, and IPC sends every buffer an array references. Measured on TPC-H
-/// `lineitem` with `plainTypes: false`: 2.4 GB on the wire for 1.0 GB of values. Copying only
-/// the used bytes costs one pass over them and is skipped unless it at least halves the buffers
-/// (views of dictionary pages repeat the same bytes; copying those would grow them).
+/// `lineitem` with `plainTypes: false`: 2.4 GB on the wire for 1.0 GB of values.
 pub(crate) fn compacted(c: &ArrayRef) -> ArrayRef {
-    fn wasteful<T: ByteViewType + ?Sized>(a: &GenericByteViewArray<T>) -> bool {
-        let held: usize = a.data_buffers().iter().map(|b| b.len()).sum();
-        let used = a.total_buffer_bytes_used();
-        held > 2 * used && held - used > 64 * 1024
-    }
-    match c.data_type() {
-        DataType::Utf8View if wasteful(c.as_string_view()) => Arc::new(c.as_string_view().gc()),
-        DataType::BinaryView if wasteful(c.as_binary_view()) => Arc::new(c.as_binary_view().gc()),
-        _ => c.clone(),
-    }
+    meshql::compact::compact_views(c)
 }
 
 /// Flight SQL column metadata for a value of type `t`: the SQL type name, and precision and
@@ -235,7 +224,7 @@ pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int64Array, StringViewArray};
+    use arrow::array::{AsArray, Int64Array, StringViewArray};
 
     #[test]
     fn view_types_become_plain_and_metadata_is_attached() {

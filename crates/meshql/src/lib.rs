@@ -25,6 +25,7 @@
 
 pub mod audit;
 mod check;
+pub mod compact;
 mod error;
 mod governed;
 pub mod quality;

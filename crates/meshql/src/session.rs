@@ -106,6 +106,7 @@ impl Bound {
             .with_analyzer_rules(analyzer_rules())
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(GovernedQueryPlanner))
+            .with_physical_optimizer_rule(Arc::new(crate::compact::CompactBuildSides))
             .build();
         let ctx = SessionContext::new_with_state(state);
         let governance = Arc::new(Governance::new(
