@@ -47,6 +47,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::physical_expr::split_conjunction as physical_split_conjunction;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, Statistics};
@@ -97,7 +98,9 @@ pub fn governed_plan(
         predicates.push(parse(r)?);
     }
     let mut builder = scan;
+    let mut row_filter_terms = 0;
     if let Some(predicate) = conjunction(predicates) {
+        row_filter_terms = split_conjunction(&predicate).len();
         builder = builder.filter(predicate).map_err(internal)?;
     }
     let mut exprs = Vec::with_capacity(access.columns.len());
@@ -143,6 +146,7 @@ pub fn governed_plan(
         node: Arc::new(PolicyBarrier {
             table: name,
             computed,
+            row_filter_terms,
             input: plan,
         }),
     }))
@@ -447,6 +451,9 @@ pub struct PolicyBarrier {
     /// Output columns the policies compute (masks, denied-column markers): never crossed by a
     /// user predicate, whatever shape the optimiser gives the plan below.
     pub computed: BTreeSet<String>,
+    /// How many conjuncts the product's row filter has (0: none). The physical planner uses it
+    /// to recognise the row filter on its own, not merged with user predicates.
+    pub row_filter_terms: usize,
     pub input: LogicalPlan,
 }
 
@@ -482,6 +489,7 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
         Ok(PolicyBarrier {
             table: self.table.clone(),
             computed: self.computed.clone(),
+            row_filter_terms: self.row_filter_terms,
             input: inputs.swap_remove(0),
         })
     }
@@ -592,10 +600,11 @@ impl ExtensionPlanner for BarrierPlanner {
         let [input] = physical_inputs else {
             return plan_err!("PolicyBarrier takes one input");
         };
-        Ok(Some(Arc::new(PolicyBarrierExec::new(
-            barrier.table.clone(),
-            unestimated_filters_keep_every_row(input.clone())?,
-        ))))
+        let input = match barrier.row_filter_terms {
+            0 => input.clone(),
+            terms => unestimated_row_filter_keeps_every_row(input.clone(), terms)?,
+        };
+        Ok(Some(Arc::new(PolicyBarrierExec::new(barrier.table.clone(), input))))
     }
 }
 
@@ -612,8 +621,18 @@ impl ExtensionPlanner for BarrierPlanner {
 /// is an upper bound: a plan built on it may be less clever about a very selective filter, but
 /// never sizes a hash table on a guess below the truth. The estimate stays Inexact, so no
 /// statistic-based shortcut (`count(*)` from metadata) can answer from it.
-fn unestimated_filters_keep_every_row(plan: Arc<dyn ExecutionPlan>) -> DFResult<Arc<dyn ExecutionPlan>> {
+///
+/// Only a filter that is the row filter alone (`terms` conjuncts) is changed: user predicates
+/// that crossed the barrier ([`LeakproofPushdown`]) merge into the same filter, and their own
+/// estimate (DataFusion's default, for `c_mktsegment = 'BUILDING'`) is then left as it was.
+fn unestimated_row_filter_keeps_every_row(
+    plan: Arc<dyn ExecutionPlan>,
+    terms: usize,
+) -> DFResult<Arc<dyn ExecutionPlan>> {
     if let Some(filter) = plan.as_any().downcast_ref::<FilterExec>() {
+        if physical_split_conjunction(filter.predicate()).len() != terms {
+            return Ok(plan);
+        }
         return Ok(Arc::new(
             FilterExecBuilder::from(filter).with_default_selectivity(100).build()?,
         ));
@@ -621,7 +640,7 @@ fn unestimated_filters_keep_every_row(plan: Arc<dyn ExecutionPlan>) -> DFResult<
     // Masks and the contract's projection sit between the barrier and the filter.
     if plan.as_any().is::<ProjectionExec>() {
         if let [child] = plan.children().as_slice() {
-            let child = unestimated_filters_keep_every_row((*child).clone())?;
+            let child = unestimated_row_filter_keeps_every_row((*child).clone(), terms)?;
             return plan.with_new_children(vec![child]);
         }
     }
@@ -690,6 +709,7 @@ impl OptimizerRule for LeakproofPushdown {
             node: Arc::new(PolicyBarrier {
                 table: barrier.table.clone(),
                 computed: barrier.computed.clone(),
+                row_filter_terms: barrier.row_filter_terms,
                 input: inner,
             }),
         });
