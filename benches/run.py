@@ -768,8 +768,8 @@ def main() -> None:
         checks.append("meshql = DuckDB (numbers to 1e-6)")
 
     if not skip >= {"flight", "transfer", "concurrency"}:
-        # The server's per-query memory limit (4 GiB by default) with room for larger scale
-        # factors: hash joins do not spill, and SF10's Q9, Q18 and Q21 hold several GB.
+        # The server's per-query memory limit (4 GiB by default), with room for scale factors
+        # above 10: hash joins do not spill.
         limits = f"limits: {{memoryPerQuery: {max(4, math.ceil(args.sf))}GiB}}\n"
         server = Server(meshql_bin, sf_dir / "parquet", work, extra=limits)
         try:

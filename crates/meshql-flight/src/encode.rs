@@ -103,7 +103,7 @@ impl Encoder {
             let len = rows.min(batch.num_rows() - start);
             // A slice of a view column still references all the batch's data buffers.
             let slice = batch.slice(start, len);
-            let columns = slice.columns().iter().map(crate::results::compacted).collect();
+            let columns = slice.columns().iter().map(meshql::compact::compact_views).collect();
             self.message(&RecordBatch::try_new(slice.schema(), columns)?, out)?;
             start += len;
         }

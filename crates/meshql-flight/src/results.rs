@@ -11,6 +11,7 @@ use arrow::error::ArrowError;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use datafusion::common::ScalarValue;
+use meshql::compact::compact_views;
 
 /// `t` with view types replaced by their plain equivalents, recursively.
 pub fn plain_type(t: &DataType) -> DataType {
@@ -83,7 +84,11 @@ impl Shaper {
             .zip(self.schema.fields())
             .map(|(c, f)| {
                 if c.data_type() == f.data_type() {
-                    Ok(compacted(c))
+                    // IPC sends every buffer a view array references, and the Parquet reader's
+                    // views point into whole decoded pages shared by the batches cut from them
+                    // (TPC-H lineitem with `plainTypes: false`: 2.4 GB on the wire for 1.0 GB
+                    // of values, before compaction).
+                    Ok(compact_views(c))
                 } else {
                     cast(c, f.data_type())
                 }
@@ -91,15 +96,6 @@ impl Shaper {
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         RecordBatch::try_new(self.schema.clone(), columns)
     }
-}
-
-/// `c`, with view arrays that hold far more buffer bytes than their values use copied compactly.
-///
-/// Why: a view array from the Parquet reader points into whole decoded pages, shared by the
-/// batches cut from them, and IPC sends every buffer an array references. Measured on TPC-H
-/// `lineitem` with `plainTypes: false`: 2.4 GB on the wire for 1.0 GB of values.
-pub(crate) fn compacted(c: &ArrayRef) -> ArrayRef {
-    meshql::compact::compact_views(c)
 }
 
 /// Flight SQL column metadata for a value of type `t`: the SQL type name, and precision and
