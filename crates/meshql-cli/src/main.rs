@@ -96,6 +96,10 @@ struct ServeArgs {
     /// Let callers without credentials in, as principal `anonymous`.
     #[arg(long)]
     allow_anonymous: bool,
+    /// Serve with the demo signing key published in meshql's repository on an address other
+    /// than loopback (refused otherwise: anyone can mint tokens with it).
+    #[arg(long)]
+    allow_demo_key: bool,
 }
 
 #[derive(Subcommand)]
@@ -240,6 +244,9 @@ async fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     if args.allow_anonymous {
         config.auth.anonymous.enabled = true;
+    }
+    if args.allow_demo_key {
+        config.auth.allow_demo_key = true;
     }
     let mesh = open(&args.mesh)?;
     let settings = mesh.definition().settings.clone();

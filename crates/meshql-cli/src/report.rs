@@ -77,6 +77,9 @@ fn human(report: &CheckReport) -> String {
     for problem in &report.problems {
         let _ = writeln!(out, "FAILED  {problem}");
     }
+    for warning in &report.warnings {
+        let _ = writeln!(out, "WARNING {warning}");
+    }
     let _ = writeln!(out);
     let _ = writeln!(
         out,
@@ -123,6 +126,7 @@ fn json(report: &CheckReport) -> serde_json::Value {
     serde_json::json!({
         "ok": report.is_ok(),
         "problems": report.problems,
+        "warnings": report.warnings,
         "products": report.products.iter().map(product).collect::<Vec<_>>(),
     })
 }

@@ -276,7 +276,14 @@ pub struct PortBinding {
 #[derive(Debug, Clone)]
 pub struct TableEntry {
     pub domain: String,
+    /// The table's SQL name: `mesh.<domain>.<name>`.
     pub name: String,
+    /// The product's SQL name, shared by every table of the product (each output port, each
+    /// version): what access policies name.
+    pub product_name: String,
+    /// The SQL name of the newest version of this table's port (`name` itself for the newest
+    /// version; `<product>_<port>` when the product has several ports).
+    pub port_table: String,
     pub product: Arc<DataProduct>,
     /// The output port's name and version; empty when the descriptor itself is broken.
     pub port: String,
@@ -568,7 +575,9 @@ impl Loader {
                     match name.as_deref().and_then(sql_identifier) {
                         Some(ident) => tables.push(TableEntry {
                             domain: file.domain.clone(),
-                            name: ident,
+                            name: ident.clone(),
+                            product_name: ident.clone(),
+                            port_table: ident,
                             product: Arc::new(DataProduct::placeholder(&file.path, name.unwrap_or_default())),
                             port: String::new(),
                             port_version: String::new(),
@@ -704,6 +713,8 @@ impl Loader {
                 tables.push(TableEntry {
                     domain: domain.to_string(),
                     name,
+                    product_name: product_ident.clone(),
+                    port_table: base.clone(),
                     product: product.clone(),
                     port: port.name.clone(),
                     port_version: port.version.clone(),

@@ -80,6 +80,10 @@ pub struct AuthConfig {
     pub jwt: Option<JwtConfig>,
     #[serde(default)]
     pub anonymous: AnonymousConfig,
+    /// Serve with a signing key published in meshql's repository (the demo's) on an address
+    /// other than loopback. Anyone can mint tokens with such a key: for demos only.
+    #[serde(default)]
+    pub allow_demo_key: bool,
 }
 
 impl Default for AuthConfig {
@@ -92,6 +96,7 @@ impl Default for AuthConfig {
             service_tokens: Vec::new(),
             jwt: None,
             anonymous: AnonymousConfig::default(),
+            allow_demo_key: false,
         }
     }
 }

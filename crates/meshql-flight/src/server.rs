@@ -53,6 +53,31 @@ impl RunningServer {
     }
 }
 
+/// SHA-256 of signing keys published with meshql (`testdata/server/signing.key`): anyone can
+/// mint session tokens and statement handles with them.
+const PUBLISHED_KEYS: &[&str] = &["b71871ae02a31af8c4da9dbb8a9c6f1180f3d1c35c3d4f351fcff21930001126"];
+
+/// Refuses a published signing key unless the server listens on loopback only (a demo on one's
+/// own machine) or the configuration says `allowDemoKey` (`--allow-demo-key`).
+fn refuse_published_key(key: &[u8], config: &ServerConfig) -> Result<(), FlightError> {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(key));
+    if !PUBLISHED_KEYS.contains(&digest.as_str()) {
+        return Ok(());
+    }
+    if config.listen.ip().is_loopback() || config.auth.allow_demo_key {
+        tracing::warn!(
+            listen = %config.listen,
+            "auth.signingKey is the demo key published in meshql's repository: anyone can mint tokens with it; never use it for real data"
+        );
+        return Ok(());
+    }
+    Err(FlightError::Config(format!(
+        "auth.signingKey is the demo key published in meshql's repository (testdata/server/signing.key): anyone could mint session tokens and statement handles with it, so meshql refuses to serve it on {}; generate a key of your own (e.g. `head -c 48 /dev/urandom | base64 > signing.key`), or pass --allow-demo-key (auth.allowDemoKey: true) for a demo",
+        config.listen
+    )))
+}
+
 /// Starts serving `mesh` as configured.
 pub async fn serve(mesh: Mesh, config: ServerConfig) -> Result<RunningServer, FlightError> {
     // Several TLS backends are linked (through object store and catalog clients); rustls needs
@@ -66,6 +91,7 @@ pub async fn serve(mesh: Mesh, config: ServerConfig) -> Result<RunningServer, Fl
             if key.len() < 32 {
                 return Err(FlightError::Config("the signing key must be at least 32 bytes".into()));
             }
+            refuse_published_key(&key, &config)?;
             Signer::new(key)
         }
         None => {

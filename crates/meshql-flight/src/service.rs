@@ -38,7 +38,7 @@ use base64::Engine;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
-use meshql::{Mesh, Principal, ProductUnavailable, QueryResult, Session, SqlOptions};
+use meshql::{Mesh, Principal, QueryResult, Session, SqlOptions};
 use meshql_catalog::MESH_CATALOG;
 use prost::Message;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -338,45 +338,25 @@ fn read_only() -> Status {
     Status::unimplemented("meshql serves the mesh read-only: updates, ingestion and transactions are not supported")
 }
 
-/// The gRPC status for an embedded-API error: the message is the one the embedded API gives.
+/// The gRPC status for an embedded-API error: the code from the error's class (its type, never
+/// its text), the message the embedded API gives (already redacted for the principal).
 pub(crate) fn status_of(e: meshql::Error) -> Status {
-    let status = match e {
-        meshql::Error::AccessDenied(m) => Status::permission_denied(m),
-        meshql::Error::NotAllowed(m) => Status::invalid_argument(m),
-        meshql::Error::Unavailable(u) => Status::unavailable(u.to_string()),
-        meshql::Error::Mesh(m) => Status::internal(m.to_string()),
-        e @ meshql::Error::EngineOption { .. } => Status::internal(e.to_string()),
-        e @ meshql::Error::AuditUnavailable { .. } => Status::unavailable(e.to_string()),
-        meshql::Error::DataFusion(e) => return status_of_df(e),
+    use meshql::ErrorClass;
+    let message = e.to_string();
+    let status = match e.class() {
+        ErrorClass::AccessDenied => Status::permission_denied(message),
+        ErrorClass::NotAllowed | ErrorClass::InvalidQuery => Status::invalid_argument(message),
+        ErrorClass::PolicyEvaluation => Status::failed_precondition(message),
+        ErrorClass::Unavailable => Status::unavailable(message),
+        ErrorClass::ResourcesExhausted => Status::resource_exhausted(message),
+        ErrorClass::Internal => Status::internal(message),
     };
     truncate(status)
 }
 
+/// [`status_of`] for an error from a session's result stream (a session error inside it).
 fn status_of_df(e: DataFusionError) -> Status {
-    let msg = e.to_string();
-    let root = e.find_root();
-    let status = if msg.contains("access denied") {
-        Status::permission_denied(msg)
-    } else if let DataFusionError::External(inner) = root {
-        if inner.downcast_ref::<ProductUnavailable>().is_some() {
-            Status::unavailable(msg)
-        } else {
-            Status::internal(msg)
-        }
-    } else {
-        match root {
-            DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(msg),
-            DataFusionError::SQL(..)
-            | DataFusionError::Plan(_)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_)
-            | DataFusionError::Execution(_)
-            | DataFusionError::ArrowError(..) => Status::invalid_argument(msg),
-            DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => Status::unavailable(msg),
-            _ => Status::internal(msg),
-        }
-    };
-    truncate(status)
+    status_of(meshql::Error::from(e))
 }
 
 /// Bounds a status message and blots out any registered secret (a credential a remote store

@@ -18,8 +18,9 @@ use crate::Principal;
 /// The product a decision is about.
 #[derive(Debug, Clone, Copy)]
 pub struct ProductRef<'a> {
-    pub domain: &'a str,
-    pub name: &'a str,
+    /// The table: its domain and name, and which product, port and version it serves (rules
+    /// about the product cover every one of its tables).
+    pub table: TableIdentity<'a>,
     /// The contract's columns, in order (empty when the contract itself is broken).
     pub columns: &'a [ColumnInfo],
 }
@@ -32,8 +33,8 @@ pub enum Refusal {
     /// A deny rule applies.
     Denied { rule: String },
     /// The policies cannot be applied (a rule names a missing column, a policy file does not
-    /// load, …): fail closed.
-    Broken { reason: String },
+    /// load, …): fail closed. `rule`: the rule at fault, when one is.
+    Broken { rule: Option<String>, reason: String },
 }
 
 impl std::fmt::Display for Refusal {
@@ -41,7 +42,7 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::NotGranted => f.write_str("no policy grants you select on it"),
             Refusal::Denied { rule } => write!(f, "denied by policy rule '{rule}'"),
-            Refusal::Broken { reason } => write!(
+            Refusal::Broken { reason, .. } => write!(
                 f,
                 "its access policies cannot be applied ({reason}), so it is not served"
             ),
@@ -116,21 +117,24 @@ impl PolicySet {
     pub fn decide(&self, principal: &Principal, product: &ProductRef<'_>) -> Decision {
         if let Some(reason) = &self.fatal {
             return Decision::invisible(Refusal::Broken {
+                rule: None,
                 reason: format!("the global policy file does not load: {reason}"),
             });
         }
-        if let Some(reason) = self.broken_domains.get(product.domain) {
+        let domain = product.table.domain;
+        if let Some(reason) = self.broken_domains.get(domain) {
             return Decision::invisible(Refusal::Broken {
-                reason: format!("the policy file of domain '{}' does not load: {reason}", product.domain),
+                rule: None,
+                reason: format!("the policy file of domain '{domain}' does not load: {reason}"),
             });
         }
         let rules: Vec<&Rule> = self
             .rules
             .iter()
-            .filter(|r| r.covers(product.domain, product.name) && r.applies_to(principal))
+            .filter(|r| r.covers(&product.table) && r.applies_to(principal))
             .collect();
         let tag_rules: Vec<&TagRule> = self.tag_rules.iter().filter(|t| t.applies_to(principal)).collect();
-        let table = format!("mesh.{}.{}", product.domain, product.name);
+        let table = format!("mesh.{domain}.{}", product.table.table);
 
         // Product-wide denies.
         let product_deny = |p: Privilege| {
@@ -219,6 +223,7 @@ impl PolicySet {
             };
             if let Some(missing) = named.iter().find(|c| !known.contains(c.to_ascii_lowercase().as_str())) {
                 return decision(Err(Refusal::Broken {
+                    rule: Some(r.name.clone()),
                     reason: format!(
                         "rule '{}' in {} names column '{missing}', which {table} does not have",
                         r.name,

@@ -105,8 +105,7 @@ fn profiles_decision(set: &PolicySet, p: &Principal) -> Decision {
     set.decide(
         p,
         &ProductRef {
-            domain: "customer",
-            name: "profiles",
+            table: TableIdentity::single("customer", "profiles"),
             columns: &cols,
         },
     )
@@ -117,8 +116,7 @@ fn decide(p: &Principal, domain: &str, name: &str) -> Decision {
     set().decide(
         p,
         &ProductRef {
-            domain,
-            name,
+            table: TableIdentity::single(domain, name),
             columns: &cols,
         },
     )
@@ -285,7 +283,7 @@ rules:
     let set = PolicySet::from_yaml(global, &[]).expect("loads");
     let d = profiles_decision(&set, &Principal::new("x"));
     assert!(
-        matches!(&d.select, Err(Refusal::Broken { reason }) if reason.contains("emial")),
+        matches!(&d.select, Err(Refusal::Broken { reason, .. }) if reason.contains("emial")),
         "{d:?}"
     );
 }
@@ -330,6 +328,18 @@ fn malformed_rules_are_rejected_with_the_rule_named() {
             "rules: [{name: r, principals: '*', resource: '*', grant: [write]}]",
             "write",
         ),
+        (
+            "rules: [{name: r, principals: '*', resource: 'a.b:', grant: [select]}]",
+            "empty port",
+        ),
+        (
+            "rules: [{name: r, principals: '*', resource: 'a.*:p', grant: [select]}]",
+            "resource",
+        ),
+        (
+            "rules: [{name: r, principals: '*', resource: 'a.b:p@', grant: [select]}]",
+            "empty port or version",
+        ),
         ("hashKeys: {k: {}}", "exactly one of `env` or `file`"),
         (
             "rules: [{name: r, principals: '*', resource: '*', masks: {c: {type: rot13}}}]",
@@ -349,4 +359,52 @@ fn admins_are_explicit() {
     assert!(!PolicySet::from_yaml("{}", &[])
         .expect("empty")
         .is_admin(&Principal::new("root")));
+}
+
+#[test]
+fn a_product_rule_covers_every_table_of_the_product() {
+    let parse = |text: &str| {
+        let set = PolicySet::from_yaml(
+            &format!("rules: [{{name: r, principals: '*', resource: '{text}', grant: [select]}}]"),
+            &[],
+        )
+        .expect(text);
+        set.rules[0].resources[0].clone()
+    };
+    // A product with two ports, `daily` in versions 1.0.0 and 0.9.0 and `hourly` in 2.0.0.
+    let daily = TableIdentity {
+        domain: "m",
+        table: "perf_daily",
+        product: "perf",
+        port: "daily",
+        version: "1.0.0",
+        port_table: "perf_daily",
+    };
+    let daily_old = TableIdentity {
+        table: "perf_daily_v0_9_0",
+        version: "0.9.0",
+        ..daily
+    };
+    let hourly = TableIdentity {
+        table: "perf_hourly",
+        port: "hourly",
+        version: "2.0.0",
+        port_table: "perf_hourly",
+        ..daily
+    };
+    let other = TableIdentity::single("m", "perf2");
+    let all = [daily, daily_old, hourly, other];
+    let covered = |text: &str| -> Vec<bool> { all.iter().map(|t| parse(text).covers(t)).collect() };
+    assert_eq!(covered("m.perf"), [true, true, true, false]);
+    assert_eq!(covered("m.*"), [true, true, true, true]);
+    assert_eq!(covered("m.perf:daily"), [true, true, false, false]);
+    assert_eq!(covered("m.perf:DAILY@0.9.0"), [false, true, false, false]);
+    assert_eq!(
+        covered("m.perf_daily"),
+        [true, true, false, false],
+        "a port's table covers the port"
+    );
+    assert_eq!(covered("m.perf_daily_v0_9_0"), [false, true, false, false]);
+    assert_eq!(covered("x.perf"), [false, false, false, false]);
+    assert_eq!(parse("m.perf:daily@0.9.0").to_string(), "m.perf:daily@0.9.0");
 }

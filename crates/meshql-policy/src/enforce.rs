@@ -34,6 +34,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{plan_err, Column, DFSchema, DFSchemaRef, Result as DFResult, ScalarValue, TableReference};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -50,12 +51,14 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::split_conjunction as physical_split_conjunction;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, Statistics};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion::prelude::Expr as DfExpr;
+use futures::TryStreamExt;
 
 use crate::decide::{Access, ColumnAccess, RowFilter};
-use crate::error::PolicyError;
+use crate::error::{AccessDenied, PolicyError, PolicyEvaluationFailed};
 use crate::load::PolicySet;
 use crate::mask::{mask_expr, DeniedColumn};
 use crate::Principal;
@@ -64,12 +67,16 @@ use crate::Principal;
 // The governed plan
 
 /// Builds the plan `principal` gets for `table`, a product served by `base` (its contract view).
+///
+/// `contact` (the product's owner and support channel) is named by errors raised under the
+/// barrier, whose details are withheld ([`PolicyEvaluationFailed`]).
 pub fn governed_plan(
     table: &TableReference,
     base: Arc<dyn TableProvider>,
     access: &Access,
     principal: &Principal,
     policies: &PolicySet,
+    contact: Option<String>,
 ) -> Result<LogicalPlan, PolicyError> {
     let name = match (table.schema(), table.table()) {
         (Some(s), t) => format!("mesh.{s}.{t}"),
@@ -142,11 +149,35 @@ pub fn governed_plan(
         .filter(|(_, how)| !matches!(how, ColumnAccess::Plain | ColumnAccess::Hidden))
         .map(|(c, _)| c.clone())
         .collect();
+    let mut row_filter_rules: Vec<String> = access
+        .grant_filters
+        .iter()
+        .flatten()
+        .chain(&access.restrictions)
+        .map(|f| f.rule.clone())
+        .collect();
+    row_filter_rules.dedup();
+    let masks = access
+        .columns
+        .iter()
+        .filter_map(|(c, how)| match how {
+            ColumnAccess::Masked { rule, .. } => Some((c.clone(), rule.clone())),
+            _ => None,
+        })
+        .collect();
+    let applied = AppliedPolicy {
+        row_filter: access.grant_filters.is_some() || !access.restrictions.is_empty(),
+        row_filter_rules,
+        masks,
+        all_columns_plain: access.columns.iter().all(|(_, how)| matches!(how, ColumnAccess::Plain)),
+        contact,
+    };
     Ok(LogicalPlan::Extension(Extension {
         node: Arc::new(PolicyBarrier {
             table: name,
             computed,
             row_filter_terms,
+            applied: Arc::new(applied),
             input: plan,
         }),
     }))
@@ -423,7 +454,7 @@ impl TableProvider for GovernedTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let (Some(plan), None) = (&self.plan, &self.refusal) else {
-            return plan_err!("{}", self.refusal.as_deref().unwrap_or("access denied"));
+            return Err(AccessDenied::new(self.refusal.as_deref().unwrap_or("access denied")).into());
         };
         let mut builder = LogicalPlanBuilder::from(plan.clone());
         if let Some(p) = projection {
@@ -454,7 +485,63 @@ pub struct PolicyBarrier {
     /// How many conjuncts the product's row filter has (0: none). The physical planner uses it
     /// to recognise the row filter on its own, not merged with user predicates.
     pub row_filter_terms: usize,
+    /// Which policies shape the product for this principal, by rule name.
+    pub applied: Arc<AppliedPolicy>,
     pub input: LogicalPlan,
+}
+
+/// The policies a barrier applies, by rule name: what errors and non-administrators' EXPLAIN say
+/// instead of the filters' and masks' text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Default)]
+pub struct AppliedPolicy {
+    /// Some rows are filtered out (possibly all: a grant filter list that is empty).
+    pub row_filter: bool,
+    /// The rules whose row filters apply.
+    pub row_filter_rules: Vec<String>,
+    /// Masked columns with the rule that masks each.
+    pub masks: Vec<(String, String)>,
+    /// Every contract column is served as stored: nothing hidden, denied or masked.
+    pub all_columns_plain: bool,
+    /// Whom to ask about the product.
+    pub contact: Option<String>,
+}
+
+impl AppliedPolicy {
+    /// No policy restricts what the principal reads: no row filter, every column as stored. An
+    /// error raised under such a barrier can only show what the principal may read anyway.
+    pub fn unrestricted(&self) -> bool {
+        !self.row_filter && self.all_columns_plain
+    }
+
+    /// The rules applied, for people: `row filter 'a', 'b'; masks email ('c')`.
+    pub fn summary(&self) -> String {
+        let quote = |v: &[String]| v.iter().map(|r| format!("'{r}'")).collect::<Vec<_>>().join(", ");
+        let mut parts = Vec::new();
+        if self.row_filter {
+            parts.push(format!("row filter {}", quote(&self.row_filter_rules)));
+        }
+        if !self.masks.is_empty() {
+            let masks: Vec<String> = self.masks.iter().map(|(c, r)| format!("{c} ('{r}')")).collect();
+            parts.push(format!("masks {}", masks.join(", ")));
+        }
+        if parts.is_empty() {
+            "no row filter or mask".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+
+    /// What was evaluated when an error rose under the barrier, for [`PolicyEvaluationFailed`].
+    fn evaluated(&self) -> String {
+        if self.row_filter || !self.masks.is_empty() {
+            format!(
+                "applying its access policies ({}) or reading its stored data",
+                self.summary()
+            )
+        } else {
+            "reading its stored data under its access policies".into()
+        }
+    }
 }
 
 impl UserDefinedLogicalNodeCore for PolicyBarrier {
@@ -490,6 +577,7 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
             table: self.table.clone(),
             computed: self.computed.clone(),
             row_filter_terms: self.row_filter_terms,
+            applied: self.applied.clone(),
             input: inputs.swap_remove(0),
         })
     }
@@ -506,29 +594,137 @@ fn as_barrier(plan: &LogicalPlan) -> Option<&PolicyBarrier> {
     }
 }
 
+/// The plan as a principal who is not an administrator may see it: every [`PolicyBarrier`]
+/// with what is below it replaced by one line naming the product and the rules that shape it —
+/// never the text of row filters and masks (they may hold other principals' values, keys' names
+/// or the shape of hidden data), nor the files and partitions read.
+pub fn without_policy_internals(plan: LogicalPlan) -> DFResult<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let Some(barrier) = as_barrier(&node) else {
+            return Ok(Transformed::no(node));
+        };
+        let read = PolicyRead {
+            table: barrier.table.clone(),
+            applied: barrier.applied.clone(),
+            schema: barrier.input.schema().clone(),
+        };
+        Ok(Transformed::yes(LogicalPlan::Extension(Extension {
+            node: Arc::new(read),
+        })))
+    })
+    .map(|t| t.data)
+}
+
+/// What [`without_policy_internals`] shows in place of a barrier: a leaf, for display only.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PolicyRead {
+    table: String,
+    applied: Arc<AppliedPolicy>,
+    schema: DFSchemaRef,
+}
+
+impl PartialOrd for PolicyRead {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (&self.table, &self.applied).partial_cmp(&(&other.table, &other.applied))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for PolicyRead {
+    fn name(&self) -> &str {
+        "PolicyBarrier"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        vec![]
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        vec![]
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let columns: Vec<&str> = self.schema.fields().iter().map(|f| f.name().as_str()).collect();
+        write!(
+            f,
+            "PolicyBarrier: {} ({}), columns [{}]",
+            self.table,
+            self.applied.summary(),
+            columns.join(", ")
+        )
+    }
+
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, _inputs: Vec<LogicalPlan>) -> DFResult<Self> {
+        Ok(self.clone())
+    }
+}
+
 /// Physical form of [`PolicyBarrier`]: passes its input through and lets no filter from above
 /// be pushed into it.
 #[derive(Debug)]
 pub struct PolicyBarrierExec {
-    table: String,
+    guard: BarrierGuard,
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
 impl PolicyBarrierExec {
-    pub fn new(table: String, input: Arc<dyn ExecutionPlan>) -> Self {
+    pub fn new(table: String, applied: Arc<AppliedPolicy>, input: Arc<dyn ExecutionPlan>) -> Self {
         let properties = input.properties().clone();
         PolicyBarrierExec {
-            table,
+            guard: BarrierGuard { table, applied },
             input,
             properties,
         }
     }
 }
 
+/// What a barrier turns errors from below into.
+#[derive(Debug, Clone)]
+struct BarrierGuard {
+    table: String,
+    applied: Arc<AppliedPolicy>,
+}
+
+impl BarrierGuard {
+    /// An error from below the barrier, as the principal may see it: unchanged when it cannot
+    /// carry data (storage unreachable, memory exhausted, a refusal) or when no policy restricts
+    /// the product; otherwise withheld behind [`PolicyEvaluationFailed`].
+    fn error(&self, e: DataFusionError) -> DataFusionError {
+        if self.applied.unrestricted() || carries_no_data(&e) {
+            return e;
+        }
+        tracing::debug!(table = %self.table, error = %e, "error under a policy barrier withheld from the principal");
+        PolicyEvaluationFailed {
+            table: self.table.clone(),
+            what: self.applied.evaluated(),
+            contact: self.applied.contact.clone(),
+            cause: Arc::new(e),
+        }
+        .into()
+    }
+}
+
+/// Errors that describe the system, never the data: storage and I/O failures, memory limits,
+/// refusals, errors already withheld, a product that cannot be served.
+fn carries_no_data(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) | DataFusionError::ResourcesExhausted(_) => true,
+        DataFusionError::Shared(inner) => carries_no_data(inner),
+        DataFusionError::Context(_, inner) => carries_no_data(inner),
+        DataFusionError::External(inner) => {
+            inner.is::<AccessDenied>() || inner.is::<PolicyEvaluationFailed>() || inner.is::<std::io::Error>()
+        }
+        _ => false,
+    }
+}
+
 impl DisplayAs for PolicyBarrierExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "PolicyBarrierExec: {}", self.table)
+        write!(f, "PolicyBarrierExec: {}", self.guard.table)
     }
 }
 
@@ -565,13 +761,21 @@ impl ExecutionPlan for PolicyBarrierExec {
             return plan_err!("PolicyBarrierExec takes one child");
         }
         Ok(Arc::new(PolicyBarrierExec::new(
-            self.table.clone(),
+            self.guard.table.clone(),
+            self.guard.applied.clone(),
             children.swap_remove(0),
         )))
     }
 
     fn execute(&self, partition: usize, context: Arc<TaskContext>) -> DFResult<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let stream = self
+            .input
+            .execute(partition, context)
+            .map_err(|e| self.guard.error(e))?;
+        let guard = self.guard.clone();
+        let schema = stream.schema();
+        let guarded = stream.map_err(move |e| guard.error(e));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, guarded)))
     }
 
     fn partition_statistics(&self, partition: Option<usize>) -> DFResult<Statistics> {
@@ -604,7 +808,11 @@ impl ExtensionPlanner for BarrierPlanner {
             0 => input.clone(),
             terms => unestimated_row_filter_keeps_every_row(input.clone(), terms)?,
         };
-        Ok(Some(Arc::new(PolicyBarrierExec::new(barrier.table.clone(), input))))
+        Ok(Some(Arc::new(PolicyBarrierExec::new(
+            barrier.table.clone(),
+            barrier.applied.clone(),
+            input,
+        ))))
     }
 }
 
@@ -710,6 +918,7 @@ impl OptimizerRule for LeakproofPushdown {
                 table: barrier.table.clone(),
                 computed: barrier.computed.clone(),
                 row_filter_terms: barrier.row_filter_terms,
+                applied: barrier.applied.clone(),
                 input: inner,
             }),
         });
@@ -845,7 +1054,7 @@ fn check_plan(plan: &LogicalPlan, guarded: bool) -> DFResult<()> {
             .and_then(|p| p.as_any().downcast_ref::<GovernedTable>())
         {
             if let Some(msg) = g.refusal() {
-                return plan_err!("{msg}");
+                return Err(AccessDenied::new(msg).into());
             }
         }
         let self_governed = provider.is_some_and(|p| p.as_any().is::<SelfGovernedTable>());
@@ -853,7 +1062,10 @@ fn check_plan(plan: &LogicalPlan, guarded: bool) -> DFResult<()> {
         let metadata = name.schema() == Some("information_schema");
         let table_function = matches!(name, TableReference::Bare { table } if table.ends_with("()"));
         if !guarded && !metadata && !table_function && !self_governed {
-            return plan_err!("{name} would be read without its access policies; query refused");
+            return Err(AccessDenied::new(format!(
+                "access denied: {name} would be read without its access policies; query refused"
+            ))
+            .into());
         }
     }
     plan.apply_subqueries(|sub| check_plan(sub, false).map(|_| TreeNodeRecursion::Continue))?;
@@ -892,7 +1104,7 @@ impl OptimizerRule for DeniedColumnCheck {
             })
         })?;
         match denied {
-            Some(msg) => plan_err!("access denied: {msg}"),
+            Some(msg) => Err(AccessDenied::new(format!("access denied: {msg}")).into()),
             None => Ok(Transformed::no(plan)),
         }
     }

@@ -25,5 +25,5 @@ pub use decide::{Access, ColumnAccess, Decision, ProductRef, Refusal, RowFilter}
 pub use enforce::{GovernedTable, PolicyCheck, SelfGovernedTable};
 pub use error::PolicyError;
 pub use load::{PolicySet, POLICY_FILE};
-pub use model::{ColumnInfo, MaskSpec, Privilege};
+pub use model::{ColumnInfo, MaskSpec, Privilege, TableIdentity};
 pub use principal::Principal;

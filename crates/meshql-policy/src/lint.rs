@@ -5,17 +5,19 @@ use arrow::datatypes::Schema;
 use datafusion::common::DFSchema;
 use std::sync::Arc;
 
+use crate::decide::ProductRef;
 use crate::enforce::parse_policy_expr;
 use crate::load::PolicySet;
-use crate::model::{ColumnInfo, Effect, HashKey, MaskSpec, TagAction};
+use crate::model::{Effect, HashKey, MaskSpec, Resource, TableIdentity, TagAction};
 use crate::Principal;
 
 impl PolicySet {
     /// Problems of the rules that cover `domain.name`, whose contract columns are `columns` and
     /// whose served schema is `schema`: columns that do not exist, expressions that do not parse,
     /// hash keys that are not configured. Each names the rule and its file.
-    pub fn lint(&self, domain: &str, name: &str, columns: &[ColumnInfo], schema: &Schema) -> Vec<String> {
-        let table = format!("mesh.{domain}.{name}");
+    pub fn lint(&self, product: &ProductRef<'_>, schema: &Schema) -> Vec<String> {
+        let columns = product.columns;
+        let table = format!("mesh.{}.{}", product.table.domain, product.table.table);
         let Ok(df_schema) = DFSchema::try_from_qualified_schema(table.as_str(), schema) else {
             return vec![format!("{table}: its schema cannot be checked")];
         };
@@ -37,7 +39,7 @@ impl PolicySet {
                 }
                 _ => {}
             };
-        for r in self.rules.iter().filter(|r| r.covers(domain, name)) {
+        for r in self.rules.iter().filter(|r| r.covers(&product.table)) {
             let mut problem =
                 |why: String| out.push(format!("{table}: rule '{}' ({}): {why}", r.name, r.source.display()));
             match &r.effect {
@@ -95,6 +97,26 @@ impl PolicySet {
                     TagAction::Mask(spec) => check_mask(&t.name, &t.source, &c.name, spec, &mut out),
                     TagAction::Deny(_) => {}
                 }
+            }
+        }
+        out
+    }
+
+    /// Resources of rules that cover none of `tables` (every table of the mesh): a rule naming a
+    /// product, port or version that does not exist — a typo, or a product renamed since —
+    /// protects nothing. One line per resource, naming the rule and its file.
+    pub fn unmatched_resources(&self, tables: &[TableIdentity<'_>]) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            for resource in &r.resources {
+                if matches!(resource, Resource::Mesh) || tables.iter().any(|t| resource.covers(t)) {
+                    continue;
+                }
+                out.push(format!(
+                    "rule '{}' ({}): resource '{resource}' matches no product of the mesh",
+                    r.name,
+                    r.source.display()
+                ));
             }
         }
         out

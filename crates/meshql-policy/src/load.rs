@@ -341,14 +341,29 @@ fn subjects(v: &Value, path: &Path, what: &str) -> Result<Subjects, PolicyError>
 fn resource(text: &str, path: &Path, layer: &Layer, rule: &str) -> Result<Resource, PolicyError> {
     let bad = |why: String| invalid(path, format!("rule '{rule}': resource '{text}': {why}"));
     let lower = text.trim().to_ascii_lowercase();
-    let parsed = match lower.split('.').collect::<Vec<_>>().as_slice() {
-        ["*"] => Resource::Mesh,
-        [d] | [d, "*"] if !d.is_empty() => Resource::Domain(d.to_string()),
-        [d, n] if !d.is_empty() && !n.is_empty() => Resource::Product {
+    // `<domain>.<product>[:<port>[@<version>]]`: the port and version are split off first
+    // (a version has dots of its own).
+    let (path, port, version) = match lower.split_once(':') {
+        Some((path, rest)) => match rest.split_once('@') {
+            Some((port, version)) => (path, Some(port), Some(version)),
+            None => (path, Some(rest), None),
+        },
+        None => (lower.as_str(), None, None),
+    };
+    if port.is_some_and(str::is_empty) || version.is_some_and(str::is_empty) {
+        return Err(bad("an empty port or version after ':' or '@'".into()));
+    }
+    let expected = "expected \"*\", \"<domain>.*\", \"<domain>.<product>\", \"<domain>.<product>:<port>\" or \"<domain>.<product>:<port>@<version>\"";
+    let parsed = match (path.split('.').collect::<Vec<_>>().as_slice(), port) {
+        (["*"], None) => Resource::Mesh,
+        ([d] | [d, "*"], None) if !d.is_empty() => Resource::Domain(d.to_string()),
+        ([d, n], _) if !d.is_empty() && !n.is_empty() && *n != "*" => Resource::Product {
             domain: d.to_string(),
             name: n.to_string(),
+            port: port.map(str::to_string),
+            version: version.map(str::to_string),
         },
-        _ => return Err(bad("expected \"*\", \"<domain>.*\" or \"<domain>.<product>\"".into())),
+        _ => return Err(bad(expected.into())),
     };
     if let Layer::Domain(own) = layer {
         match parsed.domain() {

@@ -34,16 +34,73 @@ pub enum Resource {
     Mesh,
     /// Every product of one domain (`"customer.*"`).
     Domain(String),
-    /// One product table (`"customer.profiles"`).
-    Product { domain: String, name: String },
+    /// One product — every table derived from it, whichever port or version — or, with `port`
+    /// (`"<domain>.<product>:<port>"`) one output port in all its versions, or with a version as
+    /// well (`"<domain>.<product>:<port>@<version>"`) one published version of it.
+    ///
+    /// `name` may also be a table name of the product (`<product>_<port>` for a product with
+    /// several ports, or an older version's `<product>_v<version>`): the rule then covers that
+    /// port (every version) or that one version table.
+    Product {
+        domain: String,
+        name: String,
+        port: Option<String>,
+        version: Option<String>,
+    },
+}
+
+/// The table a rule is matched against: which product, port and version of it the table serves.
+#[derive(Debug, Clone, Copy)]
+pub struct TableIdentity<'a> {
+    pub domain: &'a str,
+    /// The table's SQL name (`mesh.<domain>.<table>`).
+    pub table: &'a str,
+    /// The product's SQL name, shared by all its tables.
+    pub product: &'a str,
+    /// The output port's name and version as the descriptor writes them.
+    pub port: &'a str,
+    pub version: &'a str,
+    /// The SQL name of the newest version of the port.
+    pub port_table: &'a str,
+}
+
+impl<'a> TableIdentity<'a> {
+    /// A table that is a whole product on its own (one port, one version): tests and tools.
+    pub fn single(domain: &'a str, name: &'a str) -> Self {
+        TableIdentity {
+            domain,
+            table: name,
+            product: name,
+            port: "",
+            version: "",
+            port_table: name,
+        }
+    }
 }
 
 impl Resource {
-    pub fn covers(&self, domain: &str, name: &str) -> bool {
+    pub fn covers(&self, t: &TableIdentity<'_>) -> bool {
         match self {
             Resource::Mesh => true,
-            Resource::Domain(d) => d == domain,
-            Resource::Product { domain: d, name: n } => d == domain && n == name,
+            Resource::Domain(d) => d == t.domain,
+            Resource::Product {
+                domain,
+                name,
+                port,
+                version,
+            } => {
+                if domain != t.domain {
+                    return false;
+                }
+                match (port, version) {
+                    (None, _) => name == t.product || name == t.port_table || name == t.table,
+                    (Some(port), version) => {
+                        name == t.product
+                            && port.eq_ignore_ascii_case(t.port)
+                            && version.as_deref().is_none_or(|v| v.eq_ignore_ascii_case(t.version))
+                    }
+                }
+            }
         }
     }
 
@@ -60,7 +117,21 @@ impl std::fmt::Display for Resource {
         match self {
             Resource::Mesh => f.write_str("*"),
             Resource::Domain(d) => write!(f, "{d}.*"),
-            Resource::Product { domain, name } => write!(f, "{domain}.{name}"),
+            Resource::Product {
+                domain,
+                name,
+                port,
+                version,
+            } => {
+                write!(f, "{domain}.{name}")?;
+                if let Some(p) = port {
+                    write!(f, ":{p}")?;
+                }
+                if let Some(v) = version {
+                    write!(f, "@{v}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -166,8 +237,8 @@ impl Rule {
         self.principals.matches(p) && !self.except.as_ref().is_some_and(|e| e.matches(p))
     }
 
-    pub fn covers(&self, domain: &str, name: &str) -> bool {
-        self.resources.iter().any(|r| r.covers(domain, name))
+    pub fn covers(&self, table: &TableIdentity<'_>) -> bool {
+        self.resources.iter().any(|r| r.covers(table))
     }
 }
 

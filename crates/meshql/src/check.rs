@@ -36,6 +36,8 @@ impl Default for CheckOptions {
 pub struct CheckReport {
     /// Documents that could not be loaded at all (not tied to one table).
     pub problems: Vec<String>,
+    /// What deserves a look but does not fail the check (a policy rule that matches no product).
+    pub warnings: Vec<String>,
     /// One entry per table, in catalog order.
     pub products: Vec<ProductCheck>,
 }
@@ -106,7 +108,11 @@ pub(crate) async fn run(mesh: &Mesh, options: &CheckOptions) -> CheckReport {
                 let (status, quality) = match catalog.open(&entry.domain, &entry.name).await {
                     Ok(t) => {
                         let columns = crate::governed::columns_of(entry);
-                        policy_problems = policies.lint(&entry.domain, &entry.name, &columns, &t.provider.schema());
+                        let product = meshql_policy::ProductRef {
+                            table: crate::governed::identity(entry),
+                            columns: &columns,
+                        };
+                        policy_problems = policies.lint(&product, &t.provider.schema());
                         let quality = if options.quality {
                             quality::run_product(mesh, entry, &t).await
                         } else {
@@ -143,6 +149,17 @@ pub(crate) async fn run(mesh: &Mesh, options: &CheckOptions) -> CheckReport {
         Vec::new()
     };
     problems.extend(policies.problems().iter().map(|p| format!("policies not loaded: {p}")));
+    let mut warnings = Vec::new();
+    if whole_mesh {
+        let definition = mesh.definition();
+        let tables: Vec<_> = definition.tables.iter().map(crate::governed::identity).collect();
+        warnings.extend(
+            policies
+                .unmatched_resources(&tables)
+                .into_iter()
+                .map(|p| format!("policies: {p}")),
+        );
+    }
     let mut checks = Vec::with_capacity(products.len());
     for (check, policy_problems) in products {
         problems.extend(policy_problems);
@@ -156,6 +173,7 @@ pub(crate) async fn run(mesh: &Mesh, options: &CheckOptions) -> CheckReport {
     }
     CheckReport {
         problems,
+        warnings,
         products: checks,
     }
 }

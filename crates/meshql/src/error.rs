@@ -1,7 +1,13 @@
+use datafusion::error::DataFusionError;
 use meshql_catalog::ProductUnavailable;
 use meshql_contract::MeshError;
+use meshql_policy::error::{find_in, AccessDenied, PolicyEvaluationFailed};
 
 /// Errors of the embedded API.
+///
+/// Every error a session returns has passed through the session's redaction (see
+/// `redact.rs`): it names nothing the principal may not discover and carries no value of a row
+/// or column the principal may not read. Classify errors with [`Error::class`], never by text.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The directory is not a mesh (no readable `mesh.yaml`, no domains directory).
@@ -20,6 +26,16 @@ pub enum Error {
     #[error("{0}")]
     NotAllowed(String),
 
+    /// Reading a product failed below its access policies, on data the principal may not see;
+    /// the cause is withheld (administrators and the server log get it).
+    #[error(transparent)]
+    PolicyEvaluation(#[from] PolicyEvaluationFailed),
+
+    /// An error whose message was cut of names the principal may not discover, or that carries
+    /// a withheld cause for an administrator. `class` is the original error's.
+    #[error("{message}")]
+    Redacted { class: ErrorClass, message: String },
+
     /// The audit trail cannot be written: the mesh is not served unrecorded.
     #[error("the audit trail cannot be written at {path}: {reason} (set stateDir in mesh.yaml or MESHQL_STATE_DIR, or audit.enabled: false)")]
     AuditUnavailable { path: std::path::PathBuf, reason: String },
@@ -30,5 +46,100 @@ pub enum Error {
 
     /// Parsing, planning or execution failed.
     #[error(transparent)]
-    DataFusion(#[from] datafusion::error::DataFusionError),
+    DataFusion(DataFusionError),
+}
+
+/// What kind of failure an error is: what a protocol maps to its status codes and the audit
+/// trail to its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// A policy refuses it (audited as `denied`).
+    AccessDenied,
+    /// A statement meshql does not run.
+    NotAllowed,
+    /// The query is wrong: syntax, names, types, a value that does not convert.
+    InvalidQuery,
+    /// Reading a product failed below its policies; details withheld.
+    PolicyEvaluation,
+    /// A product, its storage or the audit trail is unavailable: retrying later may work.
+    Unavailable,
+    /// A limit was reached (memory, …).
+    ResourcesExhausted,
+    /// Anything else: a fault of meshql or of the mesh's configuration.
+    Internal,
+}
+
+impl Error {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::AccessDenied(_) => ErrorClass::AccessDenied,
+            Error::NotAllowed(_) => ErrorClass::NotAllowed,
+            Error::PolicyEvaluation(_) => ErrorClass::PolicyEvaluation,
+            Error::Redacted { class, .. } => *class,
+            Error::Unavailable(_) | Error::AuditUnavailable { .. } => ErrorClass::Unavailable,
+            Error::Mesh(_) | Error::EngineOption { .. } => ErrorClass::Internal,
+            Error::DataFusion(e) => classify(e),
+        }
+    }
+}
+
+/// The class of a DataFusion error, by the types in its chain: a meshql error carried through
+/// a result stream, a policy refusal, a withheld policy failure, an unavailable product, else
+/// DataFusion's own kind of error.
+pub fn classify(e: &DataFusionError) -> ErrorClass {
+    if let Some(inner) = find_in::<Error>(e) {
+        return inner.class();
+    }
+    if find_in::<AccessDenied>(e).is_some() {
+        return ErrorClass::AccessDenied;
+    }
+    if find_in::<PolicyEvaluationFailed>(e).is_some() {
+        return ErrorClass::PolicyEvaluation;
+    }
+    if find_in::<ProductUnavailable>(e).is_some() {
+        return ErrorClass::Unavailable;
+    }
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(_) => ErrorClass::ResourcesExhausted,
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::ArrowError(..) => ErrorClass::InvalidQuery,
+        DataFusionError::ObjectStore(_) | DataFusionError::IoError(_) => ErrorClass::Unavailable,
+        _ => ErrorClass::Internal,
+    }
+}
+
+impl From<DataFusionError> for Error {
+    /// Recognises meshql's own errors inside DataFusion's: an error a session already returned
+    /// (carried through a result stream), a refusal, a withheld policy failure, an unavailable
+    /// product.
+    fn from(e: DataFusionError) -> Self {
+        let e = match e {
+            DataFusionError::External(inner) => match inner.downcast::<Error>() {
+                Ok(ours) => return *ours,
+                Err(other) => DataFusionError::External(other),
+            },
+            other => other,
+        };
+        if let Some(denied) = find_in::<AccessDenied>(&e) {
+            return Error::AccessDenied(denied.message.clone());
+        }
+        if let Some(failed) = find_in::<PolicyEvaluationFailed>(&e) {
+            return Error::PolicyEvaluation(failed.clone());
+        }
+        if let Some(unavailable) = find_in::<ProductUnavailable>(&e) {
+            return Error::Unavailable(unavailable.clone());
+        }
+        Error::DataFusion(e)
+    }
+}
+
+impl From<Error> for DataFusionError {
+    /// A session's error inside a result stream; [`Error::from`] takes it out again.
+    fn from(e: Error) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
 }

@@ -21,7 +21,10 @@ use meshql_catalog::{AsOf, MeshCatalog, ProductUnavailable, MESH_CATALOG};
 use meshql_contract::mesh::RESERVED_SCHEMA;
 use meshql_contract::TableEntry;
 use meshql_policy::enforce::governed_plan;
-use meshql_policy::{Access, ColumnAccess, ColumnInfo, Decision, GovernedTable, PolicySet, Principal, ProductRef};
+use meshql_policy::{
+    Access, ColumnAccess, ColumnInfo, Decision, GovernedTable, PolicyError, PolicySet, Principal, ProductRef, Refusal,
+    TableIdentity,
+};
 
 /// What a principal's catalog knows: the mesh, the policies, the principal, and decisions
 /// already taken (the session is bound to one principal and one policy version, so that is the
@@ -63,6 +66,11 @@ impl Governance {
             cache.insert(key, d.clone());
         }
         Some(d)
+    }
+
+    /// Whether the principal is an administrator of the mesh (sees policy internals and causes).
+    pub fn admin(&self) -> bool {
+        self.policies.is_admin(&self.principal)
     }
 
     pub fn discoverable(&self, domain: &str, name: &str) -> bool {
@@ -108,16 +116,41 @@ pub(crate) fn columns_of(entry: &TableEntry) -> Vec<ColumnInfo> {
         .unwrap_or_default()
 }
 
+/// Which product, port and version `entry` serves, as policies match it.
+pub(crate) fn identity(entry: &TableEntry) -> TableIdentity<'_> {
+    TableIdentity {
+        domain: &entry.domain,
+        table: &entry.name,
+        product: &entry.product_name,
+        port: &entry.port,
+        version: &entry.port_version,
+        port_table: &entry.port_table,
+    }
+}
+
 fn decide(policies: &PolicySet, principal: &Principal, entry: &TableEntry) -> Decision {
     let columns = columns_of(entry);
     policies.decide(
         principal,
         &ProductRef {
-            domain: &entry.domain,
-            name: &entry.name,
+            table: identity(entry),
             columns: &columns,
         },
     )
+}
+
+/// Why `refusal` stops the principal, as the principal is told: a broken policy's details (rule,
+/// file, the parser's message naming columns) only for administrators — everyone else learns
+/// that the policies cannot be applied, and the server log has the reason.
+pub(crate) fn refusal_reason(refusal: &Refusal, admin: bool) -> String {
+    match refusal {
+        Refusal::Broken { rule, reason } if !admin => {
+            tracing::warn!(%reason, "access policies cannot be applied");
+            let rule = rule.as_ref().map(|r| format!(" (rule '{r}')")).unwrap_or_default();
+            format!("its access policies cannot be applied{rule}, so it is not served (an administrator finds why in the server log and in `meshql check`)")
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The refusal text for a product the principal may see but not read.
@@ -248,7 +281,8 @@ impl SchemaProvider for GovernedSchema {
             Ok(access) => access,
             // Refused: described from the contract, storage never touched.
             Err(refusal) => {
-                let msg = refusal_message(entry, &self.gov.principal, &refusal.to_string());
+                let why = refusal_reason(refusal, self.gov.admin());
+                let msg = refusal_message(entry, &self.gov.principal, &why);
                 return Ok(Some(Arc::new(GovernedTable::refused(
                     visible_schema(entry, &decision),
                     msg,
@@ -316,15 +350,27 @@ impl GovernedSchema {
             }
         }
         let table = TableReference::full(MESH_CATALOG, self.domain.as_str(), name);
-        match governed_plan(&table, base.clone(), &access, &self.gov.principal, &self.gov.policies) {
+        let contact = ProductUnavailable::contact(entry);
+        match governed_plan(
+            &table,
+            base.clone(),
+            &access,
+            &self.gov.principal,
+            &self.gov.policies,
+            contact,
+        ) {
             Ok(plan) => Arc::new(GovernedTable::served(plan)),
             Err(e) => {
                 tracing::error!(table = %table, error = %e, "policy cannot be applied: refusing reads");
-                let msg = refusal_message(
-                    entry,
-                    &self.gov.principal,
-                    &format!("its access policies cannot be applied ({e}), so it is not served"),
-                );
+                let rule = match &e {
+                    PolicyError::Inapplicable { rule, .. } => Some(rule.clone()),
+                    PolicyError::Invalid { .. } => None,
+                };
+                let refusal = Refusal::Broken {
+                    rule,
+                    reason: e.to_string(),
+                };
+                let msg = refusal_message(entry, &self.gov.principal, &refusal_reason(&refusal, self.gov.admin()));
                 Arc::new(GovernedTable::refused(visible_schema(entry, decision), msg))
             }
         }

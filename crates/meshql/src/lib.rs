@@ -29,6 +29,7 @@ pub mod compact;
 mod error;
 mod governed;
 pub mod quality;
+mod redact;
 mod reload;
 mod session;
 pub mod system;
@@ -45,7 +46,7 @@ use meshql_contract::MeshDefinition;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use check::{CheckOptions, CheckReport, ProductCheck, ProductStatus};
-pub use error::Error;
+pub use error::{classify, Error, ErrorClass};
 pub use meshql_catalog::ProductUnavailable;
 pub use meshql_contract as contract;
 pub use meshql_policy::{PolicySet, Principal};

@@ -16,20 +16,22 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{col, lit, LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::stream::RecordBatchReceiverStream;
 use datafusion::physical_plan::{displayable, execute_stream, ExecutionPlan, ExecutionPlanProperties};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::parser::Statement;
+use datafusion::sql::parser::{ExplainStatement, Statement};
 use futures::{StreamExt, TryStreamExt};
 use meshql_catalog::{AsOf, MESH_CATALOG};
 use meshql_contract::mesh::RESERVED_SCHEMA;
-use meshql_policy::enforce::{analyzer_rules, optimizer_rules, GovernedQueryPlanner};
+use meshql_policy::enforce::{analyzer_rules, optimizer_rules, without_policy_internals, GovernedQueryPlanner};
 use meshql_policy::{ColumnAccess, PolicyCheck, Principal};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, AuditRecord};
-use crate::governed::{refusal_message, Governance, GovernedCatalog};
+use crate::error::ErrorClass;
+use crate::governed::{refusal_message, refusal_reason, Governance, GovernedCatalog};
+use crate::redact::Redactor;
 use crate::system::SystemSchema;
 use crate::{Error, Mesh, Snapshot};
 
@@ -268,6 +270,7 @@ impl Session {
                 governance: bound.governance.clone(),
             }
         });
+        let redactor = Redactor::new(bound.governance.clone(), bound.admin, sql);
         let mut products = Vec::new();
         let planned = self
             .plan(&bound, sql, options.default_schema.as_deref(), &mut products)
@@ -281,10 +284,16 @@ impl Session {
             p.record.warnings = warnings.clone();
         }
         match planned {
-            Ok(df) => Ok(QueryResult { df, audit, warnings }),
+            Ok(df) => Ok(QueryResult {
+                df,
+                audit,
+                warnings,
+                redactor,
+            }),
             Err(e) => {
+                let e = redactor.error(e);
                 if let Some(p) = audit {
-                    p.fail(e.to_string());
+                    p.fail(&e);
                 }
                 Err(e)
             }
@@ -308,6 +317,9 @@ impl Session {
         number_placeholders(&mut statement);
         refuse_non_queries(&statement, bound.admin)?;
         self.ensure_readable(bound, &state, &statement, products).await?;
+        if let (Statement::Explain(explain), false) = (&statement, bound.admin) {
+            return explain_for_principal(&state, explain).await;
+        }
         let plan = state.statement_to_plan(statement).await?;
         // Refuse now, before anything is read, rather than when the result is pulled.
         PolicyCheck::check(&plan)?;
@@ -347,7 +359,7 @@ impl Session {
                     return Err(Error::AccessDenied(refusal_message(
                         p.entry(),
                         &self.principal,
-                        &refusal.to_string(),
+                        &refusal_reason(refusal, bound.admin),
                     )));
                 }
             }
@@ -371,14 +383,33 @@ fn warnings_for(bound: &Bound, products: &[String]) -> Vec<String> {
     out
 }
 
+/// EXPLAIN for a principal who is not an administrator: the optimised logical plan with every
+/// product's policies shown by rule name ([`without_policy_internals`]) — not the text of its
+/// row filters and masks, not the files and partitions read (physical plans are for
+/// administrators, so `FORMAT TREE`, which shows only the physical plan, is refused).
+async fn explain_for_principal(state: &SessionState, explain: &ExplainStatement) -> Result<DataFrame, Error> {
+    // Formats other than these were refused with the other non-queries.
+    let render: fn(&LogicalPlan) -> String = match explain.format.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("pgjson") => |p| p.display_pg_json().to_string(),
+        Some("graphviz") => |p| p.display_graphviz().to_string(),
+        _ => |p| p.display_indent().to_string(),
+    };
+    let plan = state.statement_to_plan(explain.statement.as_ref().clone()).await?;
+    PolicyCheck::check(&plan)?;
+    let optimized = state.optimize(&plan)?;
+    let shown = without_policy_internals(optimized)?;
+    let rows = LogicalPlanBuilder::values(vec![vec![lit("logical_plan"), lit(render(&shown))]])?
+        .project(vec![col("column1").alias("plan_type"), col("column2").alias("plan")])?
+        .build()?;
+    Ok(DataFrame::new(state.clone(), rows))
+}
+
 /// The audit outcome of a failed statement: `denied` for policy refusals — whether raised before
-/// planning or inside DataFusion (a denied column), all of which say "access denied" — else
-/// `error`.
-fn failure_outcome(message: &str) -> &'static str {
-    if message.contains("access denied") {
-        "denied"
-    } else {
-        "error"
+/// planning or inside DataFusion (a denied column) — else `error`.
+fn failure_outcome(e: &Error) -> &'static str {
+    match e.class() {
+        ErrorClass::AccessDenied => "denied",
+        _ => "error",
     }
 }
 
@@ -443,8 +474,8 @@ impl Pending {
     }
 
     /// Records a statement that failed before returning rows.
-    fn fail(self, message: String) {
-        if let Err(w) = self.finish(failure_outcome(&message), Some(message), 0, 0) {
+    fn fail(self, e: &Error) {
+        if let Err(w) = self.finish(failure_outcome(e), Some(e.to_string()), 0, 0) {
             tracing::error!(error = %w, "audit record not written");
         }
     }
@@ -490,14 +521,22 @@ fn refuse_non_queries(statement: &Statement, admin: bool) -> Result<(), Error> {
                 "EXPLAIN ANALYZE and EXPLAIN VERBOSE are for administrators: their metrics and plans describe rows and files your access policies hide".into(),
             ));
         }
+        let format = e.format.as_deref().map(str::to_ascii_lowercase);
+        if !admin && !matches!(format.as_deref(), None | Some("indent" | "pgjson" | "graphviz")) {
+            return Err(Error::NotAllowed(format!(
+                "EXPLAIN FORMAT {} shows the physical plan, which is for administrators (it names files and partitions your access policies may hide); use EXPLAIN or EXPLAIN FORMAT indent, pgjson or graphviz",
+                format.unwrap_or_default()
+            )));
+        }
     }
     let allowed = match statement {
-        Statement::Statement(s) => matches!(
-            s.as_ref(),
-            Sql::Query(_) | Sql::ShowTables { .. } | Sql::ShowColumns { .. } | Sql::ExplainTable { .. }
-        ),
+        Statement::Statement(s) => match s.as_ref() {
+            Sql::Query(q) => !writes_a_table(q),
+            Sql::ShowTables { .. } | Sql::ShowColumns { .. } | Sql::ExplainTable { .. } => true,
+            _ => false,
+        },
         Statement::Explain(e) => {
-            matches!(e.statement.as_ref(), Statement::Statement(s) if matches!(s.as_ref(), Sql::Query(_)))
+            matches!(e.statement.as_ref(), Statement::Statement(s) if matches!(s.as_ref(), Sql::Query(q) if !writes_a_table(q)))
         }
         _ => false,
     };
@@ -511,6 +550,33 @@ fn refuse_non_queries(statement: &Statement, admin: bool) -> Result<(), Error> {
     }
 }
 
+/// Whether a query creates a table (`SELECT … INTO t`), anywhere in it: in a set operation, a
+/// CTE or a subquery.
+fn writes_a_table(query: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    use datafusion::sql::sqlparser::ast::{Query, SetExpr, Visit, Visitor};
+    use std::ops::ControlFlow;
+    struct Into;
+    impl Visitor for Into {
+        type Break = ();
+        fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+            fn has_into(body: &SetExpr) -> bool {
+                match body {
+                    SetExpr::Select(s) => s.into.is_some(),
+                    SetExpr::SetOperation { left, right, .. } => has_into(left) || has_into(right),
+                    SetExpr::Query(q) => has_into(&q.body),
+                    _ => false,
+                }
+            }
+            if has_into(&query.body) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    query.visit(&mut Into).is_break()
+}
+
 fn first_words(s: &str) -> String {
     s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
 }
@@ -520,6 +586,7 @@ pub struct QueryResult {
     df: DataFrame,
     audit: Option<Pending>,
     warnings: Vec<String>,
+    redactor: Redactor,
 }
 
 impl QueryResult {
@@ -542,7 +609,8 @@ impl QueryResult {
     /// The plan after DataFusion's and meshql's optimiser rules: what would run. Fails if the
     /// query reads a column the principal may not read.
     pub fn into_optimized_plan(self) -> Result<LogicalPlan, Error> {
-        Ok(self.df.into_optimized_plan()?)
+        let redactor = self.redactor;
+        self.df.into_optimized_plan().map_err(|e| redactor.error(e.into()))
     }
 
     /// Runs the query and gathers every batch.
@@ -571,7 +639,12 @@ impl QueryResult {
     /// partitions, or to run only some of them ([`Runnable`]). `memory_limit` as for
     /// [`QueryResult::stream_with_memory_limit`].
     pub async fn into_runnable(self, memory_limit: Option<usize>) -> Result<Runnable, Error> {
-        let QueryResult { df, mut audit, .. } = self;
+        let QueryResult {
+            df,
+            mut audit,
+            redactor,
+            ..
+        } = self;
         let planned = async {
             let (state, plan) = df.into_parts();
             let optimized = state.optimize(&plan)?;
@@ -590,10 +663,16 @@ impl QueryResult {
         }
         .await;
         match planned {
-            Ok((plan, task)) => Ok(Runnable { plan, task, audit }),
+            Ok((plan, task)) => Ok(Runnable {
+                plan,
+                task,
+                audit,
+                redactor,
+            }),
             Err(e) => {
+                let e = redactor.error(e);
                 if let Some(p) = audit {
-                    p.fail(e.to_string());
+                    p.fail(&e);
                 }
                 Err(e)
             }
@@ -603,7 +682,13 @@ impl QueryResult {
     /// The query's placeholders (`$1`, `?`) in order, with the type the planner inferred for
     /// each (`None` when the context does not say).
     pub fn parameters(&self) -> Result<Vec<(String, Option<DataType>)>, Error> {
-        let mut params: Vec<_> = self.df.logical_plan().get_parameter_types()?.into_iter().collect();
+        let mut params: Vec<_> = self
+            .df
+            .logical_plan()
+            .get_parameter_types()
+            .map_err(|e| self.redactor.error(e.into()))?
+            .into_iter()
+            .collect();
         // `$10` after `$9`: order by the number, not the text.
         params.sort_by_key(|(name, _)| {
             (
@@ -616,13 +701,21 @@ impl QueryResult {
 
     /// Binds positional parameter values (`$1` is the first).
     pub fn with_params(self, values: Vec<ScalarValue>) -> Result<QueryResult, Error> {
-        Ok(QueryResult {
-            df: self
-                .df
-                .with_param_values(ParamValues::List(values.into_iter().map(Into::into).collect()))?,
-            audit: self.audit,
-            warnings: self.warnings,
-        })
+        let QueryResult {
+            df,
+            audit,
+            warnings,
+            redactor,
+        } = self;
+        match df.with_param_values(ParamValues::List(values.into_iter().map(Into::into).collect())) {
+            Ok(df) => Ok(QueryResult {
+                df,
+                audit,
+                warnings,
+                redactor,
+            }),
+            Err(e) => Err(redactor.error(e.into())),
+        }
     }
 }
 
@@ -638,6 +731,7 @@ pub struct Runnable {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
     audit: Option<Pending>,
+    redactor: Redactor,
 }
 
 /// Operators that keep every row in the partition it came from.
@@ -717,8 +811,13 @@ impl Runnable {
 
     /// Runs the whole query.
     pub fn stream(self) -> Result<SendableRecordBatchStream, Error> {
-        let Runnable { plan, task, audit } = self;
-        audited(execute_stream(plan, task).map_err(Error::from), audit)
+        let Runnable {
+            plan,
+            task,
+            audit,
+            redactor,
+        } = self;
+        audited(execute_stream(plan, task).map_err(Error::from), audit, redactor)
     }
 
     /// Runs only the given partitions (numbers below [`Runnable::independent_partitions`]),
@@ -730,7 +829,12 @@ impl Runnable {
                 "partition {bad} of a query with {available} independent partitions"
             )));
         }
-        let Runnable { plan, task, audit } = self;
+        let Runnable {
+            plan,
+            task,
+            audit,
+            redactor,
+        } = self;
         let stream = match partitions {
             [one] => plan.execute(*one, task).map_err(Error::from),
             many => {
@@ -750,40 +854,45 @@ impl Runnable {
                 Ok(builder.build())
             }
         };
-        audited(stream, audit)
+        audited(stream, audit, redactor)
     }
 }
 
-/// `stream` recorded in the audit trail when it ends (or its failure to start, at once).
+/// `stream` as the principal gets it: its errors redacted, and recorded in the audit trail when
+/// it ends (or its failure to start, at once).
 fn audited(
     stream: Result<SendableRecordBatchStream, Error>,
     audit: Option<Pending>,
+    redactor: Redactor,
 ) -> Result<SendableRecordBatchStream, Error> {
-    match (stream, audit) {
-        (Ok(stream), None) => Ok(stream),
-        (Ok(stream), Some(pending)) => Ok(Box::pin(AuditedStream {
+    match stream {
+        Ok(stream) => Ok(Box::pin(AuditedStream {
             schema: stream.schema(),
             inner: stream,
-            pending: Some(pending),
+            pending: audit,
+            redactor,
             rows: 0,
             bytes: 0,
         })),
-        (Err(e), pending) => {
-            if let Some(p) = pending {
-                p.fail(e.to_string());
+        Err(e) => {
+            let e = redactor.error(e);
+            if let Some(p) = audit {
+                p.fail(&e);
             }
             Err(e)
         }
     }
 }
 
-/// A result stream that records the query in the audit trail when it ends: `ok` when it
-/// finishes, `error` when it fails, `cancelled` when it is dropped early. If the record cannot
-/// be written the stream ends with an error.
+/// A result stream whose errors are redacted for the principal and that records the query in
+/// the audit trail (when the mesh keeps one) when it ends: `ok` when it finishes, `error` or
+/// `denied` when it fails, `cancelled` when it is dropped early. If the record cannot be written
+/// the stream ends with an error.
 struct AuditedStream {
     schema: SchemaRef,
     inner: SendableRecordBatchStream,
     pending: Option<Pending>,
+    redactor: Redactor,
     rows: u64,
     bytes: u64,
 }
@@ -813,11 +922,11 @@ impl futures::Stream for AuditedStream {
                 Poll::Ready(Some(Ok(batch)))
             }
             Poll::Ready(Some(Err(e))) => {
-                let message = e.to_string();
-                if let Err(w) = self.finish(failure_outcome(&message), Some(message)) {
+                let e = self.redactor.error(Error::from(e));
+                if let Err(w) = self.finish(failure_outcome(&e), Some(e.to_string())) {
                     tracing::error!(error = %w, "audit record not written");
                 }
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => match self.finish("ok", None) {
                 Ok(()) => Poll::Ready(None),

@@ -7,7 +7,7 @@
 //! | `products`  | product table (compliance, lifecycle, …)  | products the principal may discover            |
 //! | `ports`     | output port with its contract and storage | same; storage location only if readable        |
 //! | `columns`   | contract column (type, classification, tags, whether masked) | discoverable, non-hidden columns |
-//! | `quality`   | stored quality result (history; `latest`) | discoverable products                          |
+//! | `quality`   | stored quality result (history; `latest`) | discoverable products; values, expectations, messages and durations only to those who may read the whole product (admins, owners, unrestricted readers), checks of hidden columns not at all |
 //! | `lineage`   | input-port edge product → product         | both ends discoverable                         |
 //! | `usage`     | (product, consumer) from the audit trail  | the product's owners and administrators        |
 //! | `queries`   | audited query                             | administrators: all; others: their own         |
@@ -498,6 +498,29 @@ impl View {
         ]
     }
 
+    /// Whether the principal may see quality values of `e`: computed over every row and column
+    /// of the product, they are for those who may read all of it anyway — administrators, the
+    /// product's owners, and principals whose access has no row filter and every column as
+    /// stored. Everyone else who may discover the product sees each check's outcome only.
+    fn sees_quality_values(&self, e: &TableEntry) -> bool {
+        if self.admin || self.owns(e) {
+            return true;
+        }
+        self.gov.decision(&e.domain, &e.name).is_some_and(|d| {
+            d.select.as_ref().is_ok_and(|a| {
+                a.grant_filters.is_none()
+                    && a.restrictions.is_empty()
+                    && a.columns.iter().all(|(_, how)| matches!(how, ColumnAccess::Plain))
+            })
+        })
+    }
+
+    fn owns(&self, e: &TableEntry) -> bool {
+        let def = self.gov.catalog.definition();
+        let domain_owner = def.domain(&e.domain).and_then(|d| d.descriptor.owner.as_deref());
+        is_owner(&self.gov.principal, e, domain_owner)
+    }
+
     fn quality(&self) -> Vec<ArrayRef> {
         let history = self.mesh.quality().history();
         let mut latest_index: BTreeMap<(&str, &str), usize> = BTreeMap::new();
@@ -505,14 +528,37 @@ impl View {
             latest_index.insert((r.product.as_str(), r.check.as_str()), idx);
         }
         let latest: BTreeSet<usize> = latest_index.into_values().collect();
-        let rows: Vec<(usize, &crate::QualityResult, &str, &str)> = history
-            .iter()
-            .enumerate()
-            .filter_map(|(idx, r)| {
-                let (d, p) = r.product.split_once('.')?;
-                self.gov.discoverable(d, p).then_some((idx, r, d, p))
-            })
-            .collect();
+        let def = self.gov.catalog.definition();
+        // Per product: whether values are shown, and the columns the principal may not discover.
+        let mut views: BTreeMap<String, Option<(bool, BTreeSet<String>)>> = BTreeMap::new();
+        let mut view_of = |product: &str| -> Option<(bool, BTreeSet<String>)> {
+            if let Some(v) = views.get(product) {
+                return v.clone();
+            }
+            let v = product.split_once('.').and_then(|(d, p)| {
+                let decision = self.gov.decision(d, p).filter(|x| x.discover)?;
+                let entry = def.tables.iter().find(|e| e.domain == d && e.name == p)?;
+                Some((self.sees_quality_values(entry), decision.hidden.clone()))
+            });
+            views.insert(product.to_string(), v.clone());
+            v
+        };
+        // (index, result, domain, product, values shown)
+        let mut rows: Vec<(usize, &crate::QualityResult, &str, &str, bool)> = Vec::new();
+        for (idx, r) in history.iter().enumerate() {
+            let Some((d, p)) = r.product.split_once('.') else {
+                continue;
+            };
+            let Some((values, hidden)) = view_of(&r.product) else {
+                continue;
+            };
+            // A check about a column the principal may not discover is not shown at all.
+            if r.column.as_ref().is_some_and(|c| hidden.contains(c)) {
+                continue;
+            }
+            rows.push((idx, r, d, p, values));
+        }
+        let shown = |r: &(usize, &crate::QualityResult, &str, &str, bool)| r.4;
         vec![
             s(rows.iter().map(|r| Some(r.2)).collect()),
             s(rows.iter().map(|r| Some(r.3)).collect()),
@@ -522,11 +568,12 @@ impl View {
             s(rows.iter().map(|r| r.1.dimension.clone()).collect()),
             s(rows.iter().map(|r| Some(r.1.severity.as_str())).collect()),
             s(rows.iter().map(|r| Some(r.1.outcome.as_str())).collect()),
-            f(rows.iter().map(|r| r.1.value).collect()),
-            s(rows.iter().map(|r| Some(r.1.expectation.clone())).collect()),
-            s(rows.iter().map(|r| Some(r.1.message.clone())).collect()),
+            f(rows.iter().map(|r| r.1.value.filter(|_| shown(r))).collect()),
+            s(rows.iter().map(|r| shown(r).then(|| r.1.expectation.clone())).collect()),
+            s(rows.iter().map(|r| shown(r).then(|| r.1.message.clone())).collect()),
             t(rows.iter().map(|r| Some(r.1.run_at_ms)).collect()),
-            f(rows.iter().map(|r| Some(r.1.duration_ms)).collect()),
+            // How long a check took says how much data it read: values only.
+            f(rows.iter().map(|r| shown(r).then_some(r.1.duration_ms)).collect()),
             b(rows.iter().map(|r| latest.contains(&r.0)).collect()),
         ]
     }
@@ -578,18 +625,10 @@ impl View {
 
     fn usage(&self) -> Vec<ArrayRef> {
         let def = self.gov.catalog.definition();
-        let principal = &self.gov.principal;
         let owned: BTreeSet<String> = def
             .tables
             .iter()
-            .filter(|e| {
-                self.admin
-                    || is_owner(
-                        principal,
-                        e,
-                        def.domain(&e.domain).and_then(|d| d.descriptor.owner.as_deref()),
-                    )
-            })
+            .filter(|e| self.admin || self.owns(e))
             .map(TableEntry::qualified_name)
             .collect();
         #[derive(Default)]

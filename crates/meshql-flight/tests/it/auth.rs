@@ -7,6 +7,7 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use tonic::Code;
 
 use crate::common::*;
+use meshql_flight::{serve, ServerConfig};
 
 fn assert_unauthenticated(e: tonic::Status) {
     assert_eq!(e.code(), Code::Unauthenticated, "{e}");
@@ -258,4 +259,36 @@ async fn tls_and_mutual_tls() {
             .is_err());
     }
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_published_demo_key_is_refused_beyond_loopback() {
+    let demo = repo().join("testdata/server/signing.key");
+    let yaml = |listen: &str, allow: bool| {
+        format!(
+            "listen: {listen}\nauth:\n  signingKey: {{file: '{}'}}\n  allowDemoKey: {allow}\n",
+            demo.display()
+        )
+    };
+    let cfg = |y: String| -> ServerConfig { serde_yaml::from_str(&y).expect("config") };
+    let e = match serve(sample_mesh(), cfg(yaml("0.0.0.0:0", false))).await {
+        Ok(_) => panic!("a published key was served on every interface"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("demo key") && e.contains("--allow-demo-key"), "{e}");
+    // On loopback (a demo on one's own machine) or when asked for explicitly, it serves.
+    for (listen, allow) in [("127.0.0.1:0", false), ("0.0.0.0:0", true)] {
+        let server = serve(sample_mesh(), cfg(yaml(listen, allow))).await.expect(listen);
+        server.shutdown().await.expect("shutdown");
+    }
+    // Any other key serves anywhere.
+    let dir = tempfile::tempdir().expect("tmp");
+    let key = dir.path().join("k");
+    std::fs::write(&key, "an-operator-made-key-of-at-least-32-bytes-long").expect("key");
+    let own = format!(
+        "listen: 0.0.0.0:0\nauth:\n  signingKey: {{file: '{}'}}\n",
+        key.display()
+    );
+    let server = serve(sample_mesh(), cfg(own)).await.expect("own key");
+    server.shutdown().await.expect("shutdown");
 }

@@ -57,6 +57,14 @@ async fn a_denied_query_reaches_the_client_with_its_reason() {
         "{e}"
     );
     assert!(e.message().contains("contact the product owner"), "{e}");
+    // A column refusal raised by the optimiser is recognised by its type too.
+    let e = sql(&mut carl, "SELECT amount FROM mesh.order.transactions")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e}");
+    // An error whose text merely says "access denied" is not a refusal.
+    let e = sql(&mut carl, "SELECT CAST('access denied' AS INT)").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
     // Undiscoverable products look like missing tables.
     let e = sql(&mut carl, "SELECT * FROM mesh.interop.pyarrow_events")
         .await

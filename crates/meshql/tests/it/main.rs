@@ -8,6 +8,7 @@ mod common;
 mod formats;
 mod governance;
 mod interop;
+mod leaks;
 mod object_stores;
 mod policies;
 mod sample;
