@@ -110,8 +110,20 @@ impl TableProvider for WithColumnRanges {
         self.inner.table_type()
     }
 
+    /// At most Inexact: the filters (row filters among them) also stay in the plan above the
+    /// scan, so no reader can let a row through unfiltered. (delta-rs took a filter without
+    /// columns — `carrier = NULL` folded to `NULL` — as an exact partition filter and applied
+    /// none: every row passed a row filter comparing with a missing attribute.)
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        Ok(self
+            .inner
+            .supports_filters_pushdown(filters)?
+            .into_iter()
+            .map(|p| match p {
+                TableProviderFilterPushDown::Exact => TableProviderFilterPushDown::Inexact,
+                other => other,
+            })
+            .collect())
     }
 
     async fn scan(

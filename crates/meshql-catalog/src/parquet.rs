@@ -126,8 +126,20 @@ impl TableProvider for ParquetTable {
         self.listing.table_type()
     }
 
+    /// At most Inexact: the filters (row filters among them) also stay in the plan above the
+    /// scan, so no reader can let a row through unfiltered. (delta-rs took a filter without
+    /// columns — `carrier = NULL` folded to `NULL` — as an exact partition filter and applied
+    /// none: every row passed a row filter comparing with a missing attribute.)
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        self.listing.supports_filters_pushdown(filters)
+        Ok(self
+            .listing
+            .supports_filters_pushdown(filters)?
+            .into_iter()
+            .map(|p| match p {
+                TableProviderFilterPushDown::Exact => TableProviderFilterPushDown::Inexact,
+                other => other,
+            })
+            .collect())
     }
 
     async fn scan(
@@ -139,12 +151,16 @@ impl TableProvider for ParquetTable {
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let plan = self.listing.scan(state, projection, filters, limit).await?;
         if plan.as_any().is::<EmptyExec>() && limit != Some(0) {
-            let pruned_by_partition = !self.single_file
-                && filters.iter().any(|f| {
-                    f.column_refs()
-                        .iter()
-                        .any(|c| self.partition_columns.iter().any(|p| p == &c.name))
-                });
+            // A filter on a partition column, or a constant one (`NULL`, `false`), may prune
+            // every file: that is an empty answer, not missing data.
+            let pruned_by_partition = filters.iter().any(|f| {
+                let columns = f.column_refs();
+                columns.is_empty()
+                    || (!self.single_file
+                        && columns
+                            .iter()
+                            .any(|c| self.partition_columns.iter().any(|p| p == &c.name)))
+            });
             if !pruned_by_partition {
                 return Err(DataFusionError::Execution(format!(
                     "{}: its Parquet data at {} was not found (deleted since the product was opened?)",

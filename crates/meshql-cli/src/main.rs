@@ -186,19 +186,44 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // Queries are planned and run on these workers: with a stack deep enough for every statement
+    // meshql accepts (`meshql::limits`), not on the main thread's.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
+    let command = std::thread::Builder::new()
+        .name("meshql".into())
+        .stack_size(meshql::limits::QUERY_THREAD_STACK)
+        .spawn(move || runtime.block_on(run(cli)));
+    match command.map(|t| t.join()) {
+        Ok(Ok(Ok(code))) => code,
+        Ok(Ok(Err(e))) => {
+            eprintln!("error: {}", describe(&e));
             ExitCode::FAILURE
         }
+        Ok(Err(_)) => ExitCode::FAILURE, // panicked: the panic message is on stderr already
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// An error as the user reads it: a query's error is complete on its own (its causes are in its
+/// message, and what the principal may not see was taken out of it); other errors with the
+/// context they gathered.
+fn describe(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<meshql::Error>() {
+        Some(query) if e.to_string() == query.to_string() => query.to_string(),
+        _ => format!("{e:#}"),
     }
 }
 

@@ -91,7 +91,8 @@ pub async fn write(
         }
     };
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
+        // A session's error (already redacted), not DataFusion's wrapper of it.
+        let batch = batch.map_err(meshql::Error::from)?;
         match &mut sink {
             Sink::Table(all, _) => all.push(batch),
             Sink::Csv(w) => w.write(&batch)?,

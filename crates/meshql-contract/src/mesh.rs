@@ -621,6 +621,29 @@ impl Loader {
                 tables[i].binding = Err(err.clone());
             }
         }
+        // A product serves its own domain's data: a contract pointing into another domain's
+        // directory would let that domain's data be read under this domain's (laxer) policies.
+        for t in &mut tables {
+            let Ok(binding) = &t.binding else { continue };
+            if binding.storage.catalog_table.is_some() {
+                continue;
+            }
+            let Some(owner) = self
+                .domains
+                .iter()
+                .find(|d| d.name != t.domain && location_is_under(&binding.storage.location, &root, &d.dir))
+            else {
+                continue;
+            };
+            t.binding = Err(ContractError::invalid(
+                &binding.contract.source,
+                "/servers",
+                format!(
+                    "the data location `{}` is in the directory of domain `{}`: a product of domain `{}` may only serve data under its own domain's directory or outside every domain's directory, so that another domain's data is never read under this domain's policies",
+                    binding.storage.location, owner.name, t.domain
+                ),
+            ));
+        }
         tables.sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
         for t in &mut tables {
             let domain = self.domains.iter().find(|d| d.name == t.domain);
@@ -763,6 +786,30 @@ impl Loader {
             storage,
         })
     }
+}
+
+/// Whether `location` (a contract's path, relative to the mesh root, or absolute; not a URL) is
+/// `dir` or inside it, comparing the lexically normalised paths (`..` resolved).
+fn location_is_under(location: &str, root: &Path, dir: &Path) -> bool {
+    if location.contains("://") {
+        return false;
+    }
+    let normalise = |p: &Path| -> PathBuf {
+        let mut out = PathBuf::new();
+        for c in p.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => out.push(other.as_os_str()),
+            }
+        }
+        out
+    };
+    let location = normalise(&root.join(location));
+    let dir = normalise(&root.join(dir));
+    location.starts_with(&dir)
 }
 
 fn choose_server<'a>(

@@ -33,6 +33,7 @@ impl LowPriority {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("meshql-large-query")
+            .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
             .on_thread_start(lower_this_thread)
             .enable_all()
             .build()?;

@@ -83,6 +83,20 @@ pub struct Access {
     pub grant_filters: Option<Vec<RowFilter>>,
     /// Rows must pass every one of these as well.
     pub restrictions: Vec<RowFilter>,
+    /// Columns granted on some of the visible rows only: each is served on the rows passing
+    /// any of its filters (the filters of the grants that give it) and is NULL on the others.
+    /// A grant's columns are readable on that grant's rows, never on rows another grant opens.
+    pub column_filters: Vec<(String, Vec<RowFilter>)>,
+}
+
+impl Access {
+    /// Nothing restricts what the principal reads: every row, every column as stored.
+    pub fn unrestricted(&self) -> bool {
+        self.grant_filters.is_none()
+            && self.restrictions.is_empty()
+            && self.column_filters.is_empty()
+            && self.columns.iter().all(|(_, how)| matches!(how, ColumnAccess::Plain))
+    }
 }
 
 /// The decision for one principal and one product.
@@ -278,7 +292,7 @@ impl PolicySet {
             }
         }
 
-        let columns = product
+        let columns: Vec<(String, ColumnAccess)> = product
             .columns
             .iter()
             .map(|c| {
@@ -288,10 +302,41 @@ impl PolicySet {
                 )
             })
             .collect();
+        // A column that only some of the row-granting grants give is readable on their rows
+        // only — unless one of them opens every row.
+        let mut column_filters = Vec::new();
+        for (name, how) in &columns {
+            if matches!(
+                how,
+                ColumnAccess::Hidden | ColumnAccess::Denied(_) | ColumnAccess::Conflict(_)
+            ) {
+                continue;
+            }
+            let giving: Vec<&&Grant<'_>> = selects
+                .iter()
+                .filter(|g| {
+                    g.columns
+                        .is_none_or(|cols| cols.iter().any(|c| c.eq_ignore_ascii_case(name)))
+                })
+                .collect();
+            if giving.len() == selects.len() || giving.iter().any(|g| g.row_filter.is_none()) {
+                continue;
+            }
+            let filters = giving
+                .iter()
+                .map(|g| RowFilter {
+                    rule: g.rule.name.clone(),
+                    sql: g.row_filter.cloned().unwrap_or_default(),
+                    column: None,
+                })
+                .collect();
+            column_filters.push((name.clone(), filters));
+        }
         decision(Ok(Access {
             columns,
             grant_filters,
             restrictions,
+            column_filters,
         }))
     }
 

@@ -408,3 +408,19 @@ fn a_product_rule_covers_every_table_of_the_product() {
     assert_eq!(covered("x.perf"), [false, false, false, false]);
     assert_eq!(parse("m.perf:daily@0.9.0").to_string(), "m.perf:daily@0.9.0");
 }
+
+#[test]
+fn tags_and_classifications_match_whatever_their_spacing_and_case() {
+    let column = |class: Option<&str>, tags: &[&str]| ColumnInfo {
+        name: "c".into(),
+        classification: class.map(String::from),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+    };
+    let confidential = TagMatch::Classification("confidential".into());
+    assert!(confidential.matches(&column(Some("Confidential "), &[])));
+    assert!(confidential.matches(&column(Some(" CONFIDENTIAL"), &[])));
+    assert!(!confidential.matches(&column(Some("confidentiality"), &[])));
+    let phone = TagMatch::Tag("phone".into());
+    assert!(phone.matches(&column(None, &[" phone", "x"])));
+    assert!(!phone.matches(&column(None, &["phones"])));
+}

@@ -41,8 +41,8 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction};
 use datafusion::logical_expr::{
-    lit, BinaryExpr, ColumnarValue, Expr, ExprSchemable, Extension, Filter, LogicalPlan, LogicalPlanBuilder, Operator,
-    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableProviderFilterPushDown, TableType,
+    lit, when, BinaryExpr, ColumnarValue, Expr, ExprSchemable, Extension, Filter, LogicalPlan, LogicalPlanBuilder,
+    Operator, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TableProviderFilterPushDown, TableType,
     UserDefinedLogicalNode, UserDefinedLogicalNodeCore, Volatility,
 };
 use datafusion::optimizer::analyzer::AnalyzerRule;
@@ -106,7 +106,11 @@ pub fn governed_plan(
     }
     let mut builder = scan;
     let mut row_filter_terms = 0;
+    // Whether nothing the policies evaluate can fail on a row: only then may user predicates
+    // run beside them (they would otherwise pick which hidden rows the failure happens on).
+    let mut leakproof = true;
     if let Some(predicate) = conjunction(predicates) {
+        leakproof = is_leakproof(&predicate, &schema);
         row_filter_terms = split_conjunction(&predicate).len();
         builder = builder.filter(predicate).map_err(internal)?;
     }
@@ -114,11 +118,12 @@ pub fn governed_plan(
     for (column, how) in &access.columns {
         let (qualifier, field) = schema.qualified_field_with_unqualified_name(column).map_err(internal)?;
         let col = Expr::Column(Column::from((qualifier, field)));
-        let expr = match how {
+        let served = match how {
             ColumnAccess::Plain => col,
             ColumnAccess::Hidden => continue,
             ColumnAccess::Denied(why) | ColumnAccess::Conflict(why) => {
-                DeniedColumn::expr(why.clone(), col).alias(column)
+                exprs.push(DeniedColumn::expr(why.clone(), col).alias(column));
+                continue;
             }
             ColumnAccess::Masked { spec, rule } => {
                 let masked = mask_expr(
@@ -129,24 +134,50 @@ pub fn governed_plan(
                     |sql| parse_policy_expr(sql, &schema, principal, Some(column)),
                 );
                 match masked {
-                    Ok(e) => e.alias(column),
-                    Err(why) => DeniedColumn::expr(
-                        format!(
-                            "column '{column}' of {name} cannot be read: policy rule '{rule}' cannot mask it ({why})"
-                        ),
-                        col,
-                    )
-                    .alias(column),
+                    Ok(e) => {
+                        // A custom mask may fail on a value; built-in masks cannot.
+                        if matches!(spec, crate::MaskSpec::Sql { .. }) && !is_leakproof(&e, &schema) {
+                            leakproof = false;
+                        }
+                        e
+                    }
+                    Err(why) => {
+                        exprs.push(
+                            DeniedColumn::expr(
+                                format!(
+                                    "column '{column}' of {name} cannot be read: policy rule '{rule}' cannot mask it ({why})"
+                                ),
+                                col,
+                            )
+                            .alias(column),
+                        );
+                        continue;
+                    }
                 }
             }
         };
-        exprs.push(expr);
+        // Granted on some rows only: NULL on the others.
+        let served = match access.column_filters.iter().find(|(c, _)| c == column) {
+            Some((_, filters)) => {
+                let any = filters.iter().map(parse).collect::<Result<Vec<_>, _>>()?;
+                let condition = disjunction(any).unwrap_or_else(|| lit(false));
+                if !is_leakproof(&condition, &schema) {
+                    leakproof = false;
+                }
+                when(condition, served).end().map_err(internal)?
+            }
+            None => served,
+        };
+        exprs.push(served.alias(column));
     }
     let plan = builder.project(exprs).map_err(internal)?.build().map_err(internal)?;
     let computed = access
         .columns
         .iter()
-        .filter(|(_, how)| !matches!(how, ColumnAccess::Plain | ColumnAccess::Hidden))
+        .filter(|(c, how)| {
+            !matches!(how, ColumnAccess::Plain | ColumnAccess::Hidden)
+                || access.column_filters.iter().any(|(f, _)| f == c)
+        })
         .map(|(c, _)| c.clone())
         .collect();
     let mut row_filter_rules: Vec<String> = access
@@ -169,7 +200,14 @@ pub fn governed_plan(
         row_filter: access.grant_filters.is_some() || !access.restrictions.is_empty(),
         row_filter_rules,
         masks,
-        all_columns_plain: access.columns.iter().all(|(_, how)| matches!(how, ColumnAccess::Plain)),
+        all_columns_plain: access.columns.iter().all(|(_, how)| matches!(how, ColumnAccess::Plain))
+            && access.column_filters.is_empty(),
+        partial_columns: access
+            .column_filters
+            .iter()
+            .map(|(c, filters)| (c.clone(), filters.iter().map(|f| f.rule.clone()).collect()))
+            .collect(),
+        leakproof,
         contact,
     };
     Ok(LogicalPlan::Extension(Extension {
@@ -500,8 +538,14 @@ pub struct AppliedPolicy {
     pub row_filter_rules: Vec<String>,
     /// Masked columns with the rule that masks each.
     pub masks: Vec<(String, String)>,
-    /// Every contract column is served as stored: nothing hidden, denied or masked.
+    /// Columns granted on some rows only, with the rules of the grants that give them.
+    pub partial_columns: Vec<(String, Vec<String>)>,
+    /// Every contract column is served as stored: nothing hidden, denied, masked or granted on
+    /// some rows only.
     pub all_columns_plain: bool,
+    /// Nothing the policies evaluate (row filter, custom masks, per-column grant filters) can
+    /// fail on a row: user predicates may then cross the barrier ([`LeakproofPushdown`]).
+    pub leakproof: bool,
     /// Whom to ask about the product.
     pub contact: Option<String>,
 }
@@ -523,6 +567,14 @@ impl AppliedPolicy {
         if !self.masks.is_empty() {
             let masks: Vec<String> = self.masks.iter().map(|(c, r)| format!("{c} ('{r}')")).collect();
             parts.push(format!("masks {}", masks.join(", ")));
+        }
+        if !self.partial_columns.is_empty() {
+            let cols: Vec<String> = self
+                .partial_columns
+                .iter()
+                .map(|(c, rules)| format!("{c} ({})", quote(rules)))
+                .collect();
+            parts.push(format!("on the rows of their grants only: {}", cols.join(", ")));
         }
         if parts.is_empty() {
             "no row filter or mask".into()
@@ -587,7 +639,8 @@ impl UserDefinedLogicalNodeCore for PolicyBarrier {
     }
 }
 
-fn as_barrier(plan: &LogicalPlan) -> Option<&PolicyBarrier> {
+/// The barrier `plan` is, if it is one.
+pub fn as_barrier(plan: &LogicalPlan) -> Option<&PolicyBarrier> {
     match plan {
         LogicalPlan::Extension(e) => e.node.as_any().downcast_ref::<PolicyBarrier>(),
         _ => None,
@@ -897,6 +950,11 @@ impl OptimizerRule for LeakproofPushdown {
         let Some(barrier) = as_barrier(&filter.input) else {
             return Ok(Transformed::no(plan));
         };
+        if !barrier.applied.leakproof {
+            // A policy expression that can fail must fail on every row it is evaluated on, not
+            // on the rows a user predicate selects (that would answer yes/no about hidden rows).
+            return Ok(Transformed::no(plan));
+        }
         let schema = barrier.input.schema();
         let plain = plain_columns(&barrier.input);
         let (inside, above): (Vec<&Expr>, Vec<&Expr>) =
@@ -958,6 +1016,11 @@ fn plain_columns(input: &LogicalPlan) -> HashSet<Column> {
 pub fn is_leakproof(e: &Expr, schema: &DFSchema) -> bool {
     use Operator::*;
     let literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    if is_constant(e) {
+        // Evaluated once, whatever the rows (`CAST('2024-03-20' AS DATE)`): its failure, if
+        // any, says nothing about them.
+        return true;
+    }
     match e {
         Expr::Column(_) | Expr::Literal(..) => true,
         Expr::Alias(a) => is_leakproof(&a.expr, schema),
@@ -989,6 +1052,28 @@ pub fn is_leakproof(e: &Expr, schema: &DFSchema) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `e` reads no row: no column, no subquery (literals, parameters, functions of them).
+fn is_constant(e: &Expr) -> bool {
+    let mut constant = true;
+    let _ = e.apply(|x| {
+        if matches!(
+            x,
+            Expr::Column(_)
+                | Expr::OuterReferenceColumn(..)
+                | Expr::ScalarSubquery(_)
+                | Expr::Exists(_)
+                | Expr::InSubquery(_)
+                | Expr::AggregateFunction(_)
+                | Expr::WindowFunction(_)
+        ) {
+            constant = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    constant
 }
 
 /// Casts that succeed for every value of `from`.

@@ -48,8 +48,9 @@ impl From<AccessDenied> for DataFusionError {
 /// An error raised below a policy barrier: while reading a product's stored rows or evaluating
 /// its row filter or masks, on rows and values the principal may not see (a cast in a row filter
 /// failing on a hidden row's value, a custom mask failing on the unmasked value). The cause may
-/// contain those values, so the message names only the product, the rules and whom to ask; the
-/// cause is kept ([`std::error::Error::source`]) for administrators and the server log.
+/// contain those values, so the message names only the product, the rules and whom to ask. The
+/// cause is kept in `cause` for administrators and the server log — deliberately not as the
+/// error's `source()`, so that printing the error chain (`anyhow`'s `{:#}`) cannot show it.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
     "{table} could not be read: {what} failed on data you may not see, so the error's details are withheld{}",
@@ -62,7 +63,6 @@ pub struct PolicyEvaluationFailed {
     pub what: String,
     /// Whom to ask (the product's owner and support channel), if known.
     pub contact: Option<String>,
-    #[source]
     pub cause: Arc<DataFusionError>,
 }
 

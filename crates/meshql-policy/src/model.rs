@@ -251,12 +251,12 @@ pub enum TagMatch {
 
 impl TagMatch {
     pub fn matches(&self, column: &ColumnInfo) -> bool {
+        // Contracts are written by hand: `"Confidential "` or `" phone"` must not slip past a
+        // rule about `confidential` or `phone` (fail closed on spelling noise).
+        let same = |a: &str, b: &str| a.trim().eq_ignore_ascii_case(b.trim());
         match self {
-            TagMatch::Classification(c) => column
-                .classification
-                .as_deref()
-                .is_some_and(|x| x.eq_ignore_ascii_case(c)),
-            TagMatch::Tag(t) => column.tags.iter().any(|x| x.eq_ignore_ascii_case(t)),
+            TagMatch::Classification(c) => column.classification.as_deref().is_some_and(|x| same(x, c)),
+            TagMatch::Tag(t) => column.tags.iter().any(|x| same(x, t)),
         }
     }
 }

@@ -36,6 +36,16 @@ pub enum Error {
     #[error("{message}")]
     Redacted { class: ErrorClass, message: String },
 
+    /// The statement is beyond meshql's limits (its size, its expressions' size or nesting):
+    /// refused before it is parsed. See `crates/meshql/src/limits.rs`.
+    #[error("the statement is too large or too deeply nested: {0}")]
+    LimitExceeded(String),
+
+    /// The engine panicked while planning or running this query: the query fails alone, the
+    /// panic's message goes to the server log only (it may quote values).
+    #[error("the query failed inside the query engine (an internal fault, recorded in the server log); other queries are not affected")]
+    EngineFault,
+
     /// The audit trail cannot be written: the mesh is not served unrecorded.
     #[error("the audit trail cannot be written at {path}: {reason} (set stateDir in mesh.yaml or MESHQL_STATE_DIR, or audit.enabled: false)")]
     AuditUnavailable { path: std::path::PathBuf, reason: String },
@@ -77,7 +87,8 @@ impl Error {
             Error::PolicyEvaluation(_) => ErrorClass::PolicyEvaluation,
             Error::Redacted { class, .. } => *class,
             Error::Unavailable(_) | Error::AuditUnavailable { .. } => ErrorClass::Unavailable,
-            Error::Mesh(_) | Error::EngineOption { .. } => ErrorClass::Internal,
+            Error::LimitExceeded(_) => ErrorClass::ResourcesExhausted,
+            Error::Mesh(_) | Error::EngineOption { .. } | Error::EngineFault => ErrorClass::Internal,
             Error::DataFusion(e) => classify(e),
         }
     }

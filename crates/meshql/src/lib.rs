@@ -28,6 +28,7 @@ mod check;
 pub mod compact;
 mod error;
 mod governed;
+pub mod limits;
 pub mod quality;
 mod redact;
 mod reload;

@@ -1,6 +1,7 @@
 //! Sessions: a principal's SQL over the mesh.
 
 use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -11,6 +12,7 @@ use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::dataframe::DataFrame;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::DataFusionError;
 use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
@@ -24,13 +26,16 @@ use datafusion::sql::parser::{ExplainStatement, Statement};
 use futures::{StreamExt, TryStreamExt};
 use meshql_catalog::{AsOf, MESH_CATALOG};
 use meshql_contract::mesh::RESERVED_SCHEMA;
-use meshql_policy::enforce::{analyzer_rules, optimizer_rules, without_policy_internals, GovernedQueryPlanner};
+use meshql_policy::enforce::{
+    analyzer_rules, as_barrier, optimizer_rules, without_policy_internals, GovernedQueryPlanner,
+};
 use meshql_policy::{ColumnAccess, PolicyCheck, Principal};
 use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::error::ErrorClass;
 use crate::governed::{refusal_message, refusal_reason, Governance, GovernedCatalog};
+use crate::limits::{engine_fault, isolated};
 use crate::redact::Redactor;
 use crate::system::SystemSchema;
 use crate::{Error, Mesh, Snapshot};
@@ -272,9 +277,10 @@ impl Session {
         });
         let redactor = Redactor::new(bound.governance.clone(), bound.admin, sql);
         let mut products = Vec::new();
-        let planned = self
-            .plan(&bound, sql, options.default_schema.as_deref(), &mut products)
-            .await;
+        let planned = match crate::limits::check_statement(sql) {
+            Ok(()) => isolated(self.plan(&bound, sql, options.default_schema.as_deref(), &mut products)).await,
+            Err(e) => Err(e),
+        };
         let warnings = warnings_for(&bound, &products);
         for w in &warnings {
             tracing::warn!(principal = %self.principal.id(), warning = %w, "query warning");
@@ -337,6 +343,10 @@ impl Session {
         statement: &Statement,
         products: &mut Vec<String>,
     ) -> Result<(), Error> {
+        use datafusion::sql::sqlparser::ast::Statement as Sql;
+        // DESCRIBE and SHOW COLUMNS read the schema only, which `discover` allows.
+        let schema_only = matches!(statement, Statement::Statement(s)
+            if matches!(s.as_ref(), Sql::ExplainTable { .. } | Sql::ShowColumns { .. }));
         let defaults = &state.config().options().catalog;
         let mut seen = BTreeSet::new();
         let catalog = &bound.snapshot.catalog;
@@ -354,6 +364,9 @@ impl Session {
                 continue;
             }
             products.push(format!("{}.{table}", resolved.schema));
+            if schema_only {
+                continue;
+            }
             if let Err(refusal) = &decision.select {
                 if let Some(p) = catalog.product(&resolved.schema, table) {
                     return Err(Error::AccessDenied(refusal_message(
@@ -434,13 +447,20 @@ impl Pending {
         let mut columns = BTreeSet::new();
         let mut products = BTreeSet::new();
         let _ = plan.apply_with_subqueries(|node| {
+            // The columns the query reads are those it takes from each product's barrier: what
+            // the principal sees. (The scans below also read what row filters and masks need;
+            // naming those would tell the principal which columns, hidden ones included, its
+            // policies look at.)
+            if let Some(barrier) = as_barrier(node) {
+                let product = barrier.table.strip_prefix("mesh.").unwrap_or(&barrier.table);
+                for f in node.schema().fields() {
+                    columns.insert(format!("{product}.{}", f.name()));
+                }
+            }
             if let LogicalPlan::TableScan(scan) = node {
                 if let TableReference::Full { catalog, schema, table } = &scan.table_name {
                     if catalog.as_ref() == MESH_CATALOG && schema.as_ref() != RESERVED_SCHEMA {
                         products.insert(format!("{schema}.{table}"));
-                        for f in scan.projected_schema.fields() {
-                            columns.insert(format!("{schema}.{table}.{}", f.name()));
-                        }
                     }
                 }
             }
@@ -645,7 +665,7 @@ impl QueryResult {
             redactor,
             ..
         } = self;
-        let planned = async {
+        let planned = isolated(async {
             let (state, plan) = df.into_parts();
             let optimized = state.optimize(&plan)?;
             if let Some(p) = audit.as_mut() {
@@ -660,7 +680,7 @@ impl QueryResult {
                 task = task.with_runtime(runtime);
             }
             Ok::<_, Error>((physical, Arc::new(task)))
-        }
+        })
         .await;
         match planned {
             Ok((plan, task)) => Ok(Runnable {
@@ -873,6 +893,7 @@ fn audited(
             redactor,
             rows: 0,
             bytes: 0,
+            faulted: false,
         })),
         Err(e) => {
             let e = redactor.error(e);
@@ -895,6 +916,8 @@ struct AuditedStream {
     redactor: Redactor,
     rows: u64,
     bytes: u64,
+    /// The inner stream panicked: it is not polled again.
+    faulted: bool,
 }
 
 impl AuditedStream {
@@ -914,7 +937,18 @@ impl futures::Stream for AuditedStream {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         use std::task::Poll;
-        let polled = self.inner.as_mut().poll_next(cx);
+        if self.faulted {
+            return Poll::Ready(None);
+        }
+        // A panic inside an operator ends this query with an error, not the process; the
+        // stream is not polled again.
+        let polled = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.as_mut().poll_next(cx))) {
+            Ok(polled) => polled,
+            Err(panic) => {
+                self.faulted = true;
+                Poll::Ready(Some(Err(DataFusionError::from(engine_fault(panic)))))
+            }
+        };
         match polled {
             Poll::Ready(Some(Ok(batch))) => {
                 self.rows += batch.num_rows() as u64;

@@ -506,13 +506,9 @@ impl View {
         if self.admin || self.owns(e) {
             return true;
         }
-        self.gov.decision(&e.domain, &e.name).is_some_and(|d| {
-            d.select.as_ref().is_ok_and(|a| {
-                a.grant_filters.is_none()
-                    && a.restrictions.is_empty()
-                    && a.columns.iter().all(|(_, how)| matches!(how, ColumnAccess::Plain))
-            })
-        })
+        self.gov
+            .decision(&e.domain, &e.name)
+            .is_some_and(|d| d.select.as_ref().is_ok_and(|a| a.unrestricted()))
     }
 
     fn owns(&self, e: &TableEntry) -> bool {

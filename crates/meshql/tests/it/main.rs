@@ -7,6 +7,7 @@ mod bad_input;
 mod common;
 mod formats;
 mod governance;
+mod hostile;
 mod interop;
 mod leaks;
 mod object_stores;
