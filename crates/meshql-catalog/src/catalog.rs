@@ -107,6 +107,11 @@ impl MeshCatalog {
             runtime,
             engine,
             refresh,
+            domains: definition
+                .domains
+                .iter()
+                .map(|d| (d.name.clone(), definition.root.join(&d.dir)))
+                .collect(),
         });
         let mut tables: BTreeMap<String, BTreeMap<String, Arc<ProductTable>>> = definition
             .domains

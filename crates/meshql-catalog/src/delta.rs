@@ -27,6 +27,7 @@ use url::Url;
 
 use crate::delta_stats::{with_column_ranges, ColumnRanges};
 use crate::error::{CatalogError, Result};
+use crate::ownership::ForeignDirs;
 use crate::store::{as_directory, StoreRegistry};
 use crate::table::AsOf;
 
@@ -138,6 +139,32 @@ impl TableProvider for WithColumnRanges {
     }
 }
 
+/// Refuses a table whose log adds a local data file in another domain's directory (a relative
+/// path climbing out with `..`, an absolute `file://` URL).
+fn check_data_files(
+    actions: &arrow::array::RecordBatch,
+    table_url: &Url,
+    foreign: &ForeignDirs,
+    table: &str,
+) -> datafusion::error::Result<()> {
+    use arrow::array::AsArray;
+    let Some(paths) = actions.column_by_name("path") else {
+        return Ok(());
+    };
+    let paths = arrow::compute::cast(paths, &arrow::datatypes::DataType::Utf8)?;
+    for path in paths.as_string::<i32>().iter().flatten() {
+        let location = match Url::parse(path) {
+            Ok(absolute) => absolute,
+            Err(_) => match table_url.join(path) {
+                Ok(joined) => joined,
+                Err(_) => continue,
+            },
+        };
+        foreign.check_location(table, location.as_str())?;
+    }
+    Ok(())
+}
+
 /// Opens the Delta table at `url`: its latest version, or the one `as_of` names (a version
 /// number, or the last version committed at or before a time). Scans follow `engine`'s settings.
 pub async fn open(
@@ -145,6 +172,8 @@ pub async fn open(
     stores: &StoreRegistry,
     url: &Url,
     as_of: Option<AsOf>,
+    foreign: &ForeignDirs,
+    table_name: &str,
 ) -> Result<DeltaSource> {
     register_log_stores();
     let url = as_directory(url);
@@ -180,9 +209,11 @@ pub async fn open(
         .with_session(engine)
         .await
         .map_err(|e| CatalogError::storage(&url, e))?;
-    let ranges = table
-        .snapshot()
-        .and_then(|s| s.add_actions_table(true))
+    let actions = table.snapshot().and_then(|s| s.add_actions_table(true));
+    if let Ok(actions) = &actions {
+        check_data_files(actions, &url, foreign, table_name).map_err(|e| CatalogError::storage(&url, e))?;
+    }
+    let ranges = actions
         .map(|actions| ColumnRanges::from_add_actions(&actions))
         .unwrap_or_else(|e| {
             tracing::debug!(table = %url, error = %e, "no column statistics from the Delta log");

@@ -33,6 +33,7 @@ use url::Url;
 
 use crate::error::{CatalogError, Result};
 use crate::iceberg_scan::PartitionedIceberg;
+use crate::ownership::ForeignDirs;
 use crate::store::{as_directory, StoreRegistry};
 use crate::table::AsOf;
 
@@ -54,6 +55,8 @@ pub async fn open(
     metadata_file: &Url,
     as_of: Option<AsOf>,
     ident: (&str, &str),
+    foreign: ForeignDirs,
+    table_name: &str,
 ) -> Result<IcebergTable> {
     let metadata_file = metadata_file.clone();
     let (store, path) = stores.locate(&metadata_file)?;
@@ -104,7 +107,7 @@ pub async fn open(
     }
     .map_err(|e| CatalogError::storage(&metadata_file, e))?;
     Ok(IcebergTable {
-        provider: Arc::new(PartitionedIceberg::new(Arc::new(provider))),
+        provider: Arc::new(PartitionedIceberg::new(Arc::new(provider), foreign, table_name)),
         metadata_file,
         snapshot_id: served_snapshot,
         committed_ms,

@@ -33,6 +33,8 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
 use futures::{StreamExt, TryStreamExt};
 use iceberg::scan::FileScanTask;
+
+use crate::ownership::ForeignDirs;
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::IcebergTableScan;
 use iceberg_datafusion::to_datafusion_error;
@@ -41,11 +43,19 @@ use iceberg_datafusion::to_datafusion_error;
 #[derive(Debug)]
 pub struct PartitionedIceberg {
     inner: Arc<dyn TableProvider>,
+    /// Other domains' directories: no data file a manifest lists may lie in one.
+    foreign: ForeignDirs,
+    /// `mesh.<domain>.<table>`, for messages.
+    table: String,
 }
 
 impl PartitionedIceberg {
-    pub fn new(inner: Arc<dyn TableProvider>) -> Self {
-        PartitionedIceberg { inner }
+    pub fn new(inner: Arc<dyn TableProvider>, foreign: ForeignDirs, table: &str) -> Self {
+        PartitionedIceberg {
+            inner,
+            foreign,
+            table: table.to_string(),
+        }
     }
 }
 
@@ -83,6 +93,9 @@ impl TableProvider for PartitionedIceberg {
             return Ok(plan);
         };
         let tasks = plan_files(scan).await?;
+        for task in &tasks {
+            self.foreign.check_location(&self.table, &task.data_file_path)?;
+        }
         let partitions = state.config().target_partitions().max(1);
         Ok(Arc::new(PartitionedIcebergScan::new(
             scan,

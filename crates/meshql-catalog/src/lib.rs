@@ -18,6 +18,7 @@ pub mod error;
 pub mod iceberg;
 pub mod iceberg_catalog;
 pub mod iceberg_scan;
+pub mod ownership;
 pub mod parquet;
 pub mod secrets;
 pub mod store;

@@ -24,7 +24,10 @@ use url::Url;
 
 use crate::conform::arrow_type;
 use crate::error::{CatalogError, Result};
+use crate::ownership::ForeignDirs;
 use crate::store::{as_directory, StoreRegistry};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
 
 /// Opens the Parquet data at `url`.
 pub async fn open(
@@ -33,6 +36,7 @@ pub async fn open(
     url: &Url,
     contract: &SchemaObject,
     table: &str,
+    foreign: ForeignDirs,
 ) -> Result<Arc<dyn TableProvider>> {
     let err = |e: datafusion::error::DataFusionError| CatalogError::storage(url, e);
     let is_glob = url.path().contains(['*', '?', '[']);
@@ -95,6 +99,7 @@ pub async fn open(
         table: table.to_string(),
         single_file,
         partition_columns,
+        foreign,
     }))
 }
 
@@ -110,6 +115,8 @@ struct ParquetTable {
     table: String,
     single_file: bool,
     partition_columns: Vec<String>,
+    /// Other domains' directories: no file listed may lie in one (through a link).
+    foreign: ForeignDirs,
 }
 
 #[async_trait]
@@ -150,6 +157,18 @@ impl TableProvider for ParquetTable {
         limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let plan = self.listing.scan(state, projection, filters, limit).await?;
+        let files = plan
+            .as_any()
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|d| d.data_source().as_any().downcast_ref::<FileScanConfig>());
+        if let Some(config) = files {
+            if config.object_store_url.as_str().starts_with("file://") {
+                for file in config.file_groups.iter().flat_map(|g| g.iter()) {
+                    let path = std::path::Path::new("/").join(file.object_meta.location.as_ref());
+                    self.foreign.check_path(&self.table, &path)?;
+                }
+            }
+        }
         if plan.as_any().is::<EmptyExec>() && limit != Some(0) {
             // A filter on a partition column, or a constant one (`NULL`, `false`), may prune
             // every file: that is an empty answer, not missing data.

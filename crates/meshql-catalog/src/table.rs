@@ -23,6 +23,7 @@ use url::Url;
 
 use crate::conform::{self, Conformance};
 use crate::error::{CatalogError, Result};
+use crate::ownership::ForeignDirs;
 use crate::store::StoreRegistry;
 use crate::{delta, iceberg, parquet};
 
@@ -36,6 +37,8 @@ pub struct CatalogContext {
     pub engine: SessionConfig,
     /// How old a check for new commits may be before the next query checks again.
     pub refresh: Duration,
+    /// Every domain and its directory: a product reads no file in another domain's.
+    pub domains: Vec<(String, std::path::PathBuf)>,
 }
 
 /// A product's table as served: the contract's columns over the storage scan.
@@ -312,22 +315,27 @@ impl ProductTable {
                 .with_runtime_env(self.ctx.runtime.clone())
                 .build(),
         );
+        let table = format!("mesh.{}", self.entry.qualified_name());
+        let foreign = ForeignDirs::new(
+            self.ctx.domains.iter().map(|(d, dir)| (d.as_str(), dir.as_path())),
+            &self.entry.domain,
+        );
         let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
             match storage.format {
                 Format::Parquet => {
-                    let table = format!("mesh.{}", self.entry.qualified_name());
-                    let p = parquet::open(state.as_ref(), &self.ctx.stores, &url, &binding.schema, &table).await?;
+                    let p =
+                        parquet::open(state.as_ref(), &self.ctx.stores, &url, &binding.schema, &table, foreign).await?;
                     (p, Source::Parquet, None, None)
                 }
                 Format::Delta => {
-                    let d = delta::open(state, &self.ctx.stores, &url, as_of).await?;
+                    let d = delta::open(state, &self.ctx.stores, &url, as_of, &foreign, &table).await?;
                     let version = d.version().and_then(|v| i64::try_from(v).ok());
                     let committed = d.committed_ms();
                     (d.provider.clone(), Source::Delta(d), version, committed)
                 }
                 Format::Iceberg => {
-                    let t =
-                        iceberg::open(&self.ctx.stores, &url, as_of, (&self.entry.domain, &self.entry.name)).await?;
+                    let ident = (self.entry.domain.as_str(), self.entry.name.as_str());
+                    let t = iceberg::open(&self.ctx.stores, &url, as_of, ident, foreign, &table).await?;
                     let version = t.snapshot_id;
                     let committed = t.committed_ms;
                     (

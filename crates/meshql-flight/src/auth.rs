@@ -12,6 +12,7 @@
 //! reason is logged on the server only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -27,6 +28,11 @@ use crate::config::{AuthConfig, JwtConfig, ServiceTokenConfig, UserConfig};
 use crate::proto::SessionToken;
 use crate::signing::{Kind, Signer};
 use crate::FlightError;
+
+/// How long a verified password login is remembered (repeat logins skip argon2).
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+/// The most remembered logins (then expired ones are dropped, or all).
+const VERIFIED_MAX: usize = 10_000;
 
 const SESSION_PREFIX: &str = "mqt_";
 const SERVICE_PREFIX: &str = "mqs_";
@@ -62,6 +68,13 @@ pub struct Authenticator {
     signer: Signer,
     token_ttl: Duration,
     users: HashMap<String, UserConfig>,
+    /// Password logins verified recently, by a keyed hash of (user, its hash, password): a
+    /// client that opens a connection per step (Superset) pays argon2 once, not every time.
+    verified: std::sync::Mutex<HashMap<[u8; 32], std::time::Instant>>,
+    /// The key of `verified` (random per process: nothing of it is stored or sent).
+    verified_key: [u8; 32],
+    /// How many argon2 verifications ran (tests and metrics).
+    verifications: std::sync::atomic::AtomicU64,
     /// SHA-256 of the token → its configuration.
     service_tokens: HashMap<[u8; 32], ServiceTokenConfig>,
     jwt: Option<JwtVerifier>,
@@ -107,10 +120,50 @@ impl Authenticator {
             signer,
             token_ttl: config.token_ttl,
             users,
+            verified: std::sync::Mutex::new(HashMap::new()),
+            verified_key: rand::random(),
+            verifications: std::sync::atomic::AtomicU64::new(0),
             service_tokens,
             jwt,
             anonymous,
         })
+    }
+
+    /// How many argon2 password verifications have run.
+    pub fn password_verifications(&self) -> u64 {
+        self.verifications.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// HMAC-SHA256 under a per-process key of the user, its configured hash and the password:
+    /// a changed password hash (a changed configuration) never matches an older entry.
+    fn verified_key(&self, user: &UserConfig, password: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.verified_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        for part in [user.name.as_bytes(), user.password_hash.as_bytes(), password.as_bytes()] {
+            mac.update(&(part.len() as u64).to_le_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    fn recently_verified(&self, key: &[u8; 32]) -> bool {
+        let Ok(verified) = self.verified.lock() else {
+            return false;
+        };
+        verified.get(key).is_some_and(|at| at.elapsed() < VERIFIED_FOR)
+    }
+
+    fn remember_verified(&self, key: [u8; 32]) {
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= VERIFIED_MAX {
+                verified.retain(|_, at| at.elapsed() < VERIFIED_FOR);
+                if verified.len() >= VERIFIED_MAX {
+                    verified.clear();
+                }
+            }
+            verified.insert(key, std::time::Instant::now());
+        }
     }
 
     /// The key that also signs handles and tickets.
@@ -138,13 +191,19 @@ impl Authenticator {
     pub fn login(&self, name: &str, password: &str) -> Result<(Principal, String), AuthFailure> {
         let Some(user) = self.users.get(name) else {
             // Same work as a real check, so timing does not tell which users exist.
+            self.verifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = Argon2::default().verify_password(password.as_bytes(), &dummy_hash());
             return Err(AuthFailure::UnknownUser);
         };
-        let hash = PasswordHash::new(&user.password_hash).map_err(|_| AuthFailure::WrongPassword)?;
-        Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .map_err(|_| AuthFailure::WrongPassword)?;
+        let key = self.verified_key(user, password);
+        if !self.recently_verified(&key) {
+            let hash = PasswordHash::new(&user.password_hash).map_err(|_| AuthFailure::WrongPassword)?;
+            self.verifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Argon2::default()
+                .verify_password(password.as_bytes(), &hash)
+                .map_err(|_| AuthFailure::WrongPassword)?;
+            self.remember_verified(key);
+        }
         if user.disabled {
             return Err(AuthFailure::Disabled);
         }
@@ -366,6 +425,44 @@ mod tests {
     }
 
     #[test]
+    fn repeat_logins_skip_argon2_but_wrong_passwords_never_do() {
+        let a = authenticator("");
+        a.login("alice", "s3cret").unwrap();
+        assert_eq!(a.password_verifications(), 1);
+        for _ in 0..3 {
+            a.login("alice", "s3cret").unwrap();
+        }
+        assert_eq!(a.password_verifications(), 1, "remembered");
+        for _ in 0..3 {
+            assert_eq!(a.login("alice", "wrong").unwrap_err(), AuthFailure::WrongPassword);
+        }
+        assert_eq!(a.password_verifications(), 4, "every wrong password is checked");
+        // A disabled user stays disabled, remembered or not.
+        assert_eq!(a.login("bob", "s3cret").unwrap_err(), AuthFailure::Disabled);
+        assert_eq!(a.login("bob", "s3cret").unwrap_err(), AuthFailure::Disabled);
+    }
+
+    #[tokio::test]
+    async fn the_login_gate_bounds_work_and_refuses_repeated_failures() {
+        let gate = LoginGate::new(1, Duration::from_millis(50), 3, Duration::from_secs(60));
+        let attacker = Some(std::net::IpAddr::from([10, 0, 0, 1]));
+        let other = Some(std::net::IpAddr::from([10, 0, 0, 2]));
+        // One verification at a time: a second waits, then is told to retry.
+        let turn = gate.enter(attacker).await.expect("a turn");
+        assert_eq!(gate.enter(other).await.unwrap_err(), GateRefusal::Busy);
+        drop(turn);
+        for _ in 0..3 {
+            let _turn = gate.enter(attacker).await.expect("a turn");
+            gate.record(attacker, false);
+        }
+        assert_eq!(gate.enter(attacker).await.unwrap_err(), GateRefusal::TooManyFailures);
+        // Other addresses are not affected; a success clears an address's failures.
+        assert!(gate.enter(other).await.is_ok());
+        gate.record(attacker, true);
+        assert!(gate.enter(attacker).await.is_ok());
+    }
+
+    #[test]
     fn failures() {
         let a = authenticator("");
         assert_eq!(a.login("alice", "wrong").unwrap_err(), AuthFailure::WrongPassword);
@@ -423,5 +520,90 @@ mod tests {
         let anon = a.authenticate(None).unwrap();
         assert_eq!(anon.id(), "anonymous");
         assert!(anon.in_group("public"));
+    }
+}
+
+/// Bounds what password logins cost the server, whoever sends them: at most `permits` argon2
+/// verifications run at once (each takes ~19 MiB and a core for a fraction of a second; 200 at
+/// once grew the server by 3.5 GB), a login waits at most `wait` for its turn, and a source
+/// address with `max_failures` failed logins within `window` is refused without any work
+/// until the window has passed.
+#[derive(Debug)]
+pub struct LoginGate {
+    permits: Arc<tokio::sync::Semaphore>,
+    wait: Duration,
+    window: Duration,
+    max_failures: u32,
+    failures: std::sync::Mutex<HashMap<std::net::IpAddr, (std::time::Instant, u32)>>,
+}
+
+/// Why the gate did not let a login through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GateRefusal {
+    #[error("too many failed logins from this address; wait and retry")]
+    TooManyFailures,
+    #[error("too many logins are being checked at once; retry in a moment")]
+    Busy,
+}
+
+impl LoginGate {
+    pub fn new(permits: usize, wait: Duration, max_failures: u32, window: Duration) -> Self {
+        LoginGate {
+            permits: Arc::new(tokio::sync::Semaphore::new(permits.max(1))),
+            wait,
+            window,
+            max_failures,
+            failures: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A turn to verify a password from `source`, or why not.
+    pub async fn enter(
+        &self,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, GateRefusal> {
+        if let Some(ip) = source {
+            if self.blocked(ip) {
+                return Err(GateRefusal::TooManyFailures);
+            }
+        }
+        match tokio::time::timeout(self.wait, self.permits.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(GateRefusal::Busy),
+        }
+    }
+
+    fn blocked(&self, ip: std::net::IpAddr) -> bool {
+        let Ok(failures) = self.failures.lock() else {
+            return false;
+        };
+        failures
+            .get(&ip)
+            .is_some_and(|(since, n)| since.elapsed() < self.window && *n >= self.max_failures)
+    }
+
+    /// Records the outcome of a login from `source`.
+    pub fn record(&self, source: Option<std::net::IpAddr>, succeeded: bool) {
+        let Some(ip) = source else {
+            return;
+        };
+        let Ok(mut failures) = self.failures.lock() else {
+            return;
+        };
+        if succeeded {
+            failures.remove(&ip);
+            return;
+        }
+        // Bounded: old windows go first, and a flood from very many addresses cannot grow it
+        // without end.
+        if failures.len() >= 100_000 {
+            let window = self.window;
+            failures.retain(|_, (since, _)| since.elapsed() < window);
+        }
+        let entry = failures.entry(ip).or_insert((std::time::Instant::now(), 0));
+        if entry.0.elapsed() >= self.window {
+            *entry = (std::time::Instant::now(), 0);
+        }
+        entry.1 = entry.1.saturating_add(1);
     }
 }

@@ -255,6 +255,14 @@ pub struct Limits {
     /// runs as fast as before. 0 runs every query at normal priority.
     #[serde(default = "default_large_query_rows")]
     pub large_query_rows: usize,
+    /// Password verifications (argon2: ~19 MiB and a core each) running at once; more logins
+    /// wait up to 10 s for their turn, then get UNAVAILABLE. Default: the number of cores.
+    #[serde(default = "default_concurrent_logins")]
+    pub max_concurrent_logins: usize,
+    /// Failed logins one source address may make per minute; beyond, its logins are refused
+    /// (UNAUTHENTICATED, as for a wrong password) without checking, until the minute has passed.
+    #[serde(default = "default_failed_logins")]
+    pub max_failed_logins_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -264,8 +272,18 @@ impl Default for Limits {
             query_timeout: default_timeout(),
             max_concurrent_queries: default_concurrency(),
             large_query_rows: default_large_query_rows(),
+            max_concurrent_logins: default_concurrent_logins(),
+            max_failed_logins_per_minute: default_failed_logins(),
         }
     }
+}
+
+fn default_concurrent_logins() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+fn default_failed_logins() -> u32 {
+    20
 }
 
 fn default_memory() -> usize {

@@ -47,8 +47,9 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{field, Instrument, Span};
 
 use crate::auth::{is_basic, unix_now, Authenticator};
+use crate::auth::{GateRefusal, LoginGate};
 use crate::config::ServerConfig;
-use crate::metadata::{self, like};
+use crate::metadata::{self, filter_like};
 use crate::priority::{self, LowPriority};
 use crate::proto::{self, SessionCookie};
 use crate::results::{decode_parameters, encode_parameters, Shaper};
@@ -123,6 +124,8 @@ pub struct Handlers {
     slots: Arc<Semaphore>,
     /// Where large queries run (none when `limits.largeQueryRows` is 0).
     low_priority: Option<LowPriority>,
+    /// Bounds the cost of password logins.
+    logins: LoginGate,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -145,6 +148,12 @@ impl MeshFlightService {
         };
         Ok(MeshFlightService {
             h: Arc::new(Handlers {
+                logins: LoginGate::new(
+                    config.limits.max_concurrent_logins,
+                    std::time::Duration::from_secs(10),
+                    config.limits.max_failed_logins_per_minute,
+                    std::time::Duration::from_secs(60),
+                ),
                 mesh,
                 auth,
                 config,
@@ -241,14 +250,27 @@ impl FlightService for MeshFlightService {
             None => authorization(req.metadata()).map_err(|()| unauthenticated())?,
         };
         let h = self.h.clone();
+        let source = req.remote_addr().map(|a| a.ip());
         let outcome = match header.as_deref() {
             Some(basic) if is_basic(basic) => {
+                let permit = self.h.logins.enter(source).await.map_err(|why| {
+                    tracing::warn!(rpc = "Handshake", source = ?source, reason = %why, "login refused");
+                    match why {
+                        GateRefusal::TooManyFailures => unauthenticated(),
+                        GateRefusal::Busy => Status::unavailable(why.to_string()),
+                    }
+                })?;
                 // argon2 is deliberately slow: keep it off the async workers.
                 let basic = basic.to_string();
-                tokio::task::spawn_blocking(move || h.auth.login_basic(&basic))
-                    .await
-                    .map_err(|_| Status::internal("login failed"))?
-                    .map(|(p, token)| (p, Some(token)))
+                let outcome = tokio::task::spawn_blocking(move || {
+                    let _turn = permit;
+                    h.auth.login_basic(&basic)
+                })
+                .await
+                .map_err(|_| Status::internal("login failed"))?
+                .map(|(p, token)| (p, Some(token)));
+                self.h.logins.record(source, outcome.is_ok());
+                outcome
             }
             Some(bearer) => self.h.auth.authenticate(Some(bearer)).map(|p| {
                 let token = bearer.split_once(' ').map(|(_, t)| t.trim().to_string());
@@ -1112,14 +1134,8 @@ impl FlightSqlService for Handlers {
         let include_schema = query.include_schema;
         let mut builder = query.into_builder();
         if selects {
-            for domain in session.domains() {
-                if schema_pattern.as_deref().is_some_and(|p| !like(p, &domain)) {
-                    continue;
-                }
-                for table in session.products(&domain) {
-                    if table_pattern.as_deref().is_some_and(|p| !like(p, &table)) {
-                        continue;
-                    }
+            for domain in filter_like(schema_pattern.as_deref(), session.domains())? {
+                for table in filter_like(table_pattern.as_deref(), session.products(&domain))? {
                     let schema = if include_schema {
                         self.table_schema(&session, &domain, &table).await
                     } else {

@@ -39,6 +39,7 @@ use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::simplify::SimplifyContext;
 use datafusion::logical_expr::utils::{conjunction, disjunction, split_conjunction};
 use datafusion::logical_expr::{
     lit, when, BinaryExpr, ColumnarValue, Expr, ExprSchemable, Extension, Filter, LogicalPlan, LogicalPlanBuilder,
@@ -47,6 +48,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::simplify_expressions::ExprSimplifier;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::physical_expr::split_conjunction as physical_split_conjunction;
 use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
@@ -337,10 +339,18 @@ pub fn parse_policy_expr(
         Ok(TreeNodeRecursion::Continue)
     })
     .map_err(|e| e.to_string())?;
-    match bad {
-        Some(b) => Err(b),
-        None => Ok(expr),
+    if let Some(b) = bad {
+        return Err(b);
     }
+    // Types and constants are settled now, not while a user's query is optimised: a policy
+    // whose literal does not convert (`order_date = 'zz'`) or whose types do not meet fails as
+    // this rule (a refusal naming it), never as a planner error quoting the filter's text.
+    let simplifier = ExprSimplifier::new(SimplifyContext::default().with_schema(schema.clone()));
+    simplifier
+        .coerce(expr.clone(), schema)
+        .and_then(|e| simplifier.simplify(e))
+        .map_err(|e| format!("`{sql}`: {}", e.strip_backtrace()))?;
+    Ok(expr)
 }
 
 fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String> {

@@ -492,3 +492,49 @@ fn tag_rule(doc: TagRuleDoc, path: &Path) -> Result<TagRule, PolicyError> {
         action,
     })
 }
+
+impl PolicySet {
+    /// The restrictions `self` has and `next` no longer has, one line each: deny, row-filter and
+    /// mask rules (and tag rules) that were removed or changed, row filters dropped from grants,
+    /// administrators added. A reload that loosens access deserves a look (a policy file cut
+    /// halfway by a crashed editor or a non-atomic copy loads as a valid, laxer prefix).
+    pub fn removed_restrictions(&self, next: &PolicySet) -> Vec<String> {
+        use crate::model::Effect;
+        let same_rule = |a: &crate::model::Rule, b: &crate::model::Rule| {
+            a.name == b.name
+                && a.layer == b.layer
+                && a.principals == b.principals
+                && a.except == b.except
+                && a.resources == b.resources
+                && a.effect == b.effect
+        };
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let restricts = match &rule.effect {
+                Effect::Deny { .. } | Effect::Restrict { .. } | Effect::Mask { .. } => true,
+                Effect::Grant {
+                    row_filter, columns, ..
+                } => row_filter.is_some() || columns.is_some(),
+            };
+            if restricts && !next.rules.iter().any(|n| same_rule(rule, n)) {
+                out.push(format!("rule '{}' ({})", rule.name, rule.source.display()));
+            }
+        }
+        for tag in &self.tag_rules {
+            let kept = next.tag_rules.iter().any(|n| {
+                n.name == tag.name
+                    && n.matcher == tag.matcher
+                    && n.principals == tag.principals
+                    && n.except == tag.except
+                    && n.action == tag.action
+            });
+            if !kept {
+                out.push(format!("tag rule '{}' ({})", tag.name, tag.source.display()));
+            }
+        }
+        if next.admins != self.admins {
+            out.push("the administrators changed".into());
+        }
+        out
+    }
+}

@@ -61,6 +61,32 @@ pub struct AuditLog {
     journal: Journal,
 }
 
+/// The most statement text one record keeps: a statement is the caller's to choose, and its
+/// size must not decide how many records fit in the trail (ten 900 KB statements rotated another
+/// principal's record out of a 3 × 1 MiB trail). Longer text is cut, with its length and SHA-256.
+pub const MAX_RECORDED_STATEMENT: usize = 8 * 1024;
+/// The most error text one record keeps.
+pub const MAX_RECORDED_ERROR: usize = 4 * 1024;
+
+/// `text` cut to at most `max` bytes (on a character boundary), followed by its full length and
+/// SHA-256 when cut, so a longer original can still be matched.
+pub fn bounded(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    use sha2::Digest;
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(
+        "{} … [cut: {} bytes, sha256 {}]",
+        &text[..end],
+        text.len(),
+        hex::encode(sha2::Sha256::digest(text.as_bytes()))
+    )
+}
+
 impl AuditLog {
     /// Opens (creating) the trail in `dir`, continuing its newest file.
     pub fn open(dir: &Path, settings: &AuditSettings) -> io::Result<AuditLog> {
@@ -152,6 +178,14 @@ impl Journal {
         if all.len() > self.max_files + 1 {
             for old in &all[..all.len() - self.max_files - 1] {
                 if *old != current.path {
+                    // Retention is the operator's policy (`maxFiles` × `maxFileBytes`), said
+                    // out loud each time it drops records.
+                    tracing::warn!(
+                        file = %old.display(),
+                        max_files = self.max_files,
+                        max_file_bytes = self.max_file_bytes,
+                        "journal retention: dropping the oldest file and its records"
+                    );
                     if let Err(e) = std::fs::remove_file(old) {
                         tracing::warn!(file = %old.display(), error = %e, "cannot delete an old audit file");
                     }

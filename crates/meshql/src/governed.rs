@@ -73,6 +73,37 @@ impl Governance {
         self.policies.is_admin(&self.principal)
     }
 
+    /// Why the principal may not travel in time on `domain.name`, if it may not: earlier
+    /// versions of its storage may be what another port of the product serves (a port pinned
+    /// to a first commit beside one following the latest), so time travel is allowed only when
+    /// every other port over the same storage is served to the principal exactly like this one.
+    pub fn time_travel_refusal(&self, domain: &str, name: &str) -> Option<String> {
+        let definition = self.catalog.definition();
+        let entry = definition.table(domain, name)?;
+        let location = entry.binding.as_ref().ok().map(|b| &b.storage.location)?;
+        let mine = self.decision(domain, name)?;
+        let siblings = definition.tables.iter().filter(|t| {
+            t.domain == entry.domain
+                && t.product_name == entry.product_name
+                && t.name != entry.name
+                && t.binding.as_ref().is_ok_and(|b| &b.storage.location == location)
+        });
+        for sibling in siblings {
+            let same = self.decision(&sibling.domain, &sibling.name).is_some_and(|theirs| {
+                match (&mine.select, &theirs.select) {
+                    (Ok(a), Ok(b)) => same_restrictions(a, b),
+                    _ => false,
+                }
+            });
+            if !same {
+                return Some(format!(
+                    "access denied: time travel on mesh.{domain}.{name} is refused: earlier versions of its storage are also served by another port of the product, under policies that differ for you; query the current version"
+                ));
+            }
+        }
+        None
+    }
+
     pub fn discoverable(&self, domain: &str, name: &str) -> bool {
         self.decision(domain, name).is_some_and(|d| d.discover)
     }
@@ -95,6 +126,19 @@ impl Governance {
     fn product_names(&self, domain: &str) -> Vec<String> {
         self.catalog.schema(domain).map(|s| s.table_names()).unwrap_or_default()
     }
+}
+
+/// Whether two tables' accesses filter rows alike and treat their common columns alike.
+fn same_restrictions(a: &Access, b: &Access) -> bool {
+    a.grant_filters == b.grant_filters
+        && a.restrictions == b.restrictions
+        && a.column_filters == b.column_filters
+        && a.columns.iter().all(|(name, how)| {
+            b.columns
+                .iter()
+                .find(|(n, _)| n == name)
+                .is_none_or(|(_, theirs)| theirs == how)
+        })
 }
 
 /// The columns of a product's contract, as policies see them.

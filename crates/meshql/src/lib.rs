@@ -71,6 +71,11 @@ struct MeshInner {
     quality: Arc<QualityStore>,
     /// What the last reloads could not apply (kept until a reload applies cleanly).
     reload_problems: Mutex<Vec<reload::ReloadProblem>>,
+    /// Reloads that removed restrictions, shown in `mesh.system.problems` for a day.
+    loosened: Mutex<Vec<reload::ReloadProblem>>,
+    /// A change seen on disk but not applied yet (the watcher waits until it is stable):
+    /// its fingerprint and when it was first seen.
+    pending: Mutex<Option<(u64, std::time::Instant)>>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
 }
@@ -153,6 +158,8 @@ impl Mesh {
                 audit,
                 quality,
                 reload_problems: Mutex::new(Vec::new()),
+                loosened: Mutex::new(Vec::new()),
+                pending: Mutex::new(None),
                 reloading: tokio::sync::Mutex::new(()),
             }),
         })

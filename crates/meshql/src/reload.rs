@@ -11,6 +11,13 @@
 //!
 //! Each kept version is reported in the log and in `mesh.system.problems`. Unchanged products keep
 //! their opened storage.
+//!
+//! The watcher ([`Mesh::watch`]) applies a change only once the documents have stayed as they are
+//! for a settle period, and a change that removes policy restrictions (a deny, a row filter, a
+//! mask) only after five: a policy file cut halfway (a crashed editor, a non-atomic copy) is a
+//! valid YAML prefix that loads as laxer rules. Such a reload is logged at warning level with the
+//! rules removed and shown in `mesh.system.problems` for a day. Operators publish policy files
+//! atomically: write a temporary file in the same directory and rename it over the old one.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -22,6 +29,13 @@ use meshql_contract::{ContractError, MeshDefinition};
 use meshql_policy::PolicySet;
 
 use crate::{Mesh, Snapshot};
+
+/// How long the watcher waits, at least, for changed documents to stay unchanged.
+pub const MIN_SETTLE: Duration = Duration::from_secs(1);
+/// A change that removes policy restrictions waits this many settle periods.
+pub const LOOSENING_SETTLE_FACTOR: u32 = 5;
+/// How long a reload that removed restrictions stays in `mesh.system.problems`.
+const LOOSENING_SHOWN_MS: i64 = 24 * 3600 * 1000;
 
 /// Something a reload could not apply, kept for `mesh.system.problems`.
 #[derive(Debug, Clone)]
@@ -45,17 +59,31 @@ pub struct ReloadOutcome {
     pub policies_changed: bool,
     /// Edits that were rejected, with the version kept instead.
     pub rejected: Vec<String>,
+    /// Policy restrictions the applied version no longer has (rules removed or changed).
+    pub loosened: Vec<String>,
 }
 
 impl Mesh {
     /// Reads the mesh's documents again if any changed on disk, and serves the result (see the
     /// module docs for what is kept when an edit does not load).
     pub async fn reload(&self) -> ReloadOutcome {
+        self.reload_settled(Duration::ZERO).await
+    }
+
+    /// [`Mesh::reload`], applying a change only once the documents have stayed as they are for
+    /// `settle` (a file being written is not read halfway), and a change that removes policy
+    /// restrictions only once they have stayed so for [`LOOSENING_SETTLE_FACTOR`] × `settle`.
+    async fn reload_settled(&self, settle: Duration) -> ReloadOutcome {
         let _one_at_a_time = self.inner.reloading.lock().await;
         let current = self.snapshot();
         let root = self.root().to_path_buf();
         let fingerprint = fingerprint(&root);
         if fingerprint == current.fingerprint {
+            self.set_pending(None);
+            return ReloadOutcome::default();
+        }
+        let stable_for = self.stable_for(fingerprint);
+        if stable_for < settle {
             return ReloadOutcome::default();
         }
         let loaded = tokio::task::spawn_blocking(move || {
@@ -128,6 +156,27 @@ impl Mesh {
 
         let policies = if policies.problems().is_empty() {
             outcome.policies_changed = policies.version() != current.policies.version();
+            let removed = current.policies.removed_restrictions(&policies);
+            if !removed.is_empty() {
+                if stable_for < settle * LOOSENING_SETTLE_FACTOR {
+                    // Loosening waits longer: a file cut halfway loads as a laxer prefix.
+                    return ReloadOutcome::default();
+                }
+                let message = format!(
+                    "a policy reload removed restrictions: {} (if unintended, restore the files; publish policy files by writing a temporary file and renaming it over the old one)",
+                    removed.join(", ")
+                );
+                tracing::warn!(%message, "reload");
+                outcome.loosened = removed;
+                if let Ok(mut loosened) = self.inner.loosened.lock() {
+                    loosened.retain(|p| now - p.at_ms < LOOSENING_SHOWN_MS);
+                    loosened.push(ReloadProblem {
+                        at_ms: now,
+                        product: String::new(),
+                        message,
+                    });
+                }
+            }
             Arc::new(policies)
         } else {
             for p in policies.problems() {
@@ -170,6 +219,7 @@ impl Mesh {
         if let Ok(mut p) = self.inner.reload_problems.lock() {
             *p = problems;
         }
+        self.set_pending(None);
         outcome.applied = true;
         tracing::info!(
             added = ?outcome.added,
@@ -210,19 +260,50 @@ impl Mesh {
     }
 
     pub(crate) fn reload_problems(&self) -> Vec<ReloadProblem> {
-        self.inner.reload_problems.lock().map(|p| p.clone()).unwrap_or_default()
+        let mut out = self.inner.reload_problems.lock().map(|p| p.clone()).unwrap_or_default();
+        let now = crate::time::now_ms();
+        if let Ok(loosened) = self.inner.loosened.lock() {
+            out.extend(loosened.iter().filter(|p| now - p.at_ms < LOOSENING_SHOWN_MS).cloned());
+        }
+        out
+    }
+
+    /// How long the documents have had `fingerprint` (zero when it is new).
+    fn stable_for(&self, fingerprint: u64) -> Duration {
+        let Ok(mut pending) = self.inner.pending.lock() else {
+            return Duration::ZERO;
+        };
+        match *pending {
+            Some((seen, since)) if seen == fingerprint => since.elapsed(),
+            _ => {
+                *pending = Some((fingerprint, std::time::Instant::now()));
+                Duration::ZERO
+            }
+        }
+    }
+
+    fn set_pending(&self, value: Option<(u64, std::time::Instant)>) {
+        if let Ok(mut pending) = self.inner.pending.lock() {
+            *pending = value;
+        }
     }
 
     /// Polls the mesh's documents every `interval` and reloads on change, until the handle is
     /// dropped. Needs a Tokio runtime.
+    ///
+    /// A change is applied once the documents have stayed unchanged for one more `interval`
+    /// (at least [`MIN_SETTLE`]), so a file caught halfway through being written is not read;
+    /// one that removes policy restrictions waits [`LOOSENING_SETTLE_FACTOR`] times as long, and
+    /// is logged and shown in `mesh.system.problems` for a day.
     pub fn watch(&self, interval: Duration) -> WatchHandle {
         let mesh = self.clone();
+        let settle = interval.max(MIN_SETTLE);
         WatchHandle::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                mesh.reload().await;
+                mesh.reload_settled(settle).await;
             }
         })
     }

@@ -265,7 +265,7 @@ impl Session {
                 principal: self.principal.id().to_string(),
                 groups: self.principal.groups().iter().cloned().collect(),
                 client: self.client.to_string(),
-                statement: sql.to_string(),
+                statement: crate::audit::bounded(sql, crate::audit::MAX_RECORDED_STATEMENT),
                 ..Default::default()
             };
             Pending {
@@ -374,6 +374,11 @@ impl Session {
                         &self.principal,
                         &refusal_reason(refusal, bound.admin),
                     )));
+                }
+            }
+            if as_of.is_some() {
+                if let Some(refusal) = bound.governance.time_travel_refusal(&resolved.schema, table) {
+                    return Err(Error::AccessDenied(refusal));
                 }
             }
             catalog.open_at(&resolved.schema, table, as_of).await?;
@@ -503,7 +508,8 @@ impl Pending {
     fn finish(mut self, outcome: &str, error: Option<String>, rows: u64, bytes: u64) -> std::io::Result<()> {
         self.record.outcome = outcome.to_string();
         // Last barrier: a credential a remote service echoed back never reaches the trail.
-        self.record.error = error.map(|e| meshql_catalog::secrets::redact(&e));
+        self.record.error = error
+            .map(|e| crate::audit::bounded(&meshql_catalog::secrets::redact(&e), crate::audit::MAX_RECORDED_ERROR));
         self.record.rows = rows;
         self.record.bytes = bytes;
         self.record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;

@@ -470,10 +470,13 @@ impl View {
                 Ok(a) => a.columns.iter().map(|(n, h)| (n.as_str(), h)).collect(),
                 Err(_) => BTreeMap::new(),
             };
-            for (ordinal, p) in b.schema.properties.iter().enumerate() {
-                if decision.hidden.contains(&p.name) {
-                    continue;
-                }
+            // Ordinals count the columns the principal sees: a gap would place a hidden one.
+            let visible = b
+                .schema
+                .properties
+                .iter()
+                .filter(|p| !decision.hidden.contains(&p.name));
+            for (ordinal, p) in visible.enumerate() {
                 let how = access.get(p.name.as_str());
                 let readable = matches!(how, Some(ColumnAccess::Plain) | Some(ColumnAccess::Masked { .. }));
                 let masked = matches!(how, Some(ColumnAccess::Masked { .. }));

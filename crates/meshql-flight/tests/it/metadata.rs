@@ -356,3 +356,39 @@ async fn keys_come_from_the_contracts() {
     assert_eq!(fk_rows(concat(fetch(&mut client, info).await.unwrap())), [edge]);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn hostile_name_patterns_fail_alone_and_fast() {
+    let server = start(config("", "")).await;
+    let mut alice = login(&server, "alice").await;
+    let tables = |schema: Option<String>, table: Option<String>| CommandGetTables {
+        catalog: None,
+        db_schema_filter_pattern: schema,
+        table_name_filter_pattern: table,
+        table_types: vec![],
+        include_schema: false,
+    };
+    // Many `%` before a character no name has: matched in linear time (this took 55 s).
+    let backtracking = format!("{}#", "%".repeat(1000));
+    for (schema, table) in [
+        (None, Some(backtracking.clone())),
+        (Some(backtracking.clone()), None),
+        (Some("%%%%%%%%%%#".to_string()), Some("%%%%%%%%%%#".to_string())),
+    ] {
+        let info = alice.get_tables(tables(schema, table)).await.expect("planned");
+        let batches = fetch(&mut alice, info).await.expect("answered");
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    }
+    // Beyond the documented length: a clear refusal (this overflowed the server's stack).
+    let long = "%".repeat(5000);
+    let refused = match alice.get_tables(tables(None, Some(long))).await {
+        Err(e) => e.to_string(),
+        Ok(info) => fetch(&mut alice, info).await.expect_err("refused").to_string(),
+    };
+    assert!(refused.contains("at most"), "{refused}");
+    // The server keeps answering.
+    let info = alice.get_tables(tables(None, Some("prof%".into()))).await.unwrap();
+    let batch = concat(fetch(&mut alice, info).await.unwrap());
+    assert_eq!(strings(&batch, "table_name"), ["profiles"]);
+    server.shutdown().await.unwrap();
+}

@@ -119,3 +119,77 @@ fn a_panic_inside_the_engine_fails_that_query_alone() {
         assert_eq!(e.class(), ErrorClass::Internal, "{e}");
     });
 }
+
+#[tokio::test]
+async fn huge_failing_statements_cannot_rotate_other_records_out_of_the_trail() {
+    let dir = copy_of_sample();
+    add_to_mesh_yaml(dir.path(), "audit:\n  maxFileBytes: 1048576\n  maxFiles: 3\n");
+    let mesh = Mesh::open(dir.path()).expect("open");
+    query_as(&mesh, sam(), "SELECT count(*) FROM mesh.customer.profiles")
+        .await
+        .expect("sam's query");
+    // Ten failing 900 KB statements by another principal.
+    let junk = format!("SELECT '{}' FROM nowhere", "x".repeat(900 * 1024));
+    for _ in 0..10 {
+        assert!(query_as(&mesh, carl(), &junk).await.is_err());
+    }
+    let records = mesh.audit().expect("audit on").read_all().expect("read");
+    assert!(
+        records.iter().any(|r| r.principal == "sam"),
+        "sam's record was rotated away"
+    );
+    let carl: Vec<_> = records.iter().filter(|r| r.principal == "carl").collect();
+    assert_eq!(carl.len(), 10);
+    for r in carl {
+        assert!(r.statement.len() < 10 * 1024, "{}", r.statement.len());
+        assert!(
+            r.statement.contains("[cut: ") && r.statement.contains("sha256"),
+            "{}",
+            &r.statement[r.statement.len() - 120..]
+        );
+        assert!(r.error.as_ref().is_some_and(|e| e.len() < 5 * 1024));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_file_cut_halfway_loosens_nothing_until_it_has_settled_and_then_says_so() {
+    let dir = copy_of_sample();
+    let path = dir.path().join("domains/customer/policies.yaml");
+    let text = std::fs::read_to_string(&path).expect("policies");
+    // A valid YAML prefix, as a crashed editor or a non-atomic copy leaves it: the restriction,
+    // the masks and the hidden column of the support agents are gone.
+    let cut = &text[..text.find("  - name: support-no-internal-test-accounts").expect("rule")];
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let sql = "SELECT count(*), count(*) FILTER (WHERE country = '--') FROM mesh.customer.profiles";
+    let before = query_as(&mesh, sam(), sql).await.expect("before");
+    let _watch = mesh.watch(std::time::Duration::from_millis(100));
+    std::fs::write(&path, cut).expect("cut the file");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(
+        query_as(&mesh, sam(), sql).await.expect("settling"),
+        before,
+        "loosened before settling"
+    );
+    // Once stable for long enough, the edit is applied — and said out loud.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if query_as(&mesh, sam(), sql).await.expect("after") != before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the settled edit was never applied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let problems = format!(
+        "{:?}",
+        query_as(&mesh, admin(), "SELECT message FROM mesh.system.problems")
+            .await
+            .expect("problems")
+    );
+    assert!(problems.contains("removed restrictions"), "{problems}");
+    for rule in ["support-no-internal-test-accounts", "support-coarse-signup-and-country"] {
+        assert!(problems.contains(rule), "{rule}: {problems}");
+    }
+}

@@ -626,3 +626,159 @@ async fn discover_alone_describes_the_schema() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn a_policy_literal_that_does_not_convert_is_a_refusal_naming_the_rule() {
+    let global = format!(
+        "{EVERYONE_DISCOVERS}
+  - name: bad-date
+    principals: {{ groups: [g] }}
+    resource: order.transactions
+    grant: [select]
+    rowFilter: \"order_date = 'zz' OR false\"
+  - name: bad-like
+    principals: {{ groups: [h] }}
+    resource: order.transactions
+    grant: [select]
+    rowFilter: \"order_date LIKE ${{principal.x}}\"
+"
+    );
+    let mesh = with_policies(&sample_dir(), &global, &[]);
+    for (who, rule) in [("g", "bad-date"), ("h", "bad-like")] {
+        let e = error_of(
+            &mesh,
+            Principal::new(who).with_group(who).with_attribute("x", "2024%"),
+            "SELECT count(*) FROM mesh.order.transactions",
+        )
+        .await;
+        assert_eq!(e.class(), ErrorClass::AccessDenied, "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&format!("'{rule}'")), "{text}");
+        assert!(!text.contains("zz") && !text.contains("Optimizer rule"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn column_ordinals_leave_no_gap_where_a_hidden_column_is() {
+    let mesh = sample_mesh();
+    let rows = query_as(
+        &mesh,
+        sam(),
+        "SELECT ordinal FROM mesh.system.columns WHERE domain = 'customer' AND product = 'profiles' ORDER BY ordinal",
+    )
+    .await
+    .expect("columns");
+    let ordinals: Vec<String> = rows.into_iter().map(|r| r[0].clone()).collect();
+    let expected: Vec<String> = (1..=ordinals.len()).map(|i| i.to_string()).collect();
+    assert_eq!(ordinals, expected);
+}
+
+#[tokio::test]
+async fn a_rule_on_one_port_is_not_dodged_by_time_travel_on_a_sibling_port() {
+    // deltars_events: port `latest` follows the Delta table, `first_commit` is pinned to its
+    // version 0 — the same storage.
+    let global = format!(
+        "{EVERYONE_DISCOVERS}
+  - name: read
+    principals: {{ groups: [g, h] }}
+    resource: \"*\"
+    grant: [select]
+  - name: no-first-commit
+    principals: {{ groups: [g] }}
+    resource: interop.deltars_events:first_commit
+    deny: [select]
+"
+    );
+    let mesh = with_policies(&sample_dir(), &global, &[]);
+    let g = || Principal::new("g").with_group("g");
+    assert!(query_as(
+        &mesh,
+        g(),
+        "SELECT count(*) FROM mesh.interop.deltars_events_first_commit"
+    )
+    .await
+    .is_err());
+    for sql in [
+        "SELECT count(*) FROM mesh.interop.deltars_events_latest FOR VERSION AS OF 0",
+        "SELECT count(*) FROM mesh.interop.\"deltars_events_latest@v0\"",
+    ] {
+        let e = error_of(&mesh, g(), sql).await;
+        assert_eq!(e.class(), ErrorClass::AccessDenied, "{sql}: {e}");
+        assert!(e.to_string().contains("time travel"), "{e}");
+    }
+    // The current version stays readable; a principal with the same access on both ports
+    // travels freely.
+    assert!(
+        query_as(&mesh, g(), "SELECT count(*) FROM mesh.interop.deltars_events_latest")
+            .await
+            .is_ok()
+    );
+    let h = Principal::new("h").with_group("h");
+    query_as(
+        &mesh,
+        h,
+        "SELECT count(*) FROM mesh.interop.deltars_events_latest FOR VERSION AS OF 0",
+    )
+    .await
+    .expect("h travels");
+}
+
+/// Publishes `marketing.<name>` with a contract over `server` (a YAML flow mapping).
+fn publish_marketing_product(dir: &std::path::Path, name: &str, server: &str) {
+    std::fs::write(
+        dir.join(format!("domains/marketing/products/{name}.odps.yaml")),
+        format!("apiVersion: v1.0.0\nkind: DataProduct\nid: urn:dataproduct:marketing:{name}\nname: {name}\nstatus: active\ndomain: marketing\noutputPorts:\n  - {{name: main, version: 1.0.0, contractId: urn:datacontract:marketing:{name}}}\n"),
+    )
+    .expect("descriptor");
+    std::fs::write(
+        dir.join(format!("domains/marketing/contracts/{name}.odcs.yaml")),
+        format!("apiVersion: v3.1.0\nkind: DataContract\nid: urn:datacontract:marketing:{name}\nversion: 1.0.0\nstatus: active\nservers:\n  - {server}\nschema:\n  - name: {name}\n    properties:\n      - {{name: customer_id, logicalType: integer}}\n      - {{name: full_name, logicalType: string}}\n"),
+    )
+    .expect("contract");
+}
+
+#[tokio::test]
+async fn links_and_table_metadata_cannot_reach_another_domains_files() {
+    let dir = copy_of_sample();
+    let d = dir.path();
+    let data = d.join("domains/marketing/data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    // A symbolic link to the customer domain's data directory.
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(d.join("domains/customer/data"), data.join("link")).expect("link");
+    publish_marketing_product(
+        d,
+        "linked",
+        "{server: local, type: local, format: parquet, path: domains/marketing/data/link/profiles.parquet}",
+    );
+    // A Delta log of marketing's own whose add action climbs into the customer domain.
+    let log = data.join("dlt/_delta_log");
+    std::fs::create_dir_all(&log).expect("log dir");
+    let schema = r#"{\"type\":\"struct\",\"fields\":[{\"name\":\"customer_id\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}},{\"name\":\"full_name\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}}]}"#;
+    let size = std::fs::metadata(d.join("domains/customer/data/profiles.parquet"))
+        .expect("file")
+        .len();
+    std::fs::write(
+        log.join("00000000000000000000.json"),
+        format!(
+            "{{\"protocol\":{{\"minReaderVersion\":1,\"minWriterVersion\":2}}}}\n{{\"metaData\":{{\"id\":\"x\",\"format\":{{\"provider\":\"parquet\",\"options\":{{}}}},\"schemaString\":\"{schema}\",\"partitionColumns\":[],\"configuration\":{{}},\"createdTime\":1}}}}\n{{\"add\":{{\"path\":\"../../../customer/data/profiles.parquet\",\"partitionValues\":{{}},\"size\":{size},\"modificationTime\":1,\"dataChange\":true}}}}\n"
+        ),
+    )
+    .expect("log");
+    publish_marketing_product(
+        d,
+        "climbing",
+        "{server: local, type: local, format: delta, path: domains/marketing/data/dlt}",
+    );
+    let mesh = Mesh::open(d).expect("open");
+    for table in ["linked", "climbing"] {
+        let e = query_as(
+            &mesh,
+            carl(),
+            &format!("SELECT count(*), max(full_name) FROM mesh.marketing.{table}"),
+        )
+        .await
+        .expect_err(table);
+        assert!(e.contains("domain `customer`"), "{table}: {e}");
+    }
+}
