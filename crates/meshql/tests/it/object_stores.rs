@@ -322,6 +322,30 @@ async fn store_failures_stay_with_their_product_and_never_show_credentials() {
     assert!(locked.contains("mesh.interop.locked_events is unavailable"), "{locked}");
     assert!(locked.contains("rejected the credentials"), "{locked}");
     assert!(locked.contains("store `locked`"), "{locked}");
+    // A store refusing the credentials (HTTP 403) is an unavailable product, not a policy
+    // refusal: classified by type, whatever the store's message says.
+    let refused = match mesh
+        .session(analyst())
+        .sql("SELECT count(*) FROM mesh.interop.locked_events")
+        .await
+    {
+        Err(e) => e,
+        Ok(q) => q.collect().await.expect_err("locked"),
+    };
+    assert_eq!(refused.class(), meshql::ErrorClass::Unavailable, "{refused}");
+    let outcomes: Vec<String> = mesh
+        .audit()
+        .expect("audit on")
+        .read_all()
+        .expect("read")
+        .into_iter()
+        .filter(|r| r.statement.contains("locked_events"))
+        .map(|r| r.outcome)
+        .collect();
+    assert!(
+        !outcomes.is_empty() && outcomes.iter().all(|o| o == "error"),
+        "{outcomes:?}"
+    );
     assert_eq!(
         query(&mesh, healthy).await,
         n,
