@@ -658,6 +658,7 @@ impl Handlers {
             _ => make(),
         }
         .map_err(status_of)?;
+        let (stream, completed) = bounded_by_deadline(stream, permit, deadline);
         let rx = register(&self.running, &stmt.query_id);
         let registration = Registration {
             running: self.running.clone(),
@@ -674,7 +675,7 @@ impl Handlers {
             deadline,
             timeout_secs: limits.query_timeout.as_secs(),
             cancel: rx,
-            _slot: permit,
+            completed,
             registration,
             principal: caller.principal.id().to_string(),
             started,
@@ -887,12 +888,54 @@ struct Run {
     deadline: tokio::time::Instant,
     timeout_secs: u64,
     cancel: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    /// Set when the query's own stream ended (not cut at its deadline).
+    completed: Arc<std::sync::atomic::AtomicBool>,
     registration: Registration,
     principal: String,
     started: Instant,
     rows: u64,
     done: bool,
+}
+
+/// `stream` driven by a task of its own that holds the query's slot and stops at `deadline`
+/// whatever the client does: a client that stops reading (its stream is then never polled)
+/// cannot keep the slot, nor the query's memory, past the time limit. Batches pass through a
+/// small channel; the flag is set when `stream` itself ended, so that a reader can tell the end
+/// of the result from a cut at the deadline.
+fn bounded_by_deadline(
+    mut stream: SendableRecordBatchStream,
+    slot: OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+) -> (SendableRecordBatchStream, Arc<std::sync::atomic::AtomicBool>) {
+    let completed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = completed.clone();
+    let schema = stream.schema();
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let _slot = slot;
+        loop {
+            let next = tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tx.closed() => return,
+                next = stream.next() => next,
+            };
+            let Some(item) = next else {
+                done.store(true, std::sync::atomic::Ordering::Release);
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return,
+                sent = tx.send(item) => if sent.is_err() { return },
+            }
+        }
+    });
+    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    (
+        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema, batches,
+        )),
+        completed,
+    )
 }
 
 /// Completes when the query is cancelled (never, if the signal goes away).
@@ -915,6 +958,11 @@ impl Run {
                 "query {query_id} exceeded the time limit of {} s", self.timeout_secs
             ))),
             next = self.inner.next() => match next {
+                None if !self.completed.load(std::sync::atomic::Ordering::Acquire) => {
+                    Err(Status::deadline_exceeded(format!(
+                        "query {query_id} exceeded the time limit of {} s", self.timeout_secs
+                    )))
+                }
                 None => {
                     tracing::info!(query_id, principal = %self.principal, rows = self.rows,
                         ms = self.started.elapsed().as_millis() as u64, "query finished");

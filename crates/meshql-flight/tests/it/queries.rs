@@ -579,3 +579,34 @@ async fn large_queries_run_at_low_priority_with_the_same_answers_and_limits() {
         .is_ok());
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_reading_gives_its_slot_back_at_the_deadline() {
+    let server = start(config(
+        "",
+        "limits: {queryTimeout: 2, maxConcurrentQueries: 1, largeQueryRows: 0}\n",
+    ))
+    .await;
+    // A starts a large result, takes its first message and then stops reading (the stream is
+    // kept, never polled again).
+    let mut a = login(&server, "alice").await;
+    let info = a
+        .execute(
+            "SELECT t1.*, t2.* FROM mesh.order.transactions t1, mesh.order.transactions t2".into(),
+            None,
+        )
+        .await
+        .expect("planned");
+    let ticket = info.endpoint[0].ticket.clone().expect("ticket");
+    let mut stalled = a.do_get(ticket).await.expect("started");
+    let _first = stalled.next().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // B waits for the only slot: it gets it when A's time is up, not when A hangs up.
+    let mut b = login(&server, "carl").await;
+    let rows = sql(&mut b, "SELECT count(*) FROM mesh.order.transactions")
+        .await
+        .expect("the bystander is served once the stalled query's time is up");
+    assert_eq!(rows.len(), 1);
+    drop(stalled);
+    server.shutdown().await.unwrap();
+}
