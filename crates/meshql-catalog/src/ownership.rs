@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use datafusion::error::{DataFusionError, Result as DFResult};
+use meshql_contract::mesh::lexically_normal;
 use url::Url;
 
 /// The directories of the mesh's other domains, for one product.
@@ -38,7 +39,7 @@ impl ForeignDirs {
             return Ok(());
         }
         // A file that does not exist (yet) cannot be read either; resolve what exists of it.
-        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| lexical(path));
+        let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| lexically_normal(path));
         match self.dirs.iter().find(|(_, dir)| resolved.starts_with(dir)) {
             None => Ok(()),
             Some((domain, _)) => Err(DataFusionError::Plan(format!(
@@ -57,21 +58,6 @@ impl ForeignDirs {
         }
         self.check_path(table, Path::new(location))
     }
-}
-
-/// `path` with `.` and `..` resolved lexically.
-fn lexical(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other.as_os_str()),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

@@ -133,20 +133,11 @@ impl TableProvider for ParquetTable {
         self.listing.table_type()
     }
 
-    /// At most Inexact: the filters (row filters among them) also stay in the plan above the
-    /// scan, so no reader can let a row through unfiltered. (delta-rs took a filter without
-    /// columns — `carrier = NULL` folded to `NULL` — as an exact partition filter and applied
-    /// none: every row passed a row filter comparing with a missing attribute.)
+    /// At most Inexact ([`crate::store::at_most_inexact`]).
     fn supports_filters_pushdown(&self, filters: &[&Expr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
-        Ok(self
-            .listing
-            .supports_filters_pushdown(filters)?
-            .into_iter()
-            .map(|p| match p {
-                TableProviderFilterPushDown::Exact => TableProviderFilterPushDown::Inexact,
-                other => other,
-            })
-            .collect())
+        Ok(crate::store::at_most_inexact(
+            self.listing.supports_filters_pushdown(filters)?,
+        ))
     }
 
     async fn scan(

@@ -387,6 +387,20 @@ pub fn as_directory(url: &Url) -> Url {
     u
 }
 
+/// A storage reader's filter pushdown answers, with `Exact` lowered to `Inexact`: DataFusion then
+/// evaluates every filter again above the scan, so no reader can let a row through unfiltered
+/// (delta-rs took `carrier = NULL`, folded to a constant, as an exact partition filter and
+/// applied nothing: every row passed a row filter comparing with a missing attribute).
+pub fn at_most_inexact(
+    answers: Vec<datafusion::logical_expr::TableProviderFilterPushDown>,
+) -> Vec<datafusion::logical_expr::TableProviderFilterPushDown> {
+    use datafusion::logical_expr::TableProviderFilterPushDown as P;
+    answers
+        .into_iter()
+        .map(|p| if p == P::Exact { P::Inexact } else { p })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

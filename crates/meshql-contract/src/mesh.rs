@@ -794,22 +794,22 @@ fn location_is_under(location: &str, root: &Path, dir: &Path) -> bool {
     if location.contains("://") {
         return false;
     }
-    let normalise = |p: &Path| -> PathBuf {
-        let mut out = PathBuf::new();
-        for c in p.components() {
-            match c {
-                std::path::Component::ParentDir => {
-                    out.pop();
-                }
-                std::path::Component::CurDir => {}
-                other => out.push(other.as_os_str()),
+    lexically_normal(&root.join(location)).starts_with(lexically_normal(&root.join(dir)))
+}
+
+/// `path` with `.` and `..` resolved on the text alone (no file system access, links kept).
+pub fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
             }
+            std::path::Component::CurDir => {}
+            other => out.push(other.as_os_str()),
         }
-        out
-    };
-    let location = normalise(&root.join(location));
-    let dir = normalise(&root.join(dir));
-    location.starts_with(&dir)
+    }
+    out
 }
 
 fn choose_server<'a>(
