@@ -584,7 +584,7 @@ async fn large_queries_run_at_low_priority_with_the_same_answers_and_limits() {
 async fn a_reader_that_stops_reading_gives_its_slot_back_at_the_deadline() {
     let server = start(config(
         "",
-        "limits: {queryTimeout: 2, maxConcurrentQueries: 1, largeQueryRows: 0}\n",
+        "limits: {queryTimeout: 3, maxConcurrentQueries: 1, largeQueryRows: 0}\n",
     ))
     .await;
     // A starts a large result, takes its first message and then stops reading (the stream is
@@ -600,8 +600,9 @@ async fn a_reader_that_stops_reading_gives_its_slot_back_at_the_deadline() {
     let ticket = info.endpoint[0].ticket.clone().expect("ticket");
     let mut stalled = a.do_get(ticket).await.expect("started");
     let _first = stalled.next().await;
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
-    // B waits for the only slot: it gets it when A's time is up, not when A hangs up.
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    // B waits for the only slot: it gets it when A's time is up (3 s), not when A hangs up; B's
+    // own wait would last until 5 s.
     let mut b = login(&server, "carl").await;
     let rows = sql(&mut b, "SELECT count(*) FROM mesh.order.transactions")
         .await
