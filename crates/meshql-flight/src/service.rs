@@ -1226,11 +1226,20 @@ impl FlightSqlService for Handlers {
     ) -> Result<Response<DoGetStream>, Status> {
         let caller = caller(&req)?;
         let session = self.session(&caller.principal);
-        let keys = match query.db_schema.clone().or_else(|| caller.schema.clone()) {
-            Some(domain) if Handlers::selects_mesh(query.catalog.as_deref()) => {
-                metadata::primary_key(&session, &session.definition(), &domain, &query.table)
-            }
-            _ => Vec::new(),
+        // An omitted catalog or schema means any (Flight SQL): every domain the principal may
+        // discover that has a table of that name.
+        let domains = match query.db_schema.clone() {
+            Some(domain) => vec![domain],
+            None => session.domains(),
+        };
+        let definition = session.definition();
+        let keys: Vec<_> = if Handlers::selects_mesh(query.catalog.as_deref()) {
+            domains
+                .iter()
+                .flat_map(|d| metadata::primary_key(&session, &definition, d, &query.table))
+                .collect()
+        } else {
+            Vec::new()
         };
         Ok(batch_stream(metadata::primary_keys_batch(&keys).map_err(arrow_status)?))
     }

@@ -36,6 +36,10 @@ pub enum Error {
     #[error("{message}")]
     Redacted { class: ErrorClass, message: String },
 
+    /// The statement does not parse: the parser's message, as text.
+    #[error("{0}")]
+    Syntax(String),
+
     /// The statement is beyond meshql's limits (its size, its expressions' size or nesting):
     /// refused before it is parsed. See `crates/meshql/src/limits.rs`.
     #[error("the statement is too large or too deeply nested: {0}")]
@@ -84,6 +88,7 @@ impl Error {
         match self {
             Error::AccessDenied(_) => ErrorClass::AccessDenied,
             Error::NotAllowed(_) => ErrorClass::NotAllowed,
+            Error::Syntax(_) => ErrorClass::InvalidQuery,
             Error::PolicyEvaluation(_) => ErrorClass::PolicyEvaluation,
             Error::Redacted { class, .. } => *class,
             Error::Unavailable(_) | Error::AuditUnavailable { .. } => ErrorClass::Unavailable,
@@ -143,6 +148,11 @@ impl From<DataFusionError> for Error {
         }
         if let Some(unavailable) = find_in::<ProductUnavailable>(&e) {
             return Error::Unavailable(unavailable.clone());
+        }
+        // `SQL error: ParserError("Expected: …")` is the parser's error in Rust's debug form;
+        // its own message reads `sql parser error: Expected: …`.
+        if let DataFusionError::SQL(parser, _) = e.find_root() {
+            return Error::Syntax(parser.to_string());
         }
         Error::DataFusion(e)
     }

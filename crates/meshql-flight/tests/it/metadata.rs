@@ -305,6 +305,18 @@ async fn keys_come_from_the_contracts() {
         .unwrap();
     let pk = concat(fetch(&mut client, info).await.unwrap());
     assert_eq!(strings(&pk, "column_name"), ["order_id"]);
+    // Catalog and schema omitted mean "any" (clients that know only the table name).
+    let info = client
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: None,
+            db_schema: None,
+            table: "transactions".into(),
+        })
+        .await
+        .unwrap();
+    let pk = concat(fetch(&mut client, info).await.unwrap());
+    assert_eq!(strings(&pk, "column_name"), ["order_id"]);
+    assert_eq!(strings(&pk, "db_schema_name"), ["order"]);
 
     let fk_rows = |b: RecordBatch| {
         strings(&b, "pk_db_schema_name")

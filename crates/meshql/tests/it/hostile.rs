@@ -193,3 +193,17 @@ async fn a_policy_file_cut_halfway_loosens_nothing_until_it_has_settled_and_then
         assert!(problems.contains(rule), "{rule}: {problems}");
     }
 }
+
+#[tokio::test]
+async fn syntax_errors_read_as_text() {
+    let mesh = sample_mesh();
+    let e = query_as(&mesh, analyst(), "SELEC 1").await.expect_err("syntax");
+    assert!(
+        e.contains("sql parser error: Expected") && !e.contains("ParserError("),
+        "{e}"
+    );
+    let Err(e) = mesh.session(analyst()).sql("SELECT FROM WHERE").await else {
+        panic!("SELECT FROM WHERE parsed");
+    };
+    assert_eq!(e.class(), ErrorClass::InvalidQuery, "{e}");
+}
