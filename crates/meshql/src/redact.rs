@@ -28,17 +28,16 @@ use crate::governed::Governance;
 pub(crate) struct Redactor {
     governance: Arc<Governance>,
     admin: bool,
-    /// The statement's identifiers, lower-cased.
-    written: Arc<HashSet<String>>,
+    /// The statement, whose identifiers the principal wrote (read only when an error needs it).
+    statement: Arc<str>,
 }
 
 impl Redactor {
     pub fn new(governance: Arc<Governance>, admin: bool, statement: &str) -> Self {
-        let written = identifiers(statement).map(|w| w.to_ascii_lowercase()).collect();
         Redactor {
             governance,
             admin,
-            written: Arc::new(written),
+            statement: Arc::from(statement),
         }
     }
 
@@ -134,7 +133,8 @@ impl Redactor {
                 hidden.insert(name);
             }
         }
-        hidden.retain(|n| words.contains(n) && !visible.contains(n) && !self.written.contains(n));
+        let written: HashSet<String> = identifiers(&self.statement).map(|w| w.to_ascii_lowercase()).collect();
+        hidden.retain(|n| words.contains(n) && !visible.contains(n) && !written.contains(n));
         hidden
     }
 }
