@@ -88,9 +88,13 @@ impl TableProvider for PartitionedIceberg {
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
         let plan = self.inner.scan(state, projection, filters, limit).await?;
         let Some(scan) = plan.as_any().downcast_ref::<IcebergTableScan>() else {
-            // Not the scan this wrapper knows how to spread (a future version may differ):
-            // run it as iceberg-datafusion planned it.
-            return Ok(plan);
+            // Not the scan this wrapper knows (iceberg-datafusion 0.10 always plans one): its
+            // data files could not be checked against other domains' directories, so it is not
+            // run (fail closed; revisit on an iceberg upgrade).
+            return Err(datafusion::error::DataFusionError::Plan(format!(
+                "{}: the Iceberg reader planned a scan meshql cannot check, so it is not served",
+                self.table
+            )));
         };
         let tasks = plan_files(scan).await?;
         for task in &tasks {
