@@ -25,6 +25,7 @@
 
 pub mod audit;
 mod check;
+mod checked;
 pub mod compact;
 mod error;
 mod governed;

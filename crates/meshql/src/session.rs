@@ -110,12 +110,17 @@ impl Bound {
             .with_config(config)
             .with_runtime_env(mesh.runtime().clone())
             .with_default_features()
-            .with_analyzer_rules(analyzer_rules())
+            .with_analyzer_rules({
+                let mut rules = analyzer_rules();
+                rules.push(Arc::new(crate::checked::CheckedArithmetic));
+                rules
+            })
             .with_optimizer_rules(optimizer_rules())
             .with_query_planner(Arc::new(GovernedQueryPlanner))
             .with_physical_optimizer_rule(Arc::new(crate::compact::CompactBuildSides))
             .build();
         let ctx = SessionContext::new_with_state(state);
+        ctx.register_udaf(crate::checked::CheckedSum::udaf());
         let governance = Arc::new(Governance::new(
             snapshot.catalog.clone(),
             snapshot.policies.clone(),

@@ -207,3 +207,133 @@ async fn syntax_errors_read_as_text() {
     };
     assert_eq!(e.class(), ErrorClass::InvalidQuery, "{e}");
 }
+
+/// The exact result of an integer query, as meshql must give it: the value, or an overflow
+/// error when it does not fit 64 bits.
+fn exact(v: i128) -> Result<String, ()> {
+    i64::try_from(v).map(|v| v.to_string()).map_err(|_| ())
+}
+
+/// What meshql answered: the one value, or `Err` for an overflow error (any other error fails).
+async fn one_value(mesh: &Mesh, sql: &str) -> Result<String, ()> {
+    match outcome(mesh, sql).await {
+        Ok(rows) => Ok(rows.concat().join(",")),
+        Err(e) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("Overflow") || text.contains("overflow"),
+                "{sql}: not an overflow error: {text}"
+            );
+            Ok::<(), ()>(()).and(Err(()))
+        }
+    }
+}
+
+#[test]
+fn integer_arithmetic_and_sums_never_wrap() {
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        let max = i64::MAX;
+        for (sql, expected) in [
+            (format!("SELECT {max} + 1"), Err(())),
+            (format!("SELECT -{max} - 2"), Err(())),
+            (format!("SELECT {max} * 2"), Err(())),
+            (format!("SELECT -(-{max} - 1)"), Err(())),
+            (format!("SELECT {max} - 1 + 1"), Ok(max.to_string())),
+            ("SELECT 2 + 3 * 4 - 1".to_string(), Ok("13".to_string())),
+            // Columns of a product, in a filter and in a projection.
+            (
+                format!("SELECT count(*) FROM mesh.customer.profiles WHERE customer_id * {} > 0", max / 2),
+                Err(()),
+            ),
+            (
+                "SELECT sum(customer_id * 2 - 1) FROM mesh.customer.profiles WHERE customer_id <= 3".into(),
+                Ok("9".into()),
+            ),
+            // Aggregates: plain, grouped, window.
+            (
+                format!("SELECT sum(x) FROM (VALUES ({max}), ({max}), ({max}), ({max}), ({max}), ({max}), ({max}), ({max}), ({max}), ({max})) t(x)"),
+                Err(()),
+            ),
+            (
+                format!("SELECT max(s) FROM (SELECT g, sum(x) AS s FROM (VALUES (1, {max}), (1, 1), (2, 5)) t(g, x) GROUP BY g)"),
+                Err(()),
+            ),
+            (
+                format!("SELECT max(s) FROM (SELECT sum(x) OVER (ORDER BY i ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s FROM (VALUES (1, {max}), (2, -{max}), (3, {max}), (4, -1)) t(i, x))"),
+                Ok(max.to_string()),
+            ),
+            (
+                format!("SELECT max(s) FROM (SELECT sum(x) OVER (ORDER BY i ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS s FROM (VALUES (1, {max}), (2, 1)) t(i, x))"),
+                Err(()),
+            ),
+            // Smaller integer types are summed as 64 bits, as before.
+            ("SELECT sum(CAST(x AS TINYINT)) FROM (VALUES (100), (100)) t(x)".into(), Ok("200".into())),
+        ] {
+            assert_eq!(one_value(&mesh, &sql).await, expected, "{sql}");
+        }
+        // Column names are the operators', as without the checks.
+        let result = mesh
+            .session(analyst())
+            .sql("SELECT 1 + 2, -customer_id FROM mesh.customer.profiles LIMIT 1")
+            .await
+            .expect("plans");
+        let names: Vec<String> = result.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["Int64(1) + Int64(2)", "(- mesh.customer.profiles.customer_id)"]);
+        bystander_answers(&mesh).await;
+    });
+}
+
+mod generated {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Integers that overflow when added: mostly near the ends of the range.
+    fn value() -> impl Strategy<Value = i64> {
+        prop_oneof![
+            -1000i64..1000,
+            (i64::MAX - 1000)..=i64::MAX,
+            i64::MIN..=(i64::MIN + 1000),
+            any::<i64>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Sums (plain and grouped) and pairwise arithmetic against 128-bit arithmetic: the
+        /// exact value when it fits 64 bits, an overflow error when it does not.
+        #[test]
+        fn integer_results_match_exact_arithmetic(values in proptest::collection::vec((0u8..3, value()), 1..12)) {
+            let rows: Vec<String> = values.iter().map(|(g, v)| format!("({g}, CAST({v} AS BIGINT))")).collect();
+            let table = format!("(VALUES {}) t(g, x)", rows.join(", "));
+            let total: i128 = values.iter().map(|(_, v)| *v as i128).sum();
+            let (a, b) = (values[0].1, values[values.len() - 1].1);
+            let cases = vec![
+                (format!("SELECT sum(x) FROM {table}"), exact(total)),
+                (format!("SELECT x + y FROM (SELECT CAST({a} AS BIGINT) AS x, CAST({b} AS BIGINT) AS y)"), exact(a as i128 + b as i128)),
+                (format!("SELECT x - y FROM (SELECT CAST({a} AS BIGINT) AS x, CAST({b} AS BIGINT) AS y)"), exact(a as i128 - b as i128)),
+                (format!("SELECT x * y FROM (SELECT CAST({a} AS BIGINT) AS x, CAST({b} AS BIGINT) AS y)"), exact(a as i128 * b as i128)),
+            ];
+            let mut groups: std::collections::BTreeMap<u8, i128> = Default::default();
+            for (g, v) in &values {
+                *groups.entry(*g).or_default() += *v as i128;
+            }
+            // A grouped sum fails if any group's sum overflows (whichever group is computed).
+            let grouped = if groups.values().all(|s| i64::try_from(*s).is_ok()) {
+                Ok(groups.values().map(|s| s.to_string()).collect::<Vec<_>>().join(","))
+            } else {
+                Err(())
+            };
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                for (sql, expected) in cases {
+                    assert_eq!(one_value(&mesh, &sql).await, expected, "{sql}");
+                }
+                let sql = format!("SELECT sum(x) FROM {table} GROUP BY g ORDER BY g");
+                assert_eq!(one_value(&mesh, &sql).await, grouped, "{sql}");
+            });
+        }
+    }
+}
