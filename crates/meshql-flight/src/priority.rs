@@ -1,6 +1,15 @@
-//! Large queries at lower CPU priority, so small ones stay fast under load.
+//! Where queries run: threads of their own, apart from the ones answering calls, and large
+//! queries at lower CPU priority.
 //!
-//! DataFusion runs every query's operators as tasks on the same tokio workers, first come first
+//! Planning and running a query is CPU work that DataFusion does not always interrupt (a long
+//! expression's planning, an accumulator's inner loop). On the threads that also accept
+//! connections and answer handshakes and metadata calls, a few such queries would stop the
+//! server answering anyone. So every statement is planned and run on the query runtime, whose
+//! threads only do that; the server's own runtime stays free for calls, and a query past its
+//! time limit is abandoned there (its client is answered at the deadline and its stream is
+//! dropped, which stops it at its next await point).
+//!
+//! DataFusion runs every query's operators as tasks on the same workers, first come first
 //! served: with eight clients mixing point lookups and `lineitem` scans on two cores, a lookup
 //! that takes 10 ms alone waited behind the scans' tasks for 70 ms (p50) to 500 ms (p99). A
 //! query expected to read more than `limits.largeQueryRows` rows is therefore executed on a
@@ -8,95 +17,102 @@
 //! normal-priority threads whenever those have work, and all of it to them otherwise, so a
 //! large query alone runs as fast as before.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use datafusion::common::stats::Precision;
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::ExecutionPlan;
-use futures::StreamExt;
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::{mpsc, oneshot};
 
 /// The nice value of the low-priority threads: weight 110 against 1024 for normal threads
 /// (about 1:10 while both want the CPU).
 const NICE: i32 = 10;
 
-/// The runtime large queries run on.
-pub struct LowPriority {
-    runtime: Option<Runtime>,
+/// The runtimes queries are planned and run on.
+pub struct QueryThreads {
+    normal: Option<Runtime>,
+    low: Option<Runtime>,
 }
 
-impl LowPriority {
-    /// A runtime of `threads` workers at lower priority.
-    pub fn new(threads: usize) -> std::io::Result<LowPriority> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads.max(1))
-            .thread_name("meshql-large-query")
-            .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
-            .on_thread_start(lower_this_thread)
-            .enable_all()
-            .build()?;
-        Ok(LowPriority { runtime: Some(runtime) })
-    }
-
-    fn handle(&self) -> Option<&Handle> {
-        self.runtime.as_ref().map(Runtime::handle)
-    }
-
-    /// `make`'s stream, created and driven on the low-priority runtime (DataFusion spawns an
-    /// operator's tasks on the runtime that executes or first polls it); its batches are
-    /// passed back as they come. Dropping the returned stream stops the query there too.
-    pub async fn run<F>(&self, make: F) -> Result<SendableRecordBatchStream, meshql::Error>
-    where
-        F: FnOnce() -> Result<SendableRecordBatchStream, meshql::Error> + Send + 'static,
-    {
-        let Some(handle) = self.handle() else {
-            return make();
-        };
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (tx, mut rx) = mpsc::channel(2);
-        handle.spawn(async move {
-            let mut stream = match make() {
-                Ok(s) => {
-                    let _ = ready_tx.send(Ok(s.schema()));
-                    s
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            loop {
-                tokio::select! {
-                    // The reader went away (finished, cancelled, timed out): stop computing now,
-                    // not when the next batch is ready.
-                    _ = tx.closed() => break,
-                    next = stream.next() => match next {
-                        Some(item) => {
-                            if tx.send(item).await.is_err() {
-                                break;
-                            }
-                        }
-                        None => break,
-                    },
-                }
+impl QueryThreads {
+    /// `threads` workers for queries, and as many at low priority if `low_priority`.
+    pub fn new(threads: usize, low_priority: bool) -> std::io::Result<QueryThreads> {
+        let build = |name: &str, low: bool| {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder
+                .worker_threads(threads.max(1))
+                .thread_name(name)
+                .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
+                .enable_all();
+            if low {
+                builder.on_thread_start(lower_this_thread);
             }
-        });
-        let schema = ready_rx.await.map_err(|_| {
-            meshql::Error::DataFusion(datafusion::error::DataFusionError::Execution(
-                "the large-query runtime stopped".into(),
-            ))
-        })??;
-        let batches = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+            builder.build()
+        };
+        Ok(QueryThreads {
+            normal: Some(build("meshql-query", false)?),
+            low: if low_priority {
+                Some(build("meshql-large-query", true)?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The runtime for planning and for queries of normal priority.
+    pub fn normal(&self) -> Handle {
+        self.normal
+            .as_ref()
+            .map_or_else(Handle::current, |r| r.handle().clone())
+    }
+
+    /// The runtime for large queries (none when they run at normal priority).
+    pub fn low(&self) -> Option<Handle> {
+        self.low.as_ref().map(|r| r.handle().clone())
+    }
+
+    /// Runs `work` (a statement's planning) on a thread of its own of the query runtime, waiting
+    /// for it at most until `deadline`; past it, `late` is returned and the work is left to end
+    /// on its own.
+    pub async fn run<T, E>(
+        &self,
+        work: impl Future<Output = Result<T, E>> + Send + 'static,
+        deadline: tokio::time::Instant,
+        late: impl FnOnce() -> E,
+        lost: impl FnOnce(String) -> E,
+    ) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let task = self.normal().spawn(on_own_thread(work));
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(lost(e.to_string())),
+            Err(_) => Err(late()),
+        }
     }
 }
 
-impl Drop for LowPriority {
+/// Runs `work` to completion on a thread of the runtime's blocking pool, and waits for it.
+///
+/// Planning is CPU work DataFusion does not interrupt: planning a 100,000-value `IN` list
+/// takes seconds in a debug build. On the runtime's workers, two such statements would keep
+/// every other query's planning waiting; on threads of their own the kernel shares the cores
+/// between them all, so a lookup is planned in its few milliseconds whatever else is planned.
+pub async fn on_own_thread<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> T {
+    let handle = Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(work)).await {
+        Ok(out) => out,
+        // The work panicked: let it go on unwinding here (the server catches panics per call).
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+impl Drop for QueryThreads {
     fn drop(&mut self) {
-        // Dropping a runtime from async code would panic; its threads stop on their own.
-        if let Some(rt) = self.runtime.take() {
+        // Dropping a runtime from async code would panic; their threads stop on their own.
+        for rt in [self.normal.take(), self.low.take()].into_iter().flatten() {
             rt.shutdown_background();
         }
     }
@@ -131,7 +147,6 @@ pub fn rows_read(plan: &Arc<dyn ExecutionPlan>) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use arrow::array::{Int64Array, RecordBatch};
@@ -144,64 +159,49 @@ mod tests {
         Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]))
     }
 
-    /// An endless stream of one-row batches counting how often it was polled for one, each
-    /// naming the thread and its nice value it was produced on.
-    fn endless(polls: Arc<AtomicUsize>) -> SendableRecordBatchStream {
-        let batches = futures::stream::unfold(polls, |polls| async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            let n = polls.fetch_add(1, Ordering::SeqCst) as i64;
-            let batch = RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![n]))]);
-            Some((batch.map_err(Into::into), polls))
-        });
-        Box::pin(RecordBatchStreamAdapter::new(schema(), batches))
-    }
-
     #[tokio::test]
-    async fn large_queries_run_on_lower_priority_threads_and_stop_with_their_reader() {
-        let low = LowPriority::new(2).unwrap();
-        let seen = Arc::new(std::sync::Mutex::new(None));
-        let polls = Arc::new(AtomicUsize::new(0));
-        let (seen2, polls2) = (seen.clone(), polls.clone());
-        let mut stream = low
-            .run(move || {
-                let thread = std::thread::current().name().map(str::to_string);
-                #[cfg(target_os = "linux")]
-                // SAFETY: reads the calling thread's nice value.
-                let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-                #[cfg(not(target_os = "linux"))]
-                let nice = NICE;
-                *seen2.lock().unwrap() = Some((thread, nice));
-                Ok(endless(polls2))
-            })
+    async fn queries_run_on_their_own_threads_large_ones_at_lower_priority() {
+        let threads = QueryThreads::new(2, true).unwrap();
+        let where_ = || {
+            let thread = std::thread::current().name().map(str::to_string);
+            #[cfg(target_os = "linux")]
+            // SAFETY: reads the calling thread's nice value.
+            let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            #[cfg(not(target_os = "linux"))]
+            let nice = 0;
+            (thread, nice)
+        };
+        let far = tokio::time::Instant::now() + Duration::from_secs(30);
+        let normal = threads
+            .run(
+                async move { Ok::<_, String>(where_()) },
+                far,
+                || "late".to_string(),
+                |e| e,
+            )
             .await
             .unwrap();
-        for expected in 0..3 {
-            let batch = stream.next().await.unwrap().unwrap();
-            assert_eq!(
-                batch.column(0).as_ref(),
-                &Int64Array::from(vec![expected]) as &dyn arrow::array::Array
-            );
-        }
-        let (thread, nice) = seen.lock().unwrap().clone().unwrap();
-        assert_eq!(thread.as_deref(), Some("meshql-large-query"));
-        assert_eq!(nice, NICE);
-        // Walking away stops the query on the other runtime.
-        drop(stream);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let stopped_at = polls.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            polls.load(Ordering::SeqCst),
-            stopped_at,
-            "still running after its reader left"
-        );
-        // A query that cannot start reports why.
-        let e = low
-            .run(|| Err(meshql::Error::NotAllowed("no".into())))
-            .await
-            .err()
-            .unwrap();
-        assert!(matches!(e, meshql::Error::NotAllowed(_)), "{e}");
+        assert_eq!(normal.0.as_deref(), Some("meshql-query"));
+        let low = threads.low().unwrap().spawn(async move { where_() }).await.unwrap();
+        assert_eq!(low.0.as_deref(), Some("meshql-large-query"));
+        #[cfg(target_os = "linux")]
+        assert_eq!((normal.1, low.1), (0, NICE));
+        // Work that outlives its deadline is answered at the deadline, and does not hold up
+        // the caller's runtime while it burns a query thread.
+        let started = std::time::Instant::now();
+        let busy = threads
+            .run(
+                async {
+                    std::thread::sleep(Duration::from_secs(2));
+                    Ok::<_, String>(())
+                },
+                tokio::time::Instant::now() + Duration::from_millis(200),
+                || "late".to_string(),
+                |e| e,
+            )
+            .await;
+        assert_eq!(busy, Err("late".to_string()));
+        assert!(started.elapsed() < Duration::from_secs(2), "waited for the work");
     }
 
     #[tokio::test]

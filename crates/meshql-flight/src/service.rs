@@ -50,7 +50,7 @@ use crate::auth::{is_basic, unix_now, Authenticator};
 use crate::auth::{GateRefusal, LoginGate};
 use crate::config::ServerConfig;
 use crate::metadata::{self, filter_like};
-use crate::priority::{self, LowPriority};
+use crate::priority::{self, QueryThreads};
 use crate::proto::{self, SessionCookie};
 use crate::results::{decode_parameters, encode_parameters, Shaper};
 use crate::session_options::{
@@ -122,8 +122,8 @@ pub struct Handlers {
     /// Query ids cancelled before (or while) running, with when the entry can be forgotten.
     cancelled: Mutex<HashMap<String, i64>>,
     slots: Arc<Semaphore>,
-    /// Where large queries run (none when `limits.largeQueryRows` is 0).
-    low_priority: Option<LowPriority>,
+    /// Where queries are planned and run, large ones at low priority.
+    threads: QueryThreads,
     /// Bounds the cost of password logins.
     logins: LoginGate,
 }
@@ -137,15 +137,9 @@ impl MeshFlightService {
         let sql_info = metadata::sql_info(config.limits.query_timeout)?;
         let xdbc = metadata::xdbc_type_info()?;
         let slots = Arc::new(Semaphore::new(config.limits.max_concurrent_queries.max(1)));
-        let low_priority = if config.limits.large_query_rows > 0 {
-            let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-            Some(
-                LowPriority::new(threads)
-                    .map_err(|e| FlightError::Config(format!("cannot start the large-query threads: {e}")))?,
-            )
-        } else {
-            None
-        };
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = QueryThreads::new(cores, config.limits.large_query_rows > 0)
+            .map_err(|e| FlightError::Config(format!("cannot start the query threads: {e}")))?;
         Ok(MeshFlightService {
             h: Arc::new(Handlers {
                 logins: LoginGate::new(
@@ -163,7 +157,7 @@ impl MeshFlightService {
                 running: Arc::new(Mutex::new(HashMap::new())),
                 cancelled: Mutex::new(HashMap::new()),
                 slots,
-                low_priority,
+                threads,
             }),
         })
     }
@@ -499,21 +493,23 @@ impl Handlers {
     }
 
     /// Plans `stmt` for the caller, with its bound parameters. Policies apply as of now.
+    /// Plans `stmt` for the caller, on the query threads (a statement's planning is CPU work
+    /// that must not hold up the threads answering calls), within the query time limit.
     async fn plan(&self, caller: &Caller, stmt: &proto::Statement) -> Result<QueryResult, Status> {
         let session = self.session(&caller.principal);
-        let schema = (!stmt.default_schema.is_empty()).then_some(stmt.default_schema.as_str());
-        let options = SqlOptions {
-            default_schema: schema.map(str::to_string),
-            query_id: (!stmt.query_id.is_empty()).then(|| stmt.query_id.clone()),
-        };
-        let query = session.sql_with(&stmt.sql, &options).await.map_err(status_of)?;
-        let values = decode_parameters(&stmt.parameters)
-            .map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
-        if values.is_empty() {
-            Ok(query)
-        } else {
-            query.with_params(values).map_err(status_of)
-        }
+        let stmt = stmt.clone();
+        let deadline = tokio::time::Instant::now() + self.config.limits.query_timeout;
+        let work = async move { plan_statement(&session, &stmt).await }.instrument(Span::current());
+        self.threads
+            .run(work, deadline, || self.planning_too_long(), planning_lost)
+            .await
+    }
+
+    fn planning_too_long(&self) -> Status {
+        Status::deadline_exceeded(format!(
+            "planning the query took longer than the time limit of {} s",
+            self.config.limits.query_timeout.as_secs()
+        ))
     }
 
     fn shaper(&self, schema: &Schema) -> Shaper {
@@ -621,44 +617,35 @@ impl Handlers {
                 )))
             }
         };
-        let query = self.plan(&caller, &stmt).await?;
-        let shaper = self.shaper(&query.schema());
-        let runnable = query
-            .into_runnable(Some(limits.memory_per_query))
-            .await
-            .map_err(status_of)?;
-        let mine: Option<Vec<usize>> = if stmt.endpoints > 1 {
-            // One endpoint of several: the plan must still have the partitions, files and
-            // byte ranges the ticket was issued for.
-            let partitions = runnable.independent_partitions();
-            if partitions != stmt.plan_partitions as usize || runnable.fingerprint()[..] != stmt.fingerprint[..] {
-                return Err(Status::failed_precondition(
-                    "the data of this query changed since its endpoints were issued (a new commit, a \
-                     changed policy or configuration): run the query again",
-                ));
-            }
-            Some(
-                (stmt.endpoint as usize..partitions)
-                    .step_by(stmt.endpoints as usize)
-                    .collect(),
-            )
-        } else {
-            None
+        // Planned and run on the query threads by a task that holds the slot until the query
+        // stops, whatever the client does: one that stops reading cannot keep the slot, nor
+        // the query's memory, past the time limit.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        let completed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let query = Query {
+            session: self.session(&caller.principal),
+            stmt: stmt.clone(),
+            memory: limits.memory_per_query,
+            large_query_rows: limits.large_query_rows,
+            low: self.threads.low(),
+            deadline,
+            slot: permit,
+            completed: completed.clone(),
         };
-        let rows = priority::rows_read(runnable.plan());
-        let make = move || match mine {
-            Some(mine) => runnable.stream_partitions(&mine),
-            None => runnable.stream(),
+        self.threads
+            .normal()
+            .spawn(query.run(ready_tx, tx).instrument(Span::current()));
+        let schema = match tokio::time::timeout_at(deadline, ready_rx).await {
+            Ok(Ok(ready)) => ready?,
+            Ok(Err(_)) => return Err(planning_lost("it stopped before the query started".into())),
+            Err(_) => return Err(self.planning_too_long()),
         };
-        let stream = match &self.low_priority {
-            Some(low) if rows > limits.large_query_rows => {
-                tracing::debug!(rows, "large query: running at low priority");
-                low.run(make).await
-            }
-            _ => make(),
-        }
-        .map_err(status_of)?;
-        let (stream, completed) = bounded_by_deadline(stream, permit, deadline);
+        let shaper = self.shaper(&schema);
+        let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+        let stream: SendableRecordBatchStream = Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, batches),
+        );
         let rx = register(&self.running, &stmt.query_id);
         let registration = Registration {
             running: self.running.clone(),
@@ -861,6 +848,27 @@ fn register(running: &Running, query_id: &str) -> watch::Receiver<bool> {
     entry.0.subscribe()
 }
 
+/// Plans `stmt` in `session`, with its bound parameters.
+async fn plan_statement(session: &Session, stmt: &proto::Statement) -> Result<QueryResult, Status> {
+    let schema = (!stmt.default_schema.is_empty()).then_some(stmt.default_schema.as_str());
+    let options = SqlOptions {
+        default_schema: schema.map(str::to_string),
+        query_id: (!stmt.query_id.is_empty()).then(|| stmt.query_id.clone()),
+    };
+    let query = session.sql_with(&stmt.sql, &options).await.map_err(status_of)?;
+    let values =
+        decode_parameters(&stmt.parameters).map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
+    if values.is_empty() {
+        Ok(query)
+    } else {
+        query.with_params(values).map_err(status_of)
+    }
+}
+
+fn planning_lost(why: String) -> Status {
+    Status::internal(format!("the query's planning task ended abnormally: {why}"))
+}
+
 /// Unregisters an execution when its stream ends or is dropped.
 struct Registration {
     running: Running,
@@ -897,22 +905,124 @@ struct Run {
     done: bool,
 }
 
-/// `stream` driven by a task of its own that holds the query's slot and stops at `deadline`
-/// whatever the client does: a client that stops reading (its stream is then never polled)
-/// cannot keep the slot, nor the query's memory, past the time limit. Batches pass through a
-/// small channel; the flag is set when `stream` itself ended, so that a reader can tell the end
-/// of the result from a cut at the deadline.
-fn bounded_by_deadline(
-    mut stream: SendableRecordBatchStream,
+/// A query to plan and run on the query threads, by a task of its own that holds the query's
+/// slot and stops at `deadline` whatever the client does.
+struct Query {
+    session: Session,
+    stmt: proto::Statement,
+    memory: usize,
+    large_query_rows: usize,
+    /// The low-priority runtime, if large queries go there.
+    low: Option<tokio::runtime::Handle>,
+    deadline: tokio::time::Instant,
+    slot: OwnedSemaphorePermit,
+    /// Set when the query's own stream ended (not cut at its deadline), so that a reader can
+    /// tell the end of the result from a cut.
+    completed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type Batches = tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>;
+
+impl Query {
+    /// Plans the query, says whether it could start (with its schema), then passes its
+    /// batches through `tx` until it ends, the reader goes away or the deadline passes.
+    async fn run(self, ready: tokio::sync::oneshot::Sender<Result<SchemaRef, Status>>, tx: Batches) {
+        let deadline = self.deadline;
+        let (session, stmt, memory) = (self.session.clone(), self.stmt.clone(), self.memory);
+        let planned = tokio::time::timeout_at(
+            deadline,
+            priority::on_own_thread(async move { plan_runnable(&session, &stmt, memory).await }),
+        )
+        .await;
+        let (runnable, mine, schema) = match planned {
+            Ok(Ok(p)) => p,
+            Ok(Err(status)) => {
+                let _ = ready.send(Err(status));
+                return;
+            }
+            // The caller answered at the deadline already.
+            Err(_) => return,
+        };
+        let rows = priority::rows_read(runnable.plan());
+        let make = move || match mine {
+            Some(mine) => runnable.stream_partitions(&mine),
+            None => runnable.stream(),
+        };
+        let pump = Pump {
+            slot: self.slot,
+            deadline,
+            completed: self.completed,
+        };
+        match self.low {
+            Some(low) if self.large_query_rows > 0 && rows > self.large_query_rows => {
+                tracing::debug!(rows, "large query: running at low priority");
+                // DataFusion spawns an operator's tasks on the runtime that executes or first
+                // polls it: the stream is made and driven there.
+                low.spawn(pump.run(make, schema, ready, tx).instrument(Span::current()));
+            }
+            _ => pump.run(make, schema, ready, tx).await,
+        }
+    }
+}
+
+/// Plans `stmt` down to what runs, with at most `memory` bytes for its operators: the plan,
+/// the partitions this endpoint runs (all if `None`) and the result's schema.
+async fn plan_runnable(
+    session: &Session,
+    stmt: &proto::Statement,
+    memory: usize,
+) -> Result<(meshql::Runnable, Option<Vec<usize>>, SchemaRef), Status> {
+    let query = plan_statement(session, stmt).await?;
+    let schema = query.schema();
+    let runnable = query.into_runnable(Some(memory)).await.map_err(status_of)?;
+    let mine = if stmt.endpoints > 1 {
+        // One endpoint of several: the plan must still have the partitions, files and
+        // byte ranges the ticket was issued for.
+        let partitions = runnable.independent_partitions();
+        if partitions != stmt.plan_partitions as usize || runnable.fingerprint()[..] != stmt.fingerprint[..] {
+            return Err(Status::failed_precondition(
+                "the data of this query changed since its endpoints were issued (a new commit, a \
+                 changed policy or configuration): run the query again",
+            ));
+        }
+        Some(
+            (stmt.endpoint as usize..partitions)
+                .step_by(stmt.endpoints as usize)
+                .collect(),
+        )
+    } else {
+        None
+    };
+    Ok((runnable, mine, schema))
+}
+
+/// Drives a query's stream into the channel its reader takes batches from.
+struct Pump {
     slot: OwnedSemaphorePermit,
     deadline: tokio::time::Instant,
-) -> (SendableRecordBatchStream, Arc<std::sync::atomic::AtomicBool>) {
-    let completed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done = completed.clone();
-    let schema = stream.schema();
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(async move {
-        let _slot = slot;
+    completed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pump {
+    async fn run(
+        self,
+        make: impl FnOnce() -> Result<SendableRecordBatchStream, meshql::Error>,
+        schema: SchemaRef,
+        ready: tokio::sync::oneshot::Sender<Result<SchemaRef, Status>>,
+        tx: Batches,
+    ) {
+        let _slot = self.slot;
+        let deadline = self.deadline;
+        let mut stream = match make() {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = ready.send(Err(status_of(e)));
+                return;
+            }
+        };
+        if ready.send(Ok(schema)).is_err() {
+            return;
+        }
         loop {
             let next = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
@@ -920,7 +1030,7 @@ fn bounded_by_deadline(
                 next = stream.next() => next,
             };
             let Some(item) = next else {
-                done.store(true, std::sync::atomic::Ordering::Release);
+                self.completed.store(true, std::sync::atomic::Ordering::Release);
                 return;
             };
             tokio::select! {
@@ -928,14 +1038,7 @@ fn bounded_by_deadline(
                 sent = tx.send(item) => if sent.is_err() { return },
             }
         }
-    });
-    let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (
-        Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
-            schema, batches,
-        )),
-        completed,
-    )
+    }
 }
 
 /// Completes when the query is cancelled (never, if the signal goes away).

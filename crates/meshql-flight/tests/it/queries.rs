@@ -611,3 +611,63 @@ async fn a_reader_that_stops_reading_gives_its_slot_back_at_the_deadline() {
     drop(stalled);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_bound_queries_stop_at_their_deadline_while_calls_and_lookups_go_on() {
+    let server = start(config(
+        "",
+        "limits: {queryTimeout: 2, maxConcurrentQueries: 5, largeQueryRows: 0}\n",
+    ))
+    .await;
+    // Four clients start queries that would compute for far longer than the time limit.
+    let mut heavy = Vec::new();
+    for _ in 0..4 {
+        let mut client = login(&server, "alice").await;
+        heavy.push(tokio::spawn(async move {
+            sql(
+                &mut client,
+                "SELECT cardinality(array_agg(a.value)) FROM generate_series(1, 200000000) a",
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Meanwhile a new client connects, logs in, looks up tables and runs a lookup.
+    let bystander = async {
+        let mut b = login(&server, "carl").await;
+        let tables = b
+            .get_tables(arrow_flight::sql::CommandGetTables {
+                db_schema_filter_pattern: Some("order".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("GetTables planned");
+        fetch(&mut b, tables).await.expect("GetTables answered");
+        sql(
+            &mut b,
+            "SELECT count(*) FROM mesh.order.transactions WHERE order_id = 1",
+        )
+        .await
+        .expect("the lookup answers")
+    };
+    let rows = tokio::time::timeout(std::time::Duration::from_secs(30), bystander)
+        .await
+        .expect("the bystander was answered while the heavy queries ran");
+    assert_eq!(rows.len(), 1);
+    for h in heavy {
+        let e = h.await.unwrap().expect_err("stopped at the deadline");
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    }
+    // Their slots are free again: five queries at once each get one.
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        let mut client = login(&server, "alice").await;
+        after.push(tokio::spawn(async move {
+            sql(&mut client, "SELECT count(*) FROM mesh.order.transactions").await
+        }));
+    }
+    for h in after {
+        h.await.unwrap().expect("served");
+    }
+    server.shutdown().await.unwrap();
+}
