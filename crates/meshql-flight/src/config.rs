@@ -243,6 +243,11 @@ pub struct Limits {
     /// Memory one query's operators may hold (bytes, or with a unit: `512MiB`, `2GiB`).
     #[serde(default = "default_memory", deserialize_with = "bytes")]
     pub memory_per_query: usize,
+    /// Memory all running queries' operators may hold together (bytes or with a unit); a query
+    /// that would go beyond fails with RESOURCE_EXHAUSTED (its sorts and joins spill first).
+    /// Default: three quarters of the machine's memory (or of the container's limit).
+    #[serde(default = "default_memory_total", deserialize_with = "bytes")]
+    pub memory_total: usize,
     /// Wall-clock limit of one query, from the first DoGet until its last batch.
     #[serde(default = "default_timeout", with = "seconds")]
     pub query_timeout: Duration,
@@ -269,6 +274,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             memory_per_query: default_memory(),
+            memory_total: default_memory_total(),
             query_timeout: default_timeout(),
             max_concurrent_queries: default_concurrency(),
             large_query_rows: default_large_query_rows(),
@@ -284,6 +290,10 @@ fn default_concurrent_logins() -> usize {
 
 fn default_failed_logins() -> u32 {
     20
+}
+
+fn default_memory_total() -> usize {
+    meshql::memory::available_memory().map_or(8 << 30, |m| m / 4 * 3)
 }
 
 fn default_memory() -> usize {

@@ -102,6 +102,7 @@ pub async fn serve(mesh: Mesh, config: ServerConfig) -> Result<RunningServer, Fl
         }
     };
     let auth = Authenticator::new(&config.auth, signer)?;
+    meshql::memory::set_process_limit(config.limits.memory_total);
     if config.auth.users.is_empty()
         && config.auth.service_tokens.is_empty()
         && config.auth.jwt.is_none()

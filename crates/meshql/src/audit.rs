@@ -42,7 +42,9 @@ pub struct AuditRecord {
     /// Names of the policy rules that shaped the result (filters, masks).
     #[serde(default)]
     pub policies: Vec<String>,
-    /// `ok`, `denied`, `error`, `cancelled`.
+    /// `ok`, `denied`, `error`, `cancelled`; `started` for a query whose first rows were
+    /// delivered and whose end was never recorded (the process stopped, or the trail could not
+    /// be written when it ended).
     pub outcome: String,
     #[serde(default)]
     pub error: Option<String>,
@@ -104,13 +106,37 @@ impl AuditLog {
         self.journal.append(record)
     }
 
-    /// Every readable record, oldest first. Torn or foreign lines are skipped.
+    /// Every readable record, oldest first; a query's `started` record is replaced by its
+    /// final one when there is one. Torn or foreign lines are skipped.
     pub fn read_all(&self) -> io::Result<Vec<AuditRecord>> {
         let mut out: Vec<AuditRecord> = self.journal.read_all()?;
         out.sort_by_key(|r| r.started_ms);
-        Ok(out)
+        Ok(settle_started(out))
     }
 }
+
+/// `records` (in order) without the `started` records that a later record of the same query
+/// ends (one each: the endpoints of one query share its id).
+fn settle_started(records: Vec<AuditRecord>) -> Vec<AuditRecord> {
+    let mut open: std::collections::HashMap<&str, Vec<usize>> = std::collections::HashMap::new();
+    let mut superseded = vec![false; records.len()];
+    for (i, r) in records.iter().enumerate() {
+        let starts = open.entry(r.query_id.as_str()).or_default();
+        if r.outcome == STARTED {
+            starts.push(i);
+        } else if !starts.is_empty() {
+            superseded[starts.remove(0)] = true;
+        }
+    }
+    records
+        .into_iter()
+        .zip(superseded)
+        .filter_map(|(r, gone)| (!gone).then_some(r))
+        .collect()
+}
+
+/// The outcome of a query whose rows began to leave before its end was recorded.
+pub const STARTED: &str = "started";
 
 /// An append-only, rotated directory of JSON-lines files (`<prefix><time>-<pid>-<seq>.jsonl`),
 /// durable per record. Shared by the audit trail and the quality results.
@@ -127,6 +153,9 @@ pub(crate) struct Journal {
 struct Current {
     path: PathBuf,
     file: File,
+    /// The last append failed (e.g. a full disk): its line may be torn, so the next append
+    /// starts a new file.
+    failed: bool,
 }
 
 const SUFFIX: &str = ".jsonl";
@@ -145,7 +174,11 @@ impl Journal {
             prefix,
             max_file_bytes: max_file_bytes.max(1024),
             max_files: max_files.max(1),
-            current: Mutex::new(Current { path, file }),
+            current: Mutex::new(Current {
+                path,
+                file,
+                failed: false,
+            }),
         })
     }
 
@@ -157,13 +190,20 @@ impl Journal {
             .current
             .lock()
             .map_err(|_| io::Error::other("audit writer poisoned"))?;
+        if current.failed {
+            let path = new_file_path(&self.dir, self.prefix);
+            current.file = open_append(&path)?;
+            current.path = path;
+            current.failed = false;
+        }
         // Another process may have rotated: follow it, so one directory keeps one order.
         let size = current.file.metadata()?.len();
         if size >= self.max_file_bytes {
             self.rotate(&mut current)?;
         }
-        current.file.write_all(&line)?;
-        current.file.sync_data()
+        let written = current.file.write_all(&line).and_then(|()| current.file.sync_data());
+        current.failed = written.is_err();
+        written
     }
 
     fn rotate(&self, current: &mut Current) -> io::Result<()> {

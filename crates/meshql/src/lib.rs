@@ -24,12 +24,14 @@
 //! recorded in the audit trail ([`audit`]); quality checks run with [`Mesh::check`].
 
 pub mod audit;
+mod bounded;
 mod check;
 mod checked;
 pub mod compact;
 mod error;
 mod governed;
 pub mod limits;
+pub mod memory;
 pub mod quality;
 mod redact;
 mod reload;

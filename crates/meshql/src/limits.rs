@@ -38,6 +38,13 @@ pub const MAX_EXPRESSION_OPERATORS: usize = 1_000;
 /// stack per level than other operators do.
 pub const MAX_CASE_NESTING: usize = 16;
 
+/// The largest value a function may build from small arguments (`repeat`, `lpad`,
+/// `array_repeat`, `range`, …): memory no operator reserves, so no memory limit would see it.
+pub const MAX_VALUE_BYTES: usize = 64 << 20;
+
+/// The most bytes such a function may build in one call (one batch of rows).
+pub const MAX_CALL_BYTES: usize = 256 << 20;
+
 /// The stack meshql's binaries give every thread that plans or runs queries.
 pub const QUERY_THREAD_STACK: usize = 64 << 20;
 

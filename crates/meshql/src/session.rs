@@ -13,7 +13,6 @@ use datafusion::dataframe::DataFrame;
 use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::DataFusionError;
-use datafusion::execution::memory_pool::GreedyMemoryPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::SendableRecordBatchStream;
@@ -36,6 +35,7 @@ use crate::audit::{AuditLog, AuditRecord};
 use crate::error::ErrorClass;
 use crate::governed::{refusal_message, refusal_reason, Governance, GovernedCatalog};
 use crate::limits::{engine_fault, isolated};
+use crate::memory::QueryPool;
 use crate::redact::Redactor;
 use crate::system::SystemSchema;
 use crate::{Error, Mesh, Snapshot};
@@ -121,6 +121,9 @@ impl Bound {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udaf(crate::checked::CheckedSum::udaf());
+        for f in crate::bounded::bounded_functions(ctx.state().scalar_functions()) {
+            ctx.register_udf(f);
+        }
         let governance = Arc::new(Governance::new(
             snapshot.catalog.clone(),
             snapshot.policies.clone(),
@@ -510,6 +513,15 @@ impl Pending {
         }
     }
 
+    /// Records, durably, that the query's first rows are about to leave: a result is never
+    /// delivered unless the trail holds a record of it.
+    fn announce(&self) -> std::io::Result<()> {
+        let mut record = self.record.clone();
+        record.outcome = crate::audit::STARTED.to_string();
+        record.duration_ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        self.log.append(&record)
+    }
+
     fn finish(mut self, outcome: &str, error: Option<String>, rows: u64, bytes: u64) -> std::io::Result<()> {
         self.record.outcome = outcome.to_string();
         // Last barrier: a credential a remote service echoed back never reaches the trail.
@@ -683,13 +695,11 @@ impl QueryResult {
                 p.observe(&optimized);
             }
             let physical = state.query_planner().create_physical_plan(&optimized, &state).await?;
-            let mut task = TaskContext::from(&state);
-            if let Some(limit) = memory_limit {
-                let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
-                    .with_memory_pool(Arc::new(GreedyMemoryPool::new(limit)))
-                    .build_arc()?;
-                task = task.with_runtime(runtime);
-            }
+            // The query's own pool, drawing on the process's budget too (crate::memory).
+            let runtime = RuntimeEnvBuilder::from_runtime_env(state.runtime_env())
+                .with_memory_pool(Arc::new(QueryPool::new(memory_limit.unwrap_or(usize::MAX))))
+                .build_arc()?;
+            let task = TaskContext::from(&state).with_runtime(runtime);
             Ok::<_, Error>((physical, Arc::new(task)))
         })
         .await;
@@ -905,6 +915,7 @@ fn audited(
             rows: 0,
             bytes: 0,
             faulted: false,
+            announced: false,
         })),
         Err(e) => {
             let e = redactor.error(e);
@@ -929,6 +940,8 @@ struct AuditedStream {
     bytes: u64,
     /// The inner stream panicked: it is not polled again.
     faulted: bool,
+    /// The `started` record is written (before the first batch left).
+    announced: bool,
 }
 
 impl AuditedStream {
@@ -962,6 +975,20 @@ impl futures::Stream for AuditedStream {
         };
         match polled {
             Poll::Ready(Some(Ok(batch))) => {
+                if !self.announced {
+                    self.announced = true;
+                    if let Some(Err(w)) = self.pending.as_ref().map(Pending::announce) {
+                        tracing::error!(error = %w, "audit record not written");
+                        let withheld = format!("the audit trail cannot be written, so the result is withheld: {w}");
+                        if let Err(w) = self.finish("error", Some(withheld.clone())) {
+                            tracing::error!(error = %w, "audit record not written");
+                        }
+                        self.faulted = true;
+                        return Poll::Ready(Some(Err(DataFusionError::External(Box::new(std::io::Error::other(
+                            withheld,
+                        ))))));
+                    }
+                }
                 self.rows += batch.num_rows() as u64;
                 self.bytes += batch.get_array_memory_size() as u64;
                 Poll::Ready(Some(Ok(batch)))

@@ -337,3 +337,98 @@ mod generated {
         }
     }
 }
+
+#[test]
+fn functions_cannot_build_values_beyond_the_value_limit() {
+    use meshql::limits::MAX_VALUE_BYTES;
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        let over = MAX_VALUE_BYTES + 1;
+        for sql in [
+            format!("SELECT length(repeat('x', {over}))"),
+            "SELECT length(repeat('x', 1000000000))".to_string(),
+            format!("SELECT length(lpad('x', {over}))"),
+            format!("SELECT length(rpad('x', {over}, 'ab'))"),
+            format!("SELECT cardinality(array_repeat(1, {over}))"),
+            "SELECT cardinality(range(300000000))".to_string(),
+            "SELECT cardinality(generate_series(-9223372036854775807, 9223372036854775807))".to_string(),
+            "SELECT cardinality(array_resize([1], 100000000))".to_string(),
+            // Small per row, too much for one batch of rows.
+            "SELECT max(length(repeat(full_name, 10000000))) FROM mesh.customer.profiles".to_string(),
+        ] {
+            let e = outcome(&mesh, &sql).await.expect_err(&sql);
+            assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
+            assert!(e.to_string().contains("MiB are allowed"), "{sql}: {e}");
+        }
+        // Under the limits the functions work as before, and a series as a table streams.
+        for (sql, expected) in [
+            ("SELECT length(repeat('ab', 1000000))", "2000000"),
+            ("SELECT length(lpad('x', 5, 'ab'))", "5"),
+            ("SELECT cardinality(range(1000))", "1000"),
+            ("SELECT cardinality(array_repeat('abc', 3))", "3"),
+            ("SELECT count(*) FROM range(20000000)", "20000000"),
+        ] {
+            assert_eq!(outcome(&mesh, sql).await.expect(sql), [[expected]], "{sql}");
+        }
+        bystander_answers(&mesh).await;
+    });
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn no_row_leaves_unless_its_audit_record_is_on_disk_and_a_full_disk_heals() {
+    use futures::StreamExt;
+    let dir = copy_of_sample();
+    add_to_mesh_yaml(dir.path(), "audit:\n  maxFileBytes: 1048576\n  maxFiles: 3\n");
+    let audit_dir = {
+        let mesh = Mesh::open(dir.path()).expect("open");
+        mesh.audit().expect("audit on").dir().to_path_buf()
+    };
+    // The disk is full: every write to the trail fails with ENOSPC (/dev/full), as the
+    // newest audit file that the mesh continues.
+    for f in std::fs::read_dir(&audit_dir).expect("audit dir") {
+        std::fs::remove_file(f.expect("entry").path()).expect("remove");
+    }
+    let full = audit_dir.join("audit-99999999999999999999-0000000000-000000.jsonl");
+    std::os::unix::fs::symlink("/dev/full", &full).expect("symlink");
+    let mesh = Mesh::open(dir.path()).expect("open");
+    let mut stream = mesh
+        .session(analyst())
+        .sql("SELECT * FROM mesh.customer.profiles")
+        .await
+        .expect("plans")
+        .stream()
+        .await
+        .expect("starts");
+    let first = stream.next().await.expect("an item");
+    let e = first.expect_err("no batch leaves while the trail cannot be written");
+    assert!(e.to_string().contains("audit trail cannot be written"), "{e}");
+    assert!(stream.next().await.is_none(), "nothing after the refusal");
+    drop(stream);
+    // Space is freed: the trail goes on in a new file, and the next query is recorded.
+    std::fs::remove_file(&full).expect("free the disk");
+    assert_eq!(
+        query(
+            &mesh,
+            "SELECT count(*) FROM mesh.customer.profiles WHERE customer_id = 7"
+        )
+        .await,
+        [["1"]]
+    );
+    let records = mesh.audit().expect("audit on").read_all().expect("read");
+    let ok: Vec<_> = records.iter().filter(|r| r.outcome == "ok").collect();
+    assert_eq!(ok.len(), 1, "{records:?}");
+    assert!(ok[0].statement.contains("customer_id = 7"));
+    assert!(
+        records.iter().all(|r| r.outcome != meshql::audit::STARTED),
+        "a finished query's started record is settled: {records:?}"
+    );
+    // Both records of the answered query are on disk: the one written before its rows, and
+    // its end.
+    let raw: usize = std::fs::read_dir(&audit_dir)
+        .expect("audit dir")
+        .map(|f| std::fs::read_to_string(f.expect("entry").path()).unwrap_or_default())
+        .map(|text| text.lines().filter(|l| l.contains("customer_id = 7")).count())
+        .sum();
+    assert_eq!(raw, 2);
+}
