@@ -131,6 +131,17 @@ struct QueryArgs {
     /// An attribute of the principal, KEY=VALUE (repeatable).
     #[arg(long = "attr", value_parser = parse_attribute)]
     attributes: Vec<(String, String)>,
+    /// Stop the query after this many seconds, output included (0: no limit).
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    timeout: u64,
+    /// Memory the query's operators may hold (sorts and joins spill, then the query fails
+    /// beyond it): bytes, or with a unit (`512MiB`, `2GiB`).
+    #[arg(long, default_value = "4GiB", value_parser = parse_memory)]
+    memory: usize,
+}
+
+fn parse_memory(s: &str) -> std::result::Result<usize, String> {
+    meshql_flight::config::parse_size(s).ok_or_else(|| format!("not a size: {s:?} (e.g. 512MiB, 2GiB)"))
 }
 
 #[derive(Subcommand)]
@@ -334,8 +345,17 @@ async fn query(args: QueryArgs) -> Result<ExitCode> {
         eprintln!("warning: {w}");
     }
     let schema = result.schema();
-    let stream = result.stream().await?;
-    output::write(stream, schema, args.format, args.output.as_deref()).await?;
+    let run = async {
+        let stream = result.stream_with_memory_limit(args.memory).await?;
+        output::write(stream, schema, args.format, args.output.as_deref()).await
+    };
+    if args.timeout == 0 {
+        run.await?;
+    } else {
+        tokio::time::timeout(std::time::Duration::from_secs(args.timeout), run)
+            .await
+            .map_err(|_| anyhow::anyhow!("the query exceeded its time limit of {} s (--timeout)", args.timeout))??;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -277,3 +277,44 @@ fn bad_invocations_explain_themselves() {
     let o = meshql(&["--help"]);
     assert!(stdout(&o).contains("query") && stdout(&o).contains("catalog") && stdout(&o).contains("check"));
 }
+
+#[test]
+fn query_is_held_to_its_time_and_memory_limits() {
+    let m = mesh();
+    let m = m.to_str().unwrap();
+    let o = meshql(&[
+        "query",
+        "--mesh",
+        m,
+        "--timeout",
+        "1",
+        "SELECT count(*) FROM range(100000000000)",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("time limit of 1 s"), "{}", stderr(&o));
+    let o = meshql(&[
+        "query",
+        "--mesh",
+        m,
+        "--memory",
+        "1MiB",
+        "SELECT array_agg(value) FROM range(10000000)",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("memory"), "{}", stderr(&o));
+    let o = meshql(&["query", "--mesh", m, "--memory", "lots", "SELECT 1"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a size"), "{}", stderr(&o));
+    // Within the limits, as before.
+    let o = meshql(&[
+        "query",
+        "--mesh",
+        m,
+        "--timeout",
+        "60",
+        "--memory",
+        "256MiB",
+        REGION_COUNTS,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -4,5 +4,6 @@
 mod common;
 
 mod auth;
+mod fuzz;
 mod metadata;
 mod queries;

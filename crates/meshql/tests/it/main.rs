@@ -6,6 +6,7 @@
 mod bad_input;
 mod common;
 mod formats;
+mod fuzz;
 mod governance;
 mod hostile;
 mod interop;
