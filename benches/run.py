@@ -805,6 +805,15 @@ def main() -> None:
 
     r["checks"] = "; ".join(checks) + (" — all agree." if not any("differ" in e for e in r["errors"]) else " — see Errors.")
     text = report(r)
+    # Keep the soak benchmark's section (benches/soak.py --write-results), which this run does
+    # not measure.
+    if args.output.exists():
+        old = args.output.read_text()
+        m = re.search(r"(?m)^## Soak\s*$", old)
+        if m:
+            end = re.search(r"(?m)^## (?!Soak)", old[m.end():])
+            soak = old[m.start(): m.end() + end.start()] if end else old[m.start():]
+            text = text.rstrip("\n") + "\n\n" + soak.rstrip("\n") + "\n"
     args.output.write_text(text)
     (data / f"results-sf{args.sf:g}.json").write_text(json.dumps(r, indent=1, default=str))
     log(f"wrote {args.output}")

@@ -20,6 +20,9 @@ pub struct Conformance {
     pub warnings: Vec<String>,
     /// For each contract column, in contract order: (storage column name, contract column name).
     pub columns: Vec<(String, String)>,
+    /// Contract columns that an older version read by time travel did not have yet: served as
+    /// NULLs (only columns the contract lets be NULL).
+    pub absent: Vec<String>,
 }
 
 impl Conformance {
@@ -30,6 +33,13 @@ impl Conformance {
 
 /// Compares `storage` with the contract's schema object.
 pub fn check(storage: &Schema, contract: &SchemaObject) -> Conformance {
+    check_version(storage, contract, false)
+}
+
+/// Compares `storage` with the contract's schema object; for an older version read by time
+/// travel (`older`), a column added to the table since then is served as NULLs when the
+/// contract allows NULL (the rule the writers' own readers follow).
+pub fn check_version(storage: &Schema, contract: &SchemaObject, older: bool) -> Conformance {
     let mut out = Conformance::default();
     for prop in &contract.properties {
         let wanted = prop.storage_name();
@@ -39,6 +49,15 @@ pub fn check(storage: &Schema, contract: &SchemaObject) -> Conformance {
             .find(|f| f.name() == wanted)
             .or_else(|| storage.fields().iter().find(|f| f.name().eq_ignore_ascii_case(wanted)));
         let Some(field) = field else {
+            if older && !prop.required {
+                out.warnings.push(format!(
+                    "column `{}` did not exist in this version: served as NULL",
+                    prop.name
+                ));
+                out.absent.push(prop.name.clone());
+                out.columns.push((prop.name.clone(), prop.name.clone()));
+                continue;
+            }
             let available: Vec<&str> = storage.fields().iter().map(|f| f.name().as_str()).collect();
             out.errors.push(format!(
                 "column `{}` is in the contract but not in storage (storage has: {})",
@@ -84,8 +103,14 @@ pub fn fits(lt: LogicalType, dt: &DataType) -> bool {
         RunEndEncoded(_, v) => v.data_type(),
         other => other,
     };
+    // A column that is all NULL (pandas writes `Null` for all-`None` columns) carries any type;
+    // the view serves it as NULLs of the contract's type.
+    if matches!(dt, Null) {
+        return true;
+    }
     match lt {
-        LogicalType::String => matches!(dt, Utf8 | LargeUtf8 | Utf8View),
+        // A UUID is served as its text (crate::convert).
+        LogicalType::String => matches!(dt, Utf8 | LargeUtf8 | Utf8View | FixedSizeBinary(16)),
         LogicalType::Integer => {
             dt.is_integer()
                 || matches!(

@@ -67,6 +67,7 @@ fn register_log_stores() {
 pub struct DeltaSource {
     pub provider: Arc<dyn TableProvider>,
     table: DeltaTable,
+    committed_ms: Option<i64>,
 }
 
 impl DeltaSource {
@@ -77,8 +78,7 @@ impl DeltaSource {
 
     /// When the served version was committed (milliseconds since the epoch).
     pub fn committed_ms(&self) -> Option<i64> {
-        let version = self.table.version()?;
-        self.table.snapshot().ok()?.version_timestamp(version)
+        self.committed_ms
     }
 
     /// The newest version in the log (one listing of `_delta_log/`).
@@ -87,6 +87,23 @@ impl DeltaSource {
             .get_latest_version()
             .await
             .map_err(|e| CatalogError::storage(self.table.table_url(), e))
+    }
+}
+
+/// When the served version was committed. The snapshot knows it only for the commits it replayed
+/// from JSON; after a checkpoint (manual or automatic) of that very version it does not, and the
+/// version's commit file is read for its `commitInfo`.
+async fn commit_time(table: &DeltaTable) -> Option<i64> {
+    let version = table.version()?;
+    if let Some(ms) = table.snapshot().ok()?.version_timestamp(version) {
+        return Some(ms);
+    }
+    match table.history(Some(1)).await {
+        Ok(mut infos) => infos.next().and_then(|info| info.timestamp),
+        Err(e) => {
+            tracing::debug!(version, error = %e, "cannot read the Delta commit's info");
+            None
+        }
     }
 }
 
@@ -214,7 +231,12 @@ pub async fn open(
         inner,
         ranges: Arc::new(ranges),
     });
-    let source = DeltaSource { provider, table };
+    let committed_ms = commit_time(&table).await;
+    let source = DeltaSource {
+        provider,
+        table,
+        committed_ms,
+    };
     // delta-rs answers a time before the first commit with the first version; there was no
     // table then, so that is an error, as for Iceberg.
     if let (Some(AsOf::Timestamp(ms)), Some(committed)) = (as_of, source.committed_ms()) {

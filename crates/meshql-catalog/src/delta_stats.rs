@@ -104,7 +104,7 @@ impl ColumnRanges {
                 }
             }
         }
-        stats
+        crate::store::sane_statistics(stats)
     }
 }
 

@@ -46,6 +46,9 @@ pub struct IcebergTable {
     pub snapshot_id: Option<i64>,
     /// When the served snapshot was committed (milliseconds since the epoch).
     pub committed_ms: Option<i64>,
+    /// Columns renamed since the served (older) snapshot: (current name, name at the snapshot),
+    /// matched by Iceberg field id.
+    pub renamed: Vec<(String, String)>,
 }
 
 /// Opens the table whose current metadata file is `metadata_file`: its current snapshot, or
@@ -97,6 +100,7 @@ pub async fn open(
     let committed_ms = served_snapshot
         .and_then(|id| metadata.snapshot_by_id(id))
         .map(|s| s.timestamp_ms());
+    let renamed = snapshot.map(|id| renamed_since(&metadata, id)).unwrap_or_default();
     let table = StaticTable::from_metadata(metadata, ident, file_io)
         .await
         .map_err(|e| CatalogError::storage(&metadata_file, e))?
@@ -111,7 +115,30 @@ pub async fn open(
         metadata_file,
         snapshot_id: served_snapshot,
         committed_ms,
+        renamed,
     })
+}
+
+/// The top-level columns whose name in the current schema differs from their name in the schema
+/// of snapshot `id` (same field id): (current name, name at the snapshot).
+fn renamed_since(metadata: &TableMetadata, id: i64) -> Vec<(String, String)> {
+    let Some(old) = metadata
+        .snapshot_by_id(id)
+        .and_then(|s| s.schema_id())
+        .and_then(|sid| metadata.schema_by_id(sid))
+    else {
+        return Vec::new();
+    };
+    let current = metadata.current_schema();
+    current
+        .as_struct()
+        .fields()
+        .iter()
+        .filter_map(|now| {
+            let then = old.as_struct().fields().iter().find(|f| f.id == now.id)?;
+            (then.name != now.name).then(|| (now.name.clone(), then.name.clone()))
+        })
+        .collect()
 }
 
 /// The snapshot `as_of` names: a snapshot id the table has, or the snapshot that was current at

@@ -5,16 +5,18 @@
 //!   [`secrets`]: credentials from the environment, redacted everywhere;
 //! - [`parquet`], [`delta`], [`iceberg`]: one file per format ([`iceberg_scan`]: Iceberg scans
 //!   spread over partitions);
-//! - [`conform`]: storage schema vs contract;
+//! - [`conform`]: storage schema vs contract; [`hive`]: partition directory values;
 //! - [`table`]: a product's lazily opened, cached, refreshed table;
 //! - [`catalog`]: the `mesh` catalog and its domain schemas.
 
 pub mod catalog;
 pub mod cloud;
 pub mod conform;
+pub mod convert;
 pub mod delta;
 pub mod delta_stats;
 pub mod error;
+pub mod hive;
 pub mod iceberg;
 pub mod iceberg_catalog;
 pub mod iceberg_scan;

@@ -2,9 +2,9 @@
 //!
 //! Served through DataFusion's `ListingTable`, so projection, filter pushdown, row-group pruning
 //! by statistics and partition pruning all come from DataFusion. Hive partition columns
-//! (`dir/order_date=2024-01-01/part-0.parquet`) are discovered from the directory names and
-//! typed from the contract (a `date` column becomes `Date32`), so they can be filtered on and
-//! prune whole directories.
+//! (`dir/order_date=2024-01-01/part-0.parquet`) are discovered from the directory names (also
+//! below a glob), read as their text and decoded and typed from the contract in the product's
+//! view ([`crate::hive`]), so they can be filtered on and prune whole directories.
 
 use std::sync::Arc;
 
@@ -13,16 +13,20 @@ use std::any::Any;
 use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Statistics;
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::{FileFormat, FileMeta};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::physical_plan::FileSource;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
-use meshql_contract::SchemaObject;
+use object_store::{ObjectMeta, ObjectStore};
 use url::Url;
 
-use crate::conform::arrow_type;
 use crate::error::{CatalogError, Result};
 use crate::ownership::ForeignDirs;
 use crate::store::{as_directory, StoreRegistry};
@@ -34,12 +38,13 @@ pub async fn open(
     state: &dyn Session,
     stores: &StoreRegistry,
     url: &Url,
-    contract: &SchemaObject,
     table: &str,
     foreign: ForeignDirs,
-) -> Result<Arc<dyn TableProvider>> {
+) -> Result<Parquet> {
     let err = |e: datafusion::error::DataFusionError| CatalogError::storage(url, e);
-    let is_glob = url.path().contains(['*', '?', '[']);
+    // `?` and `[` reach the URL percent-encoded.
+    let decoded = percent_decoded(url.path());
+    let is_glob = decoded.contains(['*', '?', '[']);
     let single_file = !is_glob && stores.is_object(url).await?;
     let table_url = if is_glob && url.scheme() == "file" {
         // DataFusion expands globs in local paths, not in URLs
@@ -55,28 +60,20 @@ pub async fn open(
     // The engine's Parquet options (`datafusion.execution.parquet.*` in mesh.yaml): pushdown,
     // view types, metadata hints. `ParquetFormat::default()` would ignore them.
     let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
-    let mut options = ListingOptions::new(Arc::new(format))
+    let mut options = ListingOptions::new(Arc::new(SaneStats(Arc::new(format))))
         .with_file_extension(".parquet")
         .with_collect_stat(true)
         // The session's parallelism (ListingOptions' own default is one group of files; the
         // optimiser re-splits only scans above 10 MB, so small multi-file products stayed serial).
         .with_target_partitions(state.config().target_partitions());
-    if !single_file && !is_glob {
-        let partition_names = options.infer_partitions(state, &table_url).await.map_err(err)?;
-        let partition_cols: Vec<(String, DataType)> = partition_names
-            .into_iter()
-            .map(|name| {
-                let dt = contract
-                    .properties
-                    .iter()
-                    .find(|p| p.storage_name() == name)
-                    .map(arrow_type)
-                    .unwrap_or(DataType::Utf8);
-                (name, dt)
-            })
-            .collect();
-        options = options.with_table_partition_cols(partition_cols);
-    }
+    // Hive partition columns (`key=value` directories), read as the directories' text: the
+    // contract's view decodes and types them (crate::hive). A column that the files hold too
+    // (polars writes both) is read from the files.
+    let partition_names = if single_file {
+        Vec::new()
+    } else {
+        options.infer_partitions(state, &table_url).await.map_err(err)?
+    };
     let file_schema = options
         .infer_schema(state, &table_url)
         .await
@@ -84,23 +81,125 @@ pub async fn open(
     if file_schema.fields().is_empty() {
         return Err(CatalogError::storage(url, "no Parquet files found"));
     }
-    let partition_columns = options
-        .table_partition_cols
-        .iter()
-        .map(|(name, _)| name.clone())
+    let partition_columns: Vec<String> = partition_names
+        .into_iter()
+        .filter(|name| file_schema.field_with_name(name).is_err())
         .collect();
+    options = options.with_table_partition_cols(
+        partition_columns
+            .iter()
+            .map(|name| (name.clone(), DataType::Utf8))
+            .collect(),
+    );
     let config = ListingTableConfig::new(table_url)
         .with_listing_options(options)
         .with_schema(file_schema);
     let listing = ListingTable::try_new(config).map_err(err)?;
-    Ok(Arc::new(ParquetTable {
-        listing,
-        location: url.to_string(),
-        table: table.to_string(),
-        single_file,
-        partition_columns,
-        foreign,
-    }))
+    Ok(Parquet {
+        provider: Arc::new(ParquetTable {
+            listing,
+            location: url.to_string(),
+            table: table.to_string(),
+            single_file,
+            partition_columns: partition_columns.clone(),
+            foreign,
+        }),
+        hive_columns: partition_columns,
+    })
+}
+
+/// Parquet as DataFusion reads it, with file statistics that its planner can use
+/// ([`crate::store::sane_statistics`]).
+#[derive(Debug)]
+struct SaneStats(Arc<dyn FileFormat>);
+
+#[async_trait]
+impl FileFormat for SaneStats {
+    fn as_any(&self) -> &dyn Any {
+        // Whoever looks for Parquet's own options finds them.
+        self.0.as_any()
+    }
+
+    fn get_ext(&self) -> String {
+        self.0.get_ext()
+    }
+
+    fn get_ext_with_compression(&self, c: &FileCompressionType) -> DFResult<String> {
+        self.0.get_ext_with_compression(c)
+    }
+
+    fn compression_type(&self) -> Option<FileCompressionType> {
+        self.0.compression_type()
+    }
+
+    async fn infer_schema(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        objects: &[ObjectMeta],
+    ) -> DFResult<SchemaRef> {
+        self.0.infer_schema(state, store, objects).await
+    }
+
+    async fn infer_stats(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DFResult<Statistics> {
+        let stats = self.0.infer_stats(state, store, table_schema, object).await?;
+        Ok(crate::store::sane_statistics(stats))
+    }
+
+    async fn infer_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DFResult<Option<datafusion::physical_expr::LexOrdering>> {
+        self.0.infer_ordering(state, store, table_schema, object).await
+    }
+
+    async fn infer_stats_and_ordering(
+        &self,
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table_schema: SchemaRef,
+        object: &ObjectMeta,
+    ) -> DFResult<FileMeta> {
+        let mut meta = self
+            .0
+            .infer_stats_and_ordering(state, store, table_schema, object)
+            .await?;
+        meta.statistics = crate::store::sane_statistics(meta.statistics);
+        Ok(meta)
+    }
+
+    async fn create_physical_plan(
+        &self,
+        state: &dyn Session,
+        conf: FileScanConfig,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.0.create_physical_plan(state, conf).await
+    }
+
+    fn file_source(&self, table_schema: TableSchema) -> Arc<dyn FileSource> {
+        self.0.file_source(table_schema)
+    }
+}
+
+/// A URL path with its percent-escapes decoded.
+fn percent_decoded(path: &str) -> String {
+    crate::hive::decode(path).unwrap_or_else(|| path.to_string())
+}
+
+/// An opened Parquet port.
+pub struct Parquet {
+    pub provider: Arc<dyn TableProvider>,
+    /// The hive partition columns, whose values are the directories' text (see crate::hive).
+    pub hive_columns: Vec<String>,
 }
 
 /// DataFusion's listing table, which lists the files on every scan, and treats "no files" as an

@@ -401,6 +401,48 @@ pub fn at_most_inexact(
         .collect()
 }
 
+/// `stats` without the column ranges that span a 64-bit type whole (`i64::MIN..=i64::MAX`,
+/// `0..=u64::MAX`): DataFusion's interval arithmetic counts such a range's values as
+/// `u64::MAX + 1`, which overflows — a panic in a debug build, an "out of limit" selectivity
+/// error in release — and fails every filter on the column. Unknown bounds plan the same
+/// queries without that estimate; answers never depended on it.
+pub fn sane_statistics(mut stats: datafusion::common::Statistics) -> datafusion::common::Statistics {
+    use datafusion::common::stats::Precision;
+    use datafusion::common::ScalarValue as S;
+    for column in stats.column_statistics.iter_mut() {
+        let bound = |p: &Precision<S>| match p {
+            Precision::Exact(v) | Precision::Inexact(v) => Some(v.clone()),
+            Precision::Absent => None,
+        };
+        let whole = matches!(
+            (bound(&column.min_value), bound(&column.max_value)),
+            (Some(S::Int64(Some(i64::MIN))), Some(S::Int64(Some(i64::MAX))))
+                | (Some(S::UInt64(Some(0))), Some(S::UInt64(Some(u64::MAX))))
+                | (
+                    Some(S::TimestampSecond(Some(i64::MIN), _)),
+                    Some(S::TimestampSecond(Some(i64::MAX), _))
+                )
+                | (
+                    Some(S::TimestampMillisecond(Some(i64::MIN), _)),
+                    Some(S::TimestampMillisecond(Some(i64::MAX), _))
+                )
+                | (
+                    Some(S::TimestampMicrosecond(Some(i64::MIN), _)),
+                    Some(S::TimestampMicrosecond(Some(i64::MAX), _))
+                )
+                | (
+                    Some(S::TimestampNanosecond(Some(i64::MIN), _)),
+                    Some(S::TimestampNanosecond(Some(i64::MAX), _))
+                )
+        );
+        if whole {
+            column.min_value = Precision::Absent;
+            column.max_value = Precision::Absent;
+        }
+    }
+    stats
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{Column, TableReference};
@@ -320,12 +320,14 @@ impl ProductTable {
             self.ctx.domains.iter().map(|(d, dir)| (d.as_str(), dir.as_path())),
             &self.entry.domain,
         );
+        let mut hive: Vec<String> = Vec::new();
+        let mut renamed: Vec<(String, String)> = Vec::new();
         let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
             match storage.format {
                 Format::Parquet => {
-                    let p =
-                        parquet::open(state.as_ref(), &self.ctx.stores, &url, &binding.schema, &table, foreign).await?;
-                    (p, Source::Parquet, None, None)
+                    let p = parquet::open(state.as_ref(), &self.ctx.stores, &url, &table, foreign).await?;
+                    hive = p.hive_columns;
+                    (p.provider, Source::Parquet, None, None)
                 }
                 Format::Delta => {
                     let d = delta::open(state, &self.ctx.stores, &url, as_of, &foreign, &table).await?;
@@ -336,6 +338,7 @@ impl ProductTable {
                 Format::Iceberg => {
                     let ident = (self.entry.domain.as_str(), self.entry.name.as_str());
                     let t = iceberg::open(&self.ctx.stores, &url, as_of, ident, foreign, &table).await?;
+                    renamed = t.renamed;
                     let version = t.snapshot_id;
                     let committed = t.committed_ms;
                     (
@@ -348,7 +351,36 @@ impl ProductTable {
                     )
                 }
             };
-        let conformance = conform::check(provider.schema().as_ref(), &binding.schema);
+        // Partition directories hold text that the view turns into the contract's type.
+        let hive: Vec<(String, DataType)> = hive
+            .into_iter()
+            .map(|name| {
+                let typed = binding
+                    .schema
+                    .properties
+                    .iter()
+                    .find(|p| p.storage_name() == name)
+                    .map(conform::arrow_type)
+                    .unwrap_or(DataType::Utf8);
+                (name, typed)
+            })
+            .collect();
+        let stored = provider.schema();
+        let typed = arrow::datatypes::Schema::new(
+            stored
+                .fields()
+                .iter()
+                .map(|f| match hive.iter().find(|(n, _)| n == f.name()) {
+                    Some((_, t)) => Arc::new(f.as_ref().clone().with_data_type(t.clone()).with_nullable(true)),
+                    // Renamed since this (older) snapshot: under its current name.
+                    None => match renamed.iter().find(|(_, then)| then == f.name()) {
+                        Some((now, _)) => Arc::new(f.as_ref().clone().with_name(now)),
+                        None => f.clone(),
+                    },
+                })
+                .collect::<Vec<_>>(),
+        );
+        let conformance = conform::check_version(&typed, &binding.schema, as_of.is_some());
         if !conformance.is_ok() {
             return Err(CatalogError::SchemaMismatch {
                 location: url.to_string(),
@@ -356,7 +388,8 @@ impl ProductTable {
                 problems: conformance.errors,
             });
         }
-        let view = contract_view(&self.entry, provider, &conformance).map_err(|e| CatalogError::storage(&url, e))?;
+        let view = contract_view(&self.entry, provider, &conformance, &hive, &renamed)
+            .map_err(|e| CatalogError::storage(&url, e))?;
         tracing::debug!(table = %self.entry.qualified_name(), elapsed = ?started.elapsed(), "opened");
         Ok(Loaded {
             opened: OpenedTable {
@@ -378,17 +411,55 @@ fn contract_view(
     entry: &TableEntry,
     storage: Arc<dyn TableProvider>,
     conformance: &Conformance,
+    hive: &[(String, DataType)],
+    renamed: &[(String, String)],
 ) -> DFResult<Arc<dyn TableProvider>> {
     let table_ref = TableReference::full("mesh", entry.domain.as_str(), entry.name.as_str());
+    let table = format!("mesh.{}", entry.qualified_name());
     let exprs: Vec<Expr> = conformance
         .columns
         .iter()
         .map(|(stored, name)| {
+            if conformance.absent.contains(name) {
+                // Not in this (older) version of the table.
+                let typed = contract_type(entry, name).unwrap_or(DataType::Utf8);
+                return Expr::Literal(
+                    datafusion::common::ScalarValue::try_from(&typed).unwrap_or(datafusion::common::ScalarValue::Null),
+                    None,
+                )
+                .alias(name);
+            }
+            // The column's name in the version read (it may have been renamed since).
+            let stored = renamed
+                .iter()
+                .find(|(now, _)| now == stored)
+                .map_or(stored, |(_, then)| then);
             let c = Expr::Column(Column::new(Some(table_ref.clone()), stored));
-            if stored == name {
-                c
-            } else {
-                c.alias(name)
+            let stored_type = storage
+                .schema()
+                .field_with_name(stored)
+                .ok()
+                .map(|f| f.data_type().clone());
+            let contract = contract_type(entry, name);
+            match (hive.iter().find(|(n, _)| n == stored), stored_type) {
+                // A partition directory's text, as the contract's value.
+                (Some((_, typed)), _) => crate::hive::HiveValue::call(c, stored, &table, typed.clone()).alias(name),
+                (None, Some(DataType::Null)) => Expr::Cast(datafusion::logical_expr::Cast::new(
+                    Box::new(c),
+                    contract.unwrap_or(DataType::Utf8),
+                ))
+                .alias(name),
+                (None, Some(t)) if crate::convert::is_uuid(&t) && contract == Some(DataType::Utf8) => {
+                    crate::convert::UuidText::call(c).alias(name)
+                }
+                // One spelling of UTC whatever the format (Iceberg's `timestamptz` reads as
+                // "+00:00", Parquet's and Delta's as "UTC"): the same instants.
+                (None, Some(DataType::Timestamp(unit, Some(tz)))) if is_utc_alias(&tz) => Expr::Cast(
+                    datafusion::logical_expr::Cast::new(Box::new(c), DataType::Timestamp(unit, Some("UTC".into()))),
+                )
+                .alias(name),
+                (None, _) if stored == name => c,
+                (None, _) => c.alias(name),
             }
         })
         .collect();
@@ -398,6 +469,21 @@ fn contract_view(
     Ok(Arc::new(ContractTable {
         view: ViewTable::new(plan, None),
     }))
+}
+
+/// Zone names that mean UTC but are not spelled `UTC`.
+fn is_utc_alias(tz: &str) -> bool {
+    matches!(
+        tz,
+        "+00:00" | "+0000" | "+00" | "Z" | "Etc/UTC" | "Etc/GMT" | "GMT" | "Zulu"
+    )
+}
+
+/// The Arrow type meshql gives contract column `name` where storage does not decide it.
+fn contract_type(entry: &TableEntry, name: &str) -> Option<DataType> {
+    let binding = entry.binding.as_ref().ok()?;
+    let prop = binding.schema.properties.iter().find(|p| p.name == name)?;
+    Some(conform::arrow_type(prop))
 }
 
 /// A [`ViewTable`] that presents itself as a base table: to clients it is the product's table.

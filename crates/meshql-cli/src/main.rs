@@ -185,11 +185,21 @@ fn parse_attribute(s: &str) -> Result<(String, String), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // A server logs what it does; one-shot commands only their errors.
+    // A server logs what it does, its dependencies' lines included (they go to its log). One-shot
+    // commands print only meshql's own errors: a dependency's errors are the causes of meshql's,
+    // which reach the user with them; delta kernel's lines about a version that does not exist,
+    // printed before meshql's own message, only confused (`MESHQL_LOG=debug` shows them).
+    const OURS: [&str; 5] = [
+        "meshql",
+        "meshql_catalog",
+        "meshql_contract",
+        "meshql_flight",
+        "meshql_policy",
+    ];
     let default_filter = if matches!(cli.command, Command::Serve(_)) {
-        "info"
+        "info".to_string()
     } else {
-        "error"
+        format!("off,{}", OURS.map(|t| format!("{t}=error")).join(","))
     };
     tracing_subscriber::fmt()
         .with_env_filter(

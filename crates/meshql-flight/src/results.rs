@@ -211,15 +211,167 @@ pub fn decode_parameters(bytes: &[u8]) -> Result<Vec<ScalarValue>, ArrowError> {
             return Err(ArrowError::InvalidArgumentError("parameters must be one row".into()));
         }
         for column in batch.columns() {
-            values.push(ScalarValue::try_from_array(column, 0).map_err(|e| ArrowError::ExternalError(Box::new(e)))?);
+            let value = ScalarValue::try_from_array(column, 0).map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+            values.push(without_union(value));
         }
     }
     Ok(values)
 }
 
+/// The rows a result message aims at: operators such as joins emit batches of a few dozen rows
+/// (a 400,000-row cross join came as 6,200 batches of ~65 rows), each a message of its own with
+/// its overhead; they are gathered into batches of this many rows before encoding.
+pub const RESULT_BATCH_ROWS: usize = 8192;
+
+/// `stream` with its small batches gathered into batches of about `rows` rows; batches at least
+/// half that size pass as they are.
+pub fn coalesced(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    rows: usize,
+) -> datafusion::execution::SendableRecordBatchStream {
+    use futures::StreamExt;
+    let schema = stream.schema();
+    let coalescer =
+        arrow::compute::BatchCoalescer::new(schema.clone(), rows).with_biggest_coalesce_batch_size(Some(rows / 2));
+    let batches = futures::stream::unfold(
+        (stream, coalescer, false),
+        |(mut stream, mut coalescer, mut ended)| async move {
+            if ended && coalescer.is_empty() && !coalescer.has_completed_batch() {
+                return None;
+            }
+            loop {
+                if let Some(batch) = coalescer.next_completed_batch() {
+                    return Some((Ok(batch), (stream, coalescer, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match stream.next().await {
+                    Some(Ok(batch)) => {
+                        if let Err(e) = coalescer.push_batch(batch) {
+                            return Some((Err(e.into()), (stream, coalescer, true)));
+                        }
+                    }
+                    // The result is cut: the rows gathered so far go with it.
+                    Some(Err(e)) => return Some((Err(e), (stream, coalescer, true))),
+                    None => {
+                        if let Err(e) = coalescer.finish_buffered_batch() {
+                            return Some((Err(e.into()), (stream, coalescer, true)));
+                        }
+                        ended = true;
+                    }
+                }
+            }
+        },
+    );
+    Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+        schema, batches,
+    ))
+}
+
+/// A parameter sent as a union (flightsql-dbapi sends every parameter as a dense union of the
+/// types it may have) is the value of its chosen member: the planner cannot compare a union with
+/// a column.
+fn without_union(value: ScalarValue) -> ScalarValue {
+    match value {
+        ScalarValue::Union(Some((_, member)), _, _) => without_union(*member),
+        ScalarValue::Union(None, _, _) => ScalarValue::Null,
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn small_batches_are_gathered_and_large_ones_pass() {
+        use arrow::array::{Int64Array, RecordBatch};
+        use futures::TryStreamExt;
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let batch = |from: i64, n: i64| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from_iter_values(from..from + n))],
+            )
+            .unwrap()
+        };
+        let mut input: Vec<datafusion::error::Result<RecordBatch>> = (0..100).map(|i| Ok(batch(i * 65, 65))).collect();
+        input.push(Ok(batch(6500, 20_000)));
+        let stream = Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema.clone(),
+            futures::stream::iter(input),
+        ));
+        let out: Vec<RecordBatch> = coalesced(stream, 1000).try_collect().await.unwrap();
+        let rows: Vec<usize> = out.iter().map(|b| b.num_rows()).collect();
+        assert_eq!(rows.iter().sum::<usize>(), 26_500);
+        assert!(out.len() <= 30, "{rows:?}");
+        // Every value, in order.
+        let values: Vec<i64> = out
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_primitive::<arrow::datatypes::Int64Type>()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(values, (0..26_500).collect::<Vec<i64>>());
+        // An error ends the stream.
+        let failing = Box::pin(datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema.clone(),
+            futures::stream::iter(vec![
+                Ok(batch(0, 10)),
+                Err(datafusion::error::DataFusionError::Execution("boom".into())),
+            ]),
+        ));
+        let e = coalesced(failing, 1000).try_collect::<Vec<_>>().await.unwrap_err();
+        assert!(e.to_string().contains("boom"));
+    }
+
+    #[test]
+    fn union_parameters_are_their_members_values() {
+        use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, UnionArray};
+        use arrow::buffer::ScalarBuffer;
+        use arrow::datatypes::UnionFields;
+        // As flightsql-dbapi sends them: one dense union column per parameter.
+        let fields = UnionFields::try_new(
+            vec![0, 1],
+            vec![
+                Field::new("int", DataType::Int64, true),
+                Field::new("str", DataType::Utf8, true),
+            ],
+        )
+        .unwrap();
+        let union = |type_id: i8| -> ArrayRef {
+            let ints: ArrayRef = Arc::new(Int64Array::from(vec![42]));
+            let strs: ArrayRef = Arc::new(StringArray::from(vec!["EU"]));
+            Arc::new(
+                UnionArray::try_new(
+                    fields.clone(),
+                    ScalarBuffer::from(vec![type_id]),
+                    Some(ScalarBuffer::from(vec![0i32])),
+                    vec![ints, strs],
+                )
+                .unwrap(),
+            )
+        };
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("p1", union(0).data_type().clone(), true),
+            Field::new("p2", union(1).data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![union(0), union(1)]).unwrap();
+        let mut bytes = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut bytes, &schema).unwrap();
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+        }
+        assert_eq!(
+            decode_parameters(&bytes).unwrap(),
+            vec![ScalarValue::Int64(Some(42)), ScalarValue::Utf8(Some("EU".into()))]
+        );
+    }
     use arrow::array::{AsArray, Int64Array, StringViewArray};
 
     #[test]

@@ -1014,7 +1014,7 @@ impl Pump {
         let _slot = self.slot;
         let deadline = self.deadline;
         let mut stream = match make() {
-            Ok(s) => s,
+            Ok(s) => crate::results::coalesced(s, crate::results::RESULT_BATCH_ROWS),
             Err(e) => {
                 let _ = ready.send(Err(status_of(e)));
                 return;

@@ -339,7 +339,7 @@ fn literal(v: &Value) -> Option<String> {
     }
 }
 
-fn plan_rule(table: &str, column: Option<&str>, raw: &Value, index: usize) -> Planned {
+fn plan_rule(table: &str, names: &[&str], column: Option<&str>, raw: &Value, index: usize) -> Planned {
     let rule: Rule = serde_json::from_value(raw.clone()).unwrap_or_default();
     let severity = Severity::parse(rule.severity.as_deref());
     let kind = rule
@@ -389,6 +389,9 @@ fn plan_rule(table: &str, column: Option<&str>, raw: &Value, index: usize) -> Pl
         for key in ["${table}", "{table}", "${object}", "{object}"] {
             sql = sql.replace(key, table);
         }
+        // The official examples also name the table itself, by its schema object's name or its
+        // physical name.
+        let mut sql = name_the_product(&sql, names, table);
         if let Some(c) = column {
             for key in ["${column}", "{column}", "${property}", "{property}"] {
                 sql = sql.replace(key, &ident(c));
@@ -505,6 +508,38 @@ fn duration_ms(value: &Value, unit: Option<&str>) -> Option<i64> {
     Some((v * ms) as i64)
 }
 
+/// `sql` with the table names of `names` (case-insensitive, quoted or not) replaced by `table`
+/// where they name a table: after `FROM` or `JOIN`, or qualifying a column (`name.column`).
+fn name_the_product(sql: &str, names: &[&str], table: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return sql.to_string();
+    };
+    let significant = |i: usize| !matches!(tokens[i], Token::Whitespace(_));
+    let mut out = String::with_capacity(sql.len());
+    for (i, token) in tokens.iter().enumerate() {
+        let previous = (0..i).rev().find(|&j| significant(j)).map(|j| &tokens[j]);
+        let next = (i + 1..tokens.len()).find(|&j| significant(j)).map(|j| &tokens[j]);
+        let names_table = match token {
+            Token::Word(w) if names.iter().any(|n| n.eq_ignore_ascii_case(&w.value)) => {
+                let after_from =
+                    matches!(previous, Some(Token::Word(p)) if matches!(p.keyword, Keyword::FROM | Keyword::JOIN));
+                let qualifies = matches!(next, Some(Token::Period)) && !matches!(previous, Some(Token::Period));
+                after_from || qualifies
+            }
+            _ => false,
+        };
+        if names_table {
+            out.push_str(table);
+        } else {
+            out.push_str(&token.to_string());
+        }
+    }
+    out
+}
+
 /// Every check the product's contract asks for.
 fn plan_product(entry: &TableEntry) -> Vec<Planned> {
     let Ok(binding) = &entry.binding else {
@@ -516,13 +551,20 @@ fn plan_product(entry: &TableEntry) -> Vec<Planned> {
         ident(&entry.domain),
         ident(&entry.name)
     );
+    let names: Vec<&str> = [
+        Some(binding.schema.name.as_str()),
+        binding.schema.physical_name.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let mut out = Vec::new();
     for (i, q) in binding.schema.quality.iter().enumerate() {
-        out.push(plan_rule(&table, None, q, i));
+        out.push(plan_rule(&table, &names, None, q, i));
     }
     for p in &binding.schema.properties {
         for (i, q) in p.quality.iter().enumerate() {
-            out.push(plan_rule(&table, Some(&p.name), q, i));
+            out.push(plan_rule(&table, &names, Some(&p.name), q, i));
         }
     }
     for sla in &binding.contract.sla_properties {
@@ -530,10 +572,17 @@ fn plan_product(entry: &TableEntry) -> Vec<Planned> {
         if kind != "latency" && kind != "frequency" && kind != "freshness" {
             continue;
         }
-        let column = sla
-            .element
-            .as_deref()
-            .map(|e| e.rsplit('.').next().unwrap_or(e).to_string());
+        // `column` or `table.column`, by the contract's name or the stored (physical) one.
+        let column = sla.element.as_deref().map(|e| {
+            let named = e.rsplit('.').next().unwrap_or(e);
+            binding
+                .schema
+                .properties
+                .iter()
+                .find(|p| p.name == named)
+                .or_else(|| binding.schema.properties.iter().find(|p| p.storage_name() == named))
+                .map_or_else(|| named.to_string(), |p| p.name.clone())
+        });
         let expectation = format!("age <= {} {}", sla.value, sla.unit.as_deref().unwrap_or("d"));
         let what = match duration_ms(&sla.value, sla.unit.as_deref()) {
             Some(max_age_ms) => Ok(Measure::Freshness {
@@ -772,6 +821,29 @@ fn explain_sql_error(e: String) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sql_rules_may_name_the_table_by_its_physical_or_schema_name() {
+        let t = "mesh.logistics.shipments";
+        let names = ["shipments", "shp_events"];
+        assert_eq!(
+            super::name_the_product("SELECT count(*) FROM shp_events WHERE shp_events.amount < 0", &names, t),
+            "SELECT count(*) FROM mesh.logistics.shipments WHERE mesh.logistics.shipments.amount < 0"
+        );
+        assert_eq!(
+            super::name_the_product(
+                "select count(*) from \"SHIPMENTS\" s join other o on s.shipments = o.x",
+                &names,
+                t
+            ),
+            "select count(*) from mesh.logistics.shipments s join other o on s.shipments = o.x"
+        );
+        // Not a table there: a column or a string.
+        assert_eq!(
+            super::name_the_product("SELECT shipments FROM x WHERE y = 'shp_events'", &names, t),
+            "SELECT shipments FROM x WHERE y = 'shp_events'"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -329,6 +329,7 @@ impl Session {
         let sql = crate::time_travel::rewrite(sql)?;
         let mut statement = state.sql_to_statement(&sql, &dialect)?;
         number_placeholders(&mut statement);
+        microsecond_timestamp_literals(&mut statement);
         refuse_non_queries(&statement, bound.admin)?;
         self.ensure_readable(bound, &state, &statement, products).await?;
         if let (Statement::Explain(explain), false) = (&statement, bound.admin) {
@@ -550,6 +551,25 @@ fn number_placeholders(statement: &mut Statement) {
                     n += 1;
                     *p = format!("${n}");
                 }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// `TIMESTAMP '…'` without a precision is a microsecond literal, as in PostgreSQL (DataFusion
+/// makes it nanoseconds, which end in 2262: `valid_to = TIMESTAMP '9999-12-31'` failed to plan,
+/// although microsecond columns hold such values). A literal with an explicit precision keeps it.
+fn microsecond_timestamp_literals(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Expr};
+    use std::ops::ControlFlow;
+    let Statement::Statement(s) = statement else {
+        return;
+    };
+    let _ = visit_expressions_mut(s.as_mut(), |e| {
+        if let Expr::TypedString(ts) = e {
+            if let SqlType::Timestamp(precision @ None, _) = &mut ts.data_type {
+                *precision = Some(6);
             }
         }
         ControlFlow::<()>::Continue(())
