@@ -19,6 +19,7 @@
 //! ([`signing`]), so replicas sharing a signing key serve each other's clients.
 
 pub mod auth;
+mod bindings;
 pub mod config;
 mod doget;
 mod encode;

@@ -126,6 +126,8 @@ pub struct Handlers {
     threads: QueryThreads,
     /// Bounds the cost of password logins.
     logins: LoginGate,
+    /// Values bound to prepared statements' original handles (for clients that keep them).
+    bindings: crate::bindings::Bindings,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,6 +160,7 @@ impl MeshFlightService {
                 cancelled: Mutex::new(HashMap::new()),
                 slots,
                 threads,
+                bindings: Default::default(),
             }),
         })
     }
@@ -488,6 +491,13 @@ impl Handlers {
             return Err(Status::permission_denied(format!(
                 "this {what} belongs to another principal"
             )));
+        }
+        let mut stmt = stmt;
+        if kind == Kind::PreparedStatement && stmt.parameters.is_empty() {
+            // A client that executes the handle it created, not the one binding returned.
+            if let Some(values) = self.bindings.bound(bytes, unix_now()) {
+                stmt.parameters = values;
+            }
         }
         Ok(stmt)
     }
@@ -1452,6 +1462,12 @@ impl FlightSqlService for Handlers {
         };
         // Check now that the values fit the statement, rather than at execution.
         self.plan(&caller, &stmt).await?;
+        self.bindings.bind(
+            &query.prepared_statement_handle,
+            stmt.parameters.clone(),
+            stmt.expires_at,
+            unix_now(),
+        );
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(self.signer().seal(Kind::PreparedStatement, &stmt).into()),
         })
@@ -1494,8 +1510,9 @@ impl FlightSqlService for Handlers {
         caller(&req)?;
         self.signer()
             .open::<proto::Statement>(Kind::PreparedStatement, &query.prepared_statement_handle)
-            .map(|_| ())
-            .map_err(|_| Status::invalid_argument("this prepared statement handle was not issued by this server"))
+            .map_err(|_| Status::invalid_argument("this prepared statement handle was not issued by this server"))?;
+        self.bindings.forget(&query.prepared_statement_handle);
+        Ok(())
     }
 
     async fn do_action_create_prepared_substrait_plan(

@@ -671,3 +671,106 @@ async fn cpu_bound_queries_stop_at_their_deadline_while_calls_and_lookups_go_on(
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_executes_its_original_handle_gets_the_values_it_bound() {
+    use arrow::array::RecordBatch;
+    use arrow::datatypes::{Field, Schema};
+    use arrow_flight::sql::{
+        ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any, CommandPreparedStatementQuery,
+        ProstMessageExt,
+    };
+    use arrow_flight::FlightDescriptor;
+    use std::sync::Arc;
+    let server = start(config("", "")).await;
+    let mut client = login(&server, "alice").await;
+    let token = client.token().cloned().expect("token");
+    let mut raw = client.inner().clone();
+    fn with_token<T>(mut r: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        r
+    }
+    // As flightsql-dbapi does: prepare, bind with DoPut, then execute the handle it created.
+    let create = ActionCreatePreparedStatementRequest {
+        query: "SELECT count(*) FROM mesh.order.transactions WHERE order_id < ?".into(),
+        transaction_id: None,
+    };
+    let response = raw
+        .do_action(with_token(
+            tonic::Request::new(Action::new("CreatePreparedStatement", create.as_any().encode_to_vec())),
+            &token,
+        ))
+        .await
+        .expect("prepared");
+    let results: Vec<_> = response.into_inner().try_collect().await.expect("result");
+    let created: ActionCreatePreparedStatementResult = Any::decode(&*results[0].body)
+        .unwrap()
+        .unpack()
+        .unwrap()
+        .expect("a prepared statement");
+    let handle = created.prepared_statement_handle.clone();
+    let command = CommandPreparedStatementQuery {
+        prepared_statement_handle: handle.clone(),
+    };
+    let values = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("$1", DataType::Int64, false)])),
+        vec![Arc::new(arrow::array::Int64Array::from(vec![50]))],
+    )
+    .unwrap();
+    let upload = arrow_flight::encode::FlightDataEncoderBuilder::new()
+        .with_flight_descriptor(Some(FlightDescriptor::new_cmd(command.as_any().encode_to_vec())))
+        .build(futures::stream::iter([Ok(values)]))
+        .map(|d| d.expect("encoded"));
+    let put: Vec<_> = raw
+        .do_put(with_token(tonic::Request::new(upload), &token))
+        .await
+        .expect("bound")
+        .into_inner()
+        .try_collect()
+        .await
+        .expect("bound");
+    assert_eq!(put.len(), 1);
+    // Executing the original handle runs with the bound value.
+    let info = raw
+        .get_flight_info(with_token(
+            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec())),
+            &token,
+        ))
+        .await
+        .expect("planned with the bound value")
+        .into_inner();
+    let got = rows(&fetch(&mut client, info).await.expect("runs"));
+    let want = sql(
+        &mut client,
+        "SELECT count(*) FROM mesh.order.transactions WHERE order_id < 50",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, want);
+    // Closing the statement forgets the values.
+    raw.do_action(with_token(
+        tonic::Request::new(Action::new(
+            "ClosePreparedStatement",
+            arrow_flight::sql::ActionClosePreparedStatementRequest {
+                prepared_statement_handle: handle,
+            }
+            .as_any()
+            .encode_to_vec(),
+        )),
+        &token,
+    ))
+    .await
+    .expect("closed");
+    let info = raw
+        .get_flight_info(with_token(
+            tonic::Request::new(FlightDescriptor::new_cmd(command.as_any().encode_to_vec())),
+            &token,
+        ))
+        .await
+        .expect("planned")
+        .into_inner();
+    let e = fetch(&mut client, info).await.expect_err("no value bound any more");
+    assert!(e.message().contains("$1") || e.message().contains("laceholder"), "{e}");
+    server.shutdown().await.unwrap();
+}
