@@ -2,6 +2,16 @@ use std::path::{Path, PathBuf};
 
 use meshql::{Mesh, Principal};
 
+/// A runtime whose two workers have the stack meshql's binaries give query threads.
+pub fn query_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The committed sample mesh.
 pub fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mesh")

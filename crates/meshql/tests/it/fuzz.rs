@@ -217,12 +217,7 @@ fn check(sql: &str, outcome: Result<(), Error>) -> Result<(), String> {
 
 #[test]
 fn mutated_statements_fail_alone_under_restricted_principals() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = query_runtime();
     let mesh = sample_mesh();
     runtime.block_on(async {
         for sql in REGRESSIONS {
@@ -347,12 +342,7 @@ const DOCUMENTS: &[&str] = &[
 
 #[test]
 fn mutated_contracts_descriptors_and_policies_load_or_fail_clearly() {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = query_runtime();
     let dir = copy_of_sample();
     let originals: Vec<String> = DOCUMENTS
         .iter()

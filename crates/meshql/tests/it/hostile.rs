@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use meshql::limits::{MAX_CASE_NESTING, MAX_EXPRESSION_OPERATORS, QUERY_THREAD_STACK};
+use meshql::limits::{MAX_CASE_NESTING, MAX_EXPRESSION_OPERATORS};
 use meshql::{ErrorClass, Mesh};
 
 use crate::common::*;
@@ -16,13 +16,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(QUERY_THREAD_STACK)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async { tokio::spawn(f).await.expect("the test task") })
+    query_runtime().block_on(async { tokio::spawn(f).await.expect("the test task") })
 }
 
 async fn outcome(mesh: &Mesh, sql: &str) -> Result<Vec<Vec<String>>, meshql::Error> {
