@@ -950,8 +950,13 @@ impl Query {
                 let _ = ready.send(Err(status));
                 return;
             }
-            // The caller answered at the deadline already.
-            Err(_) => return,
+            // Past the deadline (the caller may not have noticed yet).
+            Err(_) => {
+                let _ = ready.send(Err(Status::deadline_exceeded(
+                    "planning the query took longer than its time limit",
+                )));
+                return;
+            }
         };
         let rows = priority::rows_read(runnable.plan());
         let make = move || match mine {
@@ -1039,6 +1044,12 @@ impl Pump {
                 _ = tx.closed() => return,
                 next = stream.next() => next,
             };
+            // A computation that did not yield may end after the deadline: its client was
+            // answered "time limit exceeded" then, so its result is not delivered (and its audit
+            // record says cancelled, not ok).
+            if tokio::time::Instant::now() >= deadline {
+                return;
+            }
             let Some(item) = next else {
                 self.completed.store(true, std::sync::atomic::Ordering::Release);
                 return;

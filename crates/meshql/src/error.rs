@@ -40,9 +40,10 @@ pub enum Error {
     #[error("{0}")]
     Syntax(String),
 
-    /// The statement is beyond meshql's limits (its size, its expressions' size or nesting):
-    /// refused before it is parsed. See `crates/meshql/src/limits.rs`.
-    #[error("the statement is too large or too deeply nested: {0}")]
+    /// Beyond one of meshql's limits: the statement's size or its expressions' size or nesting
+    /// (refused before it is parsed), or a value a function would build. The message says
+    /// which. See `crates/meshql/src/limits.rs`.
+    #[error("{0}")]
     LimitExceeded(String),
 
     /// The engine panicked while planning or running this query: the query fails alone, the
