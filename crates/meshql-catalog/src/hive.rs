@@ -71,6 +71,12 @@ impl HiveValue {
     }
 
     fn values(&self, raw: &ArrayRef) -> Result<ArrayRef> {
+        if let Some(dict) = raw.as_any_dictionary_opt() {
+            // The listing gives a partition column as a dictionary of its directory's text:
+            // each text is decoded once, not once per row.
+            let decoded = self.values(dict.values())?;
+            return Ok(arrow::compute::cast(&dict.with_values(decoded), &self.data_type)?);
+        }
         let raw = arrow::compute::cast(raw, &DataType::Utf8)?;
         let text = raw.as_string::<i32>();
         let decoded: StringArray = text.iter().map(|v| v.and_then(decode)).collect();

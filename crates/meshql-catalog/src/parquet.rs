@@ -18,7 +18,7 @@ use datafusion::datasource::file_format::file_compression_type::FileCompressionT
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::{FileFormat, FileMeta};
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::datasource::physical_plan::FileSource;
+use datafusion::datasource::physical_plan::{wrap_partition_type_in_dict, FileSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
@@ -88,7 +88,7 @@ pub async fn open(
     options = options.with_table_partition_cols(
         partition_columns
             .iter()
-            .map(|name| (name.clone(), DataType::Utf8))
+            .map(|name| (name.clone(), wrap_partition_type_in_dict(DataType::Utf8)))
             .collect(),
     );
     let config = ListingTableConfig::new(table_url)

@@ -43,6 +43,9 @@ impl QueryThreads {
                 .worker_threads(threads.max(1))
                 .thread_name(name)
                 .thread_stack_size(meshql::limits::QUERY_THREAD_STACK)
+                // Statements are planned on blocking threads: at most this many at once, the
+                // others wait for one (within their time limit).
+                .max_blocking_threads(64)
                 .enable_all();
             if low {
                 builder.on_thread_start(lower_this_thread);

@@ -557,20 +557,26 @@ fn number_placeholders(statement: &mut Statement) {
     });
 }
 
-/// `TIMESTAMP '…'` without a precision is a microsecond literal, as in PostgreSQL (DataFusion
+/// `TIMESTAMP '…'` (or a string cast to `TIMESTAMP`) without a precision is a microsecond literal, as in PostgreSQL (DataFusion
 /// makes it nanoseconds, which end in 2262: `valid_to = TIMESTAMP '9999-12-31'` failed to plan,
 /// although microsecond columns hold such values). A literal with an explicit precision keeps it.
 fn microsecond_timestamp_literals(statement: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Expr};
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Expr, Value};
     use std::ops::ControlFlow;
     let Statement::Statement(s) = statement else {
         return;
     };
     let _ = visit_expressions_mut(s.as_mut(), |e| {
-        if let Expr::TypedString(ts) = e {
-            if let SqlType::Timestamp(precision @ None, _) = &mut ts.data_type {
-                *precision = Some(6);
+        let data_type = match e {
+            Expr::TypedString(ts) => Some(&mut ts.data_type),
+            // `CAST('9999-12-31' AS TIMESTAMP)`, `'…'::timestamp`: a literal too.
+            Expr::Cast { expr, data_type, .. } if matches!(expr.as_ref(), Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))) => {
+                Some(data_type)
             }
+            _ => None,
+        };
+        if let Some(SqlType::Timestamp(precision @ None, _)) = data_type {
+            *precision = Some(6);
         }
         ControlFlow::<()>::Continue(())
     });

@@ -12,6 +12,18 @@ pub fn query_runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// A lookup another user runs after something hostile: it must still answer.
+pub async fn bystander_answers(mesh: &Mesh) {
+    assert_eq!(
+        query(
+            mesh,
+            "SELECT count(*) FROM mesh.customer.profiles WHERE customer_id = 7"
+        )
+        .await,
+        [["1"]]
+    );
+}
+
 /// The committed sample mesh.
 pub fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/mesh")

@@ -235,16 +235,7 @@ fn mutated_statements_fail_alone_under_restricted_principals() {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     // And the engine still answers.
-    runtime.block_on(async {
-        assert_eq!(
-            query(
-                &mesh,
-                "SELECT count(*) FROM mesh.customer.profiles WHERE customer_id = 7"
-            )
-            .await,
-            [["1"]]
-        );
-    });
+    runtime.block_on(bystander_answers(&mesh));
 }
 
 /// A mutation of a YAML document, line by line.
