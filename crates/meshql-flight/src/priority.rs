@@ -32,6 +32,12 @@ const NICE: i32 = 10;
 pub struct QueryThreads {
     normal: Option<Runtime>,
     low: Option<Runtime>,
+    /// Where statements are planned: each on a blocking thread of its own, and the tasks its
+    /// planning spawns (reading a Delta log, listing files) on these workers. Apart from the
+    /// queries' workers, which a computation that does not yield can hold past its deadline
+    /// (`levenshtein` of long strings, an accumulator's inner loop): before, two such queries
+    /// kept every other statement's planning waiting for their end (45 s).
+    planning: Option<Runtime>,
 }
 
 impl QueryThreads {
@@ -54,6 +60,7 @@ impl QueryThreads {
         };
         Ok(QueryThreads {
             normal: Some(build("meshql-query", false)?),
+            planning: Some(build("meshql-plan", false)?),
             low: if low_priority {
                 Some(build("meshql-large-query", true)?)
             } else {
@@ -65,6 +72,13 @@ impl QueryThreads {
     /// The runtime for planning and for queries of normal priority.
     pub fn normal(&self) -> Handle {
         self.normal
+            .as_ref()
+            .map_or_else(Handle::current, |r| r.handle().clone())
+    }
+
+    /// The runtime statements are planned on.
+    pub fn planning(&self) -> Handle {
+        self.planning
             .as_ref()
             .map_or_else(Handle::current, |r| r.handle().clone())
     }
@@ -88,7 +102,7 @@ impl QueryThreads {
         T: Send + 'static,
         E: Send + 'static,
     {
-        let task = self.normal().spawn(on_own_thread(work));
+        let task = self.planning().spawn(on_own_thread(work));
         match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => Err(lost(e.to_string())),
@@ -115,7 +129,10 @@ pub async fn on_own_thread<T: Send + 'static>(work: impl Future<Output = T> + Se
 impl Drop for QueryThreads {
     fn drop(&mut self) {
         // Dropping a runtime from async code would panic; their threads stop on their own.
-        for rt in [self.normal.take(), self.low.take()].into_iter().flatten() {
+        for rt in [self.normal.take(), self.low.take(), self.planning.take()]
+            .into_iter()
+            .flatten()
+        {
             rt.shutdown_background();
         }
     }
@@ -184,7 +201,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(normal.0.as_deref(), Some("meshql-query"));
+        assert_eq!(normal.0.as_deref(), Some("meshql-plan"));
         let low = threads.low().unwrap().spawn(async move { where_() }).await.unwrap();
         assert_eq!(low.0.as_deref(), Some("meshql-large-query"));
         #[cfg(target_os = "linux")]

@@ -633,12 +633,14 @@ impl Handlers {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         let completed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let session = self.session(&caller.principal);
         let query = Query {
-            session: self.session(&caller.principal),
+            session: session.clone(),
             stmt: stmt.clone(),
             memory: limits.memory_per_query,
             large_query_rows: limits.large_query_rows,
             low: self.threads.low(),
+            planning: self.threads.planning(),
             deadline,
             slot: permit,
             completed: completed.clone(),
@@ -649,7 +651,12 @@ impl Handlers {
         let schema = match tokio::time::timeout_at(deadline, ready_rx).await {
             Ok(Ok(ready)) => ready?,
             Ok(Err(_)) => return Err(planning_lost("it stopped before the query started".into())),
-            Err(_) => return Err(self.planning_too_long()),
+            Err(_) => {
+                let status = self.planning_too_long();
+                // Its planning may go on: the record is written now, not when that ends.
+                session.audit_settled(&stmt.sql, &stmt.query_id, status.message());
+                return Err(status);
+            }
         };
         let shaper = self.shaper(&schema);
         let batches = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
@@ -675,6 +682,8 @@ impl Handlers {
             completed,
             registration,
             principal: caller.principal.id().to_string(),
+            session,
+            sql: stmt.sql.clone(),
             started,
             rows: 0,
             done: false,
@@ -910,6 +919,9 @@ struct Run {
     completed: Arc<std::sync::atomic::AtomicBool>,
     registration: Registration,
     principal: String,
+    /// For the audit record of a query cut at its deadline.
+    session: Session,
+    sql: String,
     started: Instant,
     rows: u64,
     done: bool,
@@ -924,6 +936,8 @@ struct Query {
     large_query_rows: usize,
     /// The low-priority runtime, if large queries go there.
     low: Option<tokio::runtime::Handle>,
+    /// The runtime statements are planned on.
+    planning: tokio::runtime::Handle,
     deadline: tokio::time::Instant,
     slot: OwnedSemaphorePermit,
     /// Set when the query's own stream ended (not cut at its deadline), so that a reader can
@@ -941,7 +955,10 @@ impl Query {
         let (session, stmt, memory) = (self.session.clone(), self.stmt.clone(), self.memory);
         let planned = tokio::time::timeout_at(
             deadline,
-            priority::on_own_thread(async move { plan_runnable(&session, &stmt, memory).await }),
+            spawned(
+                &self.planning,
+                priority::on_own_thread(async move { plan_runnable(&session, &stmt, memory).await }),
+            ),
         )
         .await;
         let (runnable, mine, schema) = match planned {
@@ -977,6 +994,19 @@ impl Query {
             }
             _ => pump.run(make, schema, ready, tx).await,
         }
+    }
+}
+
+/// `work` run as a task of `runtime`; a panic in it goes on unwinding in the caller.
+async fn spawned<T: Send + 'static>(
+    runtime: &tokio::runtime::Handle,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    match runtime.spawn(work).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // The runtime is shutting down: the server is too.
+        Err(_) => std::future::pending().await,
     }
 }
 
@@ -1101,6 +1131,11 @@ impl Run {
         };
         if let Err(status) = &item {
             tracing::warn!(query_id, principal = %self.principal, code = ?status.code(), error = %status.message(), "query failed");
+            if status.code() == tonic::Code::DeadlineExceeded {
+                // Its work may go on (a computation that does not yield): the record is written
+                // now, not when that ends.
+                self.session.audit_settled(&self.sql, &query_id, status.message());
+            }
             self.done = true;
         }
         Some((item, self))

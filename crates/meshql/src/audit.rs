@@ -61,7 +61,22 @@ pub struct AuditRecord {
 #[derive(Debug)]
 pub struct AuditLog {
     journal: Journal,
+    /// Queries whose record was written before their work ended (answered at their deadline
+    /// while a computation went on): the record their work writes when it ends is not written.
+    settled: Mutex<Settled>,
 }
+
+/// Which queries' final records are written: the early ones, until their work ends, and the
+/// most recent ones written by their work (so that an early record racing with the work's own
+/// does not make two).
+#[derive(Debug, Default)]
+struct Settled {
+    early: std::collections::HashSet<String>,
+    recent: std::collections::VecDeque<String>,
+}
+
+/// How many recently recorded queries [`Settled`] remembers.
+const RECENT: usize = 4096;
 
 /// The most statement text one record keeps: a statement is the caller's to choose, and its
 /// size must not decide how many records fit in the trail (ten 900 KB statements rotated another
@@ -94,6 +109,7 @@ impl AuditLog {
     pub fn open(dir: &Path, settings: &AuditSettings) -> io::Result<AuditLog> {
         Ok(AuditLog {
             journal: Journal::open(dir, "audit-", settings.max_file_bytes, settings.max_files)?,
+            settled: Mutex::new(Settled::default()),
         })
     }
 
@@ -104,6 +120,35 @@ impl AuditLog {
     /// Appends `record` and waits until it is on disk.
     pub fn append(&self, record: &AuditRecord) -> io::Result<()> {
         self.journal.append(record)
+    }
+
+    /// Appends the final `record` of a query whose work has not ended (its client was answered
+    /// at the deadline): the record is durable now, whatever becomes of the work, and the one
+    /// the work would write when it ends is not written. Nothing is written if the work has just
+    /// written its own.
+    pub fn settle_early(&self, record: &AuditRecord) -> io::Result<()> {
+        {
+            let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+            if settled.recent.contains(&record.query_id) {
+                return Ok(());
+            }
+            settled.early.insert(record.query_id.clone());
+        }
+        self.journal.append(record)
+    }
+
+    /// Whether the query's record was written early ([`AuditLog::settle_early`]) — then it
+    /// forgets it — else notes that the caller writes it now.
+    pub(crate) fn take_settled(&self, query_id: &str) -> bool {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        if settled.early.remove(query_id) {
+            return true;
+        }
+        if settled.recent.len() >= RECENT {
+            settled.recent.pop_front();
+        }
+        settled.recent.push_back(query_id.to_string());
+        false
     }
 
     /// Every readable record, oldest first; a query's `started` record is replaced by its

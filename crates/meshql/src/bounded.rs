@@ -1,120 +1,590 @@
-//! Functions whose result can be far larger than their arguments, held to
-//! [`MAX_VALUE_BYTES`] per value and [`MAX_CALL_BYTES`] per call.
+//! DataFusion's built-in functions, each behind checks of what it may build and cost, and of
+//! how it may fail.
 //!
 //! `repeat('x', 1e9)` builds a 1 GB string from a 10-byte statement, `range(3e8)` a list of
-//! 300 million integers: memory that no operator reserves, so the query's memory limit never
-//! sees it, and that encoding the result copies again. Such functions are replaced in every
-//! session by the same function behind a check of the size its arguments ask for, made before
-//! anything is allocated.
+//! 300 million integers, `replace(s, 'x', 'yyyyyyyy')` eight times its argument: memory that no
+//! operator reserves, so the query's memory limit never sees it, and that encoding the result
+//! copies again. `levenshtein` of two 50k-character strings runs for minutes inside one call,
+//! which nothing can interrupt. And some functions panic on extreme arguments
+//! (`overlay` at a huge position, `date_trunc` at the end of time) or fail with an internal error
+//! on a bad one (a pattern that is not a regular expression).
+//!
+//! So after type coercion every call of a built-in scalar function is wrapped ([`BoundFunctions`],
+//! an analyzer rule) in [`Bounded`], the same function (same name, signature, column names,
+//! simplification and properties) whose calls
+//!
+//! - are refused before anything is allocated when their arguments ask for more than
+//!   [`MAX_VALUE_BYTES`] in one value or [`MAX_CALL_BYTES`] in one call, for the functions whose
+//!   result can be many times larger than their arguments ([`Size`]), or for more than
+//!   [`MAX_CALL_CELLS`] steps of a quadratic computation (`levenshtein`);
+//! - are refused after the call when a value it built is larger than [`MAX_VALUE_BYTES`], or
+//!   when it built more than [`MAX_CALL_BYTES`] and more than it was given: the functions whose
+//!   result grows at most by a small factor (`concat`, `overlay`, `encode`, `make_array`, …) are
+//!   held this way, each step of a chain at most a few times the previous one;
+//! - fail as the query's error when they panic or fail internally, naming the function
+//!   (the panic's own text goes to the server log: it may quote values).
+//!
+//! Calls are wrapped in the analyzer, so constant folding in the optimizer (which evaluates calls
+//! on literals while planning) is held to the same checks. `get_field` is left alone: it builds
+//! nothing, and DataFusion's planner recognises it by type. meshql's own functions (masks,
+//! policy placeholders) are not built-ins and are not wrapped.
+//!
+//! Beside scalar functions: `string_agg` is held to the same value size ([`CappedStringAgg`]),
+//! `lag`/`lead`/`nth_value` offsets must fit 32 bits, and the `generate_series`/`range` tables
+//! refuse series that would step past the end of `BIGINT` ([`CheckedSeries`]).
 
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, LazyLock};
 
-use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, FieldRef, Int64Type};
-use datafusion::common::{DataFusionError, Result};
+use arrow::array::{Array, ArrayRef, AsArray, OffsetSizeTrait};
+use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, IntervalUnit, TimeUnit};
+use datafusion::catalog::{TableFunctionImpl, TableProvider};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::logical_expr::expr::{ScalarFunction, WindowFunction, WindowFunctionParams};
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::sort_properties::{ExprProperties, SortProperties};
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, Documentation, Expr, ExpressionPlacement, LogicalPlan,
+    ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
 };
+use datafusion::optimizer::AnalyzerRule;
 
+use crate::error::{classify, ErrorClass};
 use crate::limits::{MAX_CALL_BYTES, MAX_VALUE_BYTES};
 use crate::Error;
 
-/// How a function's output size follows from its arguments.
+/// The most steps a quadratic function (`levenshtein`: one per pair of characters) may take in
+/// one call: about a second of one core.
+pub const MAX_CALL_CELLS: u128 = 1 << 28;
+
+/// How a function's output size (or cost) follows from its arguments, for the functions whose
+/// result can be many times larger than their arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Size {
     /// `repeat(text, n)`: `n` times the text.
     Repeat,
     /// `lpad`/`rpad(text, n, …)`: `n` characters.
     Pad,
-    /// `array_repeat(element, n)`: `n` elements.
+    /// `array_repeat(element, n)`: `n` times the element.
     ArrayRepeat,
-    /// `array_resize(list, n, …)`: `n` elements.
+    /// `array_resize(list, n, element)`: `n` elements.
     Resize,
-    /// `range`/`generate_series(start, stop[, step])` on integers: (stop − start) / step elements.
+    /// `range`/`generate_series(start, stop[, step])`: (stop − start) / step elements, on
+    /// integers, dates and timestamps.
     Series,
+    /// `replace(text, from, to)`: each occurrence of `from` becomes `to`.
+    Replace,
+    /// `regexp_replace(text, pattern, replacement[, flags])`.
+    RegexpReplace,
+    /// `array_to_string(list, separator[, null])`: a separator per element.
+    ArrayToString,
+    /// `levenshtein(a, b)`: a step per pair of characters (a cost, not a size).
+    Levenshtein,
+    /// `factorial(n)`: undefined for negative `n` (DataFusion answers 1).
+    Factorial,
 }
 
-/// The functions bounded, by name.
-const BOUNDED: &[(&str, Size)] = &[
+/// The functions checked before their call, by name.
+const SIZES: &[(&str, Size)] = &[
     ("repeat", Size::Repeat),
     ("lpad", Size::Pad),
     ("rpad", Size::Pad),
     ("array_repeat", Size::ArrayRepeat),
+    ("list_repeat", Size::ArrayRepeat),
     ("array_resize", Size::Resize),
+    ("list_resize", Size::Resize),
     ("range", Size::Series),
     ("generate_series", Size::Series),
+    ("replace", Size::Replace),
+    ("regexp_replace", Size::RegexpReplace),
+    ("array_to_string", Size::ArrayToString),
+    ("list_to_string", Size::ArrayToString),
+    ("array_join", Size::ArrayToString),
+    ("list_join", Size::ArrayToString),
+    ("levenshtein", Size::Levenshtein),
+    ("factorial", Size::Factorial),
 ];
 
-/// `inner` behind the size check of `size`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-struct Bounded {
-    inner: Arc<ScalarUDF>,
-    size: Size,
-}
+/// Built-in functions left unwrapped: `get_field` builds nothing and is recognised by type.
+const UNWRAPPED: &[&str] = &["get_field"];
 
-/// The bounded replacement of each function of `functions` that can build huge values.
-pub(crate) fn bounded_functions(functions: &std::collections::HashMap<String, Arc<ScalarUDF>>) -> Vec<ScalarUDF> {
-    BOUNDED
-        .iter()
-        .filter_map(|(name, size)| {
-            let inner = functions.get(*name)?.clone();
-            Some(ScalarUDF::new_from_impl(Bounded { inner, size: *size }))
+/// The names of DataFusion's built-in scalar functions (and their aliases).
+static BUILT_IN: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    datafusion::functions::all_default_functions()
+        .into_iter()
+        .chain(datafusion::functions_nested::all_default_nested_functions())
+        .flat_map(|f| {
+            let mut names = f.aliases().to_vec();
+            names.push(f.name().to_string());
+            names
         })
+        .filter(|n| !UNWRAPPED.contains(&n.as_str()))
         .collect()
+});
+
+/// A built-in function behind the checks of the module documentation.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Bounded {
+    inner: Arc<ScalarUDF>,
+    size: Option<Size>,
 }
 
-fn too_large(name: &str, bytes: u128) -> DataFusionError {
-    let (what, limit) = if bytes > MAX_VALUE_BYTES as u128 && bytes <= MAX_CALL_BYTES as u128 {
-        ("a value", MAX_VALUE_BYTES)
+impl Bounded {
+    /// `func` wrapped, when it is a built-in function not wrapped yet.
+    fn wrap(func: &Arc<ScalarUDF>) -> Option<Arc<ScalarUDF>> {
+        if func.inner().as_any().is::<Bounded>() || !BUILT_IN.contains(func.name()) {
+            return None;
+        }
+        let size = SIZES
+            .iter()
+            .find(|(name, _)| *name == func.name())
+            .map(|(_, size)| *size);
+        Some(Arc::new(ScalarUDF::new_from_impl(Bounded {
+            inner: func.clone(),
+            size,
+        })))
+    }
+}
+
+/// `expr` with every built-in function call in it wrapped.
+fn wrap_calls(expr: Expr) -> Result<Transformed<Expr>> {
+    expr.transform_up(|e| match &e {
+        Expr::ScalarFunction(ScalarFunction { func, args }) => match Bounded::wrap(func) {
+            Some(wrapped) => Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
+                wrapped,
+                args.clone(),
+            )))),
+            None => Ok(Transformed::no(e)),
+        },
+        Expr::WindowFunction(w) => {
+            check_window_offsets(w)?;
+            Ok(Transformed::no(e))
+        }
+        _ => Ok(Transformed::no(e)),
+    })
+}
+
+/// Wraps every built-in scalar function call of a plan in [`Bounded`] (see the module
+/// documentation), and checks window functions' offsets. Runs after type coercion.
+#[derive(Debug, Default)]
+pub struct BoundFunctions;
+
+impl AnalyzerRule for BoundFunctions {
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        plan.transform_up_with_subqueries(|node| node.map_expressions(wrap_calls))
+            .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "meshql_bound_functions"
+    }
+}
+
+/// `lag`, `lead` and `nth_value` with an offset beyond 32 bits: DataFusion negates or converts
+/// it unchecked (a panic, or a wrong row). No partition has 2^31 rows to offset by.
+fn check_window_offsets(w: &WindowFunction) -> Result<()> {
+    let name = w.fun.name();
+    if !matches!(name, "lag" | "lead" | "nth_value") {
+        return Ok(());
+    }
+    let WindowFunctionParams { args, .. } = &w.params;
+    if let Some(Expr::Literal(value, _)) = args.get(1) {
+        let fits = match value {
+            ScalarValue::Null => true,
+            v if v.data_type().is_integer() => match v.cast_to(&DataType::Int64) {
+                Ok(ScalarValue::Int64(Some(n))) => i32::try_from(n).is_ok(),
+                Ok(_) => true,
+                Err(_) => false,
+            },
+            _ => true,
+        };
+        if !fits {
+            return Err(DataFusionError::Plan(format!(
+                "{name}: the offset {value} is out of range (at most 2147483647 rows either way)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn too_large(name: &str, bytes: u128, limit: usize, what: &str) -> DataFusionError {
+    let name = if name == "||" {
+        "`||`".to_string()
     } else {
-        ("the values of one batch", MAX_CALL_BYTES)
+        format!("{name}(…)")
     };
     DataFusionError::External(Box::new(Error::LimitExceeded(format!(
-        "{name}(…) would build {what} of about {} MiB; at most {} MiB are allowed",
+        "{name} would build {what} of about {} MiB; at most {} MiB are allowed",
         bytes / (1 << 20),
         limit / (1 << 20)
     ))))
 }
 
-/// `value` as `rows` 64-bit integers (null where it is null or not an integer).
-fn integers(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<i64>>> {
-    let array = value.to_array(rows)?;
-    if !array.data_type().is_integer() {
-        return Ok(vec![None; rows]);
+/// `f` of `value`'s rows as an array, one result per row: a scalar is computed once, not
+/// repeated `rows` times first (a 60 MB scalar over a batch would be gigabytes).
+fn per_row<T: Clone>(value: &ColumnarValue, rows: usize, f: impl Fn(&ArrayRef) -> Result<Vec<T>>) -> Result<Vec<T>> {
+    match value {
+        ColumnarValue::Scalar(s) => {
+            let one = f(&s.to_array_of_size(1)?)?;
+            match one.into_iter().next() {
+                Some(v) => Ok(vec![v; rows]),
+                None => Err(DataFusionError::Internal("a scalar without a value".into())),
+            }
+        }
+        ColumnarValue::Array(a) => f(a),
     }
-    let array = arrow::compute::cast(&array, &DataType::Int64)?;
-    Ok(array.as_primitive::<Int64Type>().iter().collect())
 }
 
-/// The byte length of each of `rows` values (8 for values that are not text or binary).
-fn byte_lengths(value: &ColumnarValue, rows: usize) -> Result<Vec<u128>> {
-    let array: ArrayRef = value.to_array(rows)?;
-    let text = matches!(
-        array.data_type(),
+/// `value` as `rows` 64-bit integers (null where it is null or not an integer).
+fn integers(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<i64>>> {
+    per_row(value, rows, |array| {
+        if !array.data_type().is_integer() {
+            return Ok(vec![None; array.len()]);
+        }
+        let array = arrow::compute::cast(array, &DataType::Int64)?;
+        Ok(array.as_primitive::<Int64Type>().iter().collect())
+    })
+}
+
+fn is_text(t: &DataType) -> bool {
+    matches!(
+        t,
         DataType::Utf8
             | DataType::LargeUtf8
             | DataType::Utf8View
             | DataType::Binary
             | DataType::LargeBinary
             | DataType::BinaryView
-    );
-    if !text {
-        return Ok(vec![8; rows]);
+    )
+}
+
+/// The text of each of `rows` values (None where null or not text).
+fn texts(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<String>>> {
+    per_row(value, rows, |array| {
+        if !matches!(
+            array.data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        ) {
+            return Ok(vec![None; array.len()]);
+        }
+        let array = arrow::compute::cast(array, &DataType::Utf8)?;
+        Ok(array.as_string::<i32>().iter().map(|s| s.map(str::to_string)).collect())
+    })
+}
+
+/// The bytes the data of `array`'s rows `range` take (not the buffers it may share with others).
+fn data_bytes(array: &dyn Array, offset: usize, len: usize) -> u128 {
+    let data = array.to_data();
+    let array = arrow::array::make_array(data).slice(offset, len);
+    logical_bytes(array.as_ref())
+}
+
+/// The bytes `array`'s values take, counted from its offsets and lengths rather than from its
+/// buffers (a slice shares its parent's, a view array its input's).
+pub(crate) fn logical_bytes(array: &dyn Array) -> u128 {
+    let n = array.len() as u128;
+    match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            span(a.value_offsets()) + 4 * n
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            span(a.value_offsets()) + 8 * n
+        }
+        DataType::Binary => span(array.as_binary::<i32>().value_offsets()) + 4 * n,
+        DataType::LargeBinary => span(array.as_binary::<i64>().value_offsets()) + 8 * n,
+        DataType::Utf8View => array
+            .as_string_view()
+            .views()
+            .iter()
+            .map(|v| (*v as u32) as u128 + 16)
+            .sum(),
+        DataType::BinaryView => array
+            .as_binary_view()
+            .views()
+            .iter()
+            .map(|v| (*v as u32) as u128 + 16)
+            .sum(),
+        DataType::List(_) => {
+            let a = array.as_list::<i32>();
+            let o = a.value_offsets();
+            let (first, last) = (o.first().copied().unwrap_or(0), o.last().copied().unwrap_or(0));
+            data_bytes(a.values().as_ref(), first as usize, (last - first).max(0) as usize) + 4 * n
+        }
+        DataType::LargeList(_) => {
+            let a = array.as_list::<i64>();
+            let o = a.value_offsets();
+            let (first, last) = (o.first().copied().unwrap_or(0), o.last().copied().unwrap_or(0));
+            data_bytes(a.values().as_ref(), first as usize, (last - first).max(0) as usize) + 8 * n
+        }
+        DataType::Map(..) => {
+            let a = array.as_map();
+            let o = a.value_offsets();
+            let (first, last) = (o.first().copied().unwrap_or(0), o.last().copied().unwrap_or(0));
+            let entries = a.entries();
+            data_bytes(entries, first as usize, (last - first).max(0) as usize) + 4 * n
+        }
+        DataType::FixedSizeList(_, size) => {
+            let a = array.as_fixed_size_list();
+            data_bytes(
+                a.values().as_ref(),
+                a.offset() * *size as usize,
+                a.len() * *size as usize,
+            )
+        }
+        DataType::Struct(_) => array
+            .as_struct()
+            .columns()
+            .iter()
+            .map(|c| logical_bytes(c.as_ref()))
+            .sum(),
+        t => match t.primitive_width() {
+            Some(w) => w as u128 * n,
+            None => array.get_array_memory_size() as u128,
+        },
     }
-    let lengths = arrow::compute::kernels::length::length(&array)?;
-    let lengths = arrow::compute::cast(&lengths, &DataType::Int64)?;
-    Ok(lengths
-        .as_primitive::<Int64Type>()
-        .iter()
-        .map(|l| l.unwrap_or(0).max(0) as u128)
+}
+
+fn span<O: OffsetSizeTrait>(offsets: &[O]) -> u128 {
+    match (offsets.first(), offsets.last()) {
+        (Some(f), Some(l)) => (l.as_usize().saturating_sub(f.as_usize())) as u128,
+        _ => 0,
+    }
+}
+
+/// The length of each value of a byte array, from its offsets.
+fn lengths<O: OffsetSizeTrait>(offsets: &[O]) -> Vec<u128> {
+    offsets
+        .windows(2)
+        .map(|w| (w[1].as_usize().saturating_sub(w[0].as_usize())) as u128)
+        .collect()
+}
+
+/// The bytes each of `rows` values takes (a list's: its elements').
+fn row_bytes(value: &ColumnarValue, rows: usize) -> Result<Vec<u128>> {
+    per_row(value, rows, |array| {
+        let n = array.len();
+        let offsets = match array.data_type() {
+            DataType::Utf8 => Some(lengths(array.as_string::<i32>().value_offsets())),
+            DataType::LargeUtf8 => Some(lengths(array.as_string::<i64>().value_offsets())),
+            DataType::Binary => Some(lengths(array.as_binary::<i32>().value_offsets())),
+            DataType::LargeBinary => Some(lengths(array.as_binary::<i64>().value_offsets())),
+            _ => None,
+        };
+        if let Some(lengths) = offsets {
+            return Ok(lengths);
+        }
+        match array.data_type() {
+            DataType::Utf8View => {
+                return Ok(array
+                    .as_string_view()
+                    .views()
+                    .iter()
+                    .map(|v| (*v as u32) as u128)
+                    .collect())
+            }
+            DataType::BinaryView => {
+                return Ok(array
+                    .as_binary_view()
+                    .views()
+                    .iter()
+                    .map(|v| (*v as u32) as u128)
+                    .collect())
+            }
+            t => {
+                if let Some(w) = t.primitive_width() {
+                    return Ok(vec![w as u128; n]);
+                }
+            }
+        }
+        Ok((0..n)
+            .map(|r| {
+                if array.is_null(r) {
+                    0
+                } else {
+                    logical_bytes(array.slice(r, 1).as_ref())
+                }
+            })
+            .collect())
+    })
+}
+
+/// Characters of each of `rows` text values.
+fn char_counts(value: &ColumnarValue, rows: usize) -> Result<Vec<u128>> {
+    Ok(texts_or_scalar(value, rows)?
+        .into_iter()
+        .map(|t| t.map_or(0, |t| t.chars().count() as u128))
         .collect())
 }
 
+/// A point in time as microseconds since the epoch (dates and timestamps), per row.
+fn micros(value: &ColumnarValue, rows: usize) -> Result<Option<Vec<Option<i128>>>> {
+    if !matches!(
+        value.data_type(),
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)
+    ) {
+        return Ok(None);
+    }
+    per_row(value, rows, |array| Ok(micros_of(array)?.unwrap_or_default())).map(Some)
+}
+
+fn micros_of(array: &ArrayRef) -> Result<Option<Vec<Option<i128>>>> {
+    let per = match array.data_type() {
+        DataType::Date32 => 86_400_000_000i128,
+        DataType::Date64 => 1_000,
+        DataType::Timestamp(TimeUnit::Second, _) => 1_000_000,
+        DataType::Timestamp(TimeUnit::Millisecond, _) => 1_000,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => 1,
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => -1_000,
+        _ => return Ok(None),
+    };
+    let as_i64 = arrow::compute::cast(array, &DataType::Int64)?;
+    Ok(Some(
+        as_i64
+            .as_primitive::<Int64Type>()
+            .iter()
+            .map(|v| v.map(|v| if per < 0 { v as i128 / -per } else { v as i128 * per }))
+            .collect(),
+    ))
+}
+
+/// The shortest a step of an interval can be, in microseconds (a month counted as 28 days), or
+/// None when its parts do not all go the same way.
+fn step_micros(value: &ColumnarValue, rows: usize) -> Result<Option<Vec<Option<i128>>>> {
+    if !matches!(value.data_type(), DataType::Interval(_)) {
+        return Ok(None);
+    }
+    per_row(value, rows, step_micros_of).map(Some)
+}
+
+fn step_micros_of(array: &ArrayRef) -> Result<Vec<Option<i128>>> {
+    let array = arrow::compute::cast(array, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+    Ok(array
+        .as_primitive::<IntervalMonthDayNanoType>()
+        .iter()
+        .map(|v| {
+            v.and_then(|v| {
+                let parts = [
+                    v.months as i128 * 28 * 86_400_000_000,
+                    v.days as i128 * 86_400_000_000,
+                    v.nanoseconds as i128 / 1_000,
+                ];
+                let positive = parts.iter().all(|p| *p >= 0);
+                let negative = parts.iter().all(|p| *p <= 0);
+                (positive || negative).then(|| parts.iter().sum::<i128>().abs().max(1))
+            })
+        })
+        .collect())
+}
+
+/// Per row, the elements of a series from `a` to `b` by `step` (8 bytes each).
+fn series_bytes(args: &[ColumnarValue], rows: usize) -> Result<Vec<u128>> {
+    if let (Some(a), Some(b), Some(step)) = (args.first(), args.get(1), args.get(2)) {
+        if let (Some(a), Some(b), Some(step)) = (micros(a, rows)?, micros(b, rows)?, step_micros(step, rows)?) {
+            return Ok((0..rows)
+                .map(|r| match (a[r], b[r], step[r]) {
+                    (Some(a), Some(b), Some(s)) => ((b - a).unsigned_abs() / s as u128 + 1).saturating_mul(8),
+                    _ => 0,
+                })
+                .collect());
+        }
+    }
+    let int = |i: usize| match args.get(i) {
+        Some(v) => integers(v, rows).map(Some),
+        None => Ok(None),
+    };
+    let (a, b, step) = (int(0)?, int(1)?, int(2)?);
+    Ok((0..rows)
+        .map(|r| {
+            // range(stop), range(start, stop), range(start, stop, step)
+            let (start, stop, step) = match (&a, &b, &step) {
+                (Some(a), None, _) => (Some(0), a[r], Some(1)),
+                (Some(a), Some(b), None) => (a[r], b[r], Some(1)),
+                (Some(a), Some(b), Some(s)) => (a[r], b[r], s[r]),
+                _ => (None, None, None),
+            };
+            match (start, stop, step) {
+                (Some(start), Some(stop), Some(step)) if step != 0 => {
+                    let span = (stop as i128 - start as i128).unsigned_abs();
+                    (span / step.unsigned_abs() as u128 + 1).saturating_mul(8)
+                }
+                _ => 0,
+            }
+        })
+        .collect())
+}
+
+/// Per row, a bound on `regexp_replace`'s result: the text, plus the replacement's literal
+/// part for each match, plus the text again for each group it refers to. The matches are
+/// counted only when the cheap bound (a match at every position) is too large.
+fn regexp_replace_bytes(args: &[ColumnarValue], rows: usize) -> Result<Vec<u128>> {
+    let (Some(text), Some(pattern), Some(replacement)) = (args.first(), args.get(1), args.get(2)) else {
+        return Ok(vec![0; rows]);
+    };
+    let texts = texts(text, rows)?;
+    let patterns = texts_or_scalar(pattern, rows)?;
+    let replacements = texts_or_scalar(replacement, rows)?;
+    let flags = match args.get(3) {
+        Some(f) => texts_or_scalar(f, rows)?,
+        None => vec![None; rows],
+    };
+    let mut sizes = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let (Some(t), Some(p), Some(repl)) = (&texts[r], &patterns[r], &replacements[r]) else {
+            sizes.push(0);
+            continue;
+        };
+        let len = t.len() as u128;
+        let refs = repl.matches('\\').count() as u128 + repl.matches('$').count() as u128;
+        let global = flags[r].as_deref().is_some_and(|f| f.contains('g'));
+        let cheap =
+            len + if global {
+                (len + 1) * repl.len() as u128
+            } else {
+                repl.len() as u128
+            } + refs * len;
+        if cheap <= MAX_VALUE_BYTES as u128 || !global {
+            sizes.push(cheap);
+            continue;
+        }
+        let case = if flags[r].as_deref().is_some_and(|f| f.contains('i')) {
+            "(?i)"
+        } else {
+            ""
+        };
+        match regex::Regex::new(&format!("{case}{p}")) {
+            Ok(re) => {
+                let matches = re.find_iter(t).count() as u128;
+                sizes.push(len + matches * repl.len() as u128 + refs * len);
+            }
+            // A bad pattern: the function reports it.
+            Err(_) => sizes.push(0),
+        }
+    }
+    Ok(sizes)
+}
+
+/// The text of each row, whether the value is a column or one scalar for all rows.
+fn texts_or_scalar(value: &ColumnarValue, rows: usize) -> Result<Vec<Option<String>>> {
+    match value {
+        ColumnarValue::Scalar(s) => {
+            let one = texts(&ColumnarValue::Scalar(s.clone()), 1)?;
+            Ok(vec![one.into_iter().next().flatten(); rows])
+        }
+        array => texts(array, rows),
+    }
+}
+
 impl Bounded {
-    /// The bytes each row's value would take, from the arguments.
-    fn sizes(&self, args: &[ColumnarValue], rows: usize) -> Result<Vec<u128>> {
+    /// The bytes (for `Levenshtein`, the steps) each row's value would take, from the
+    /// arguments.
+    fn sizes(&self, size: Size, args: &[ColumnarValue], rows: usize) -> Result<Vec<u128>> {
         let count = |i: usize| -> Result<Vec<u128>> {
             Ok(match args.get(i) {
                 Some(v) => integers(v, rows)?
@@ -124,65 +594,216 @@ impl Bounded {
                 None => vec![0; rows],
             })
         };
-        Ok(match self.size {
-            Size::Repeat | Size::ArrayRepeat => {
-                let unit = match args.first() {
-                    Some(v) => byte_lengths(v, rows)?,
-                    None => vec![0; rows],
-                };
-                let unit = if self.size == Size::ArrayRepeat {
-                    unit.into_iter().map(|u| u.max(8)).collect()
-                } else {
-                    unit
-                };
-                count(1)?
-                    .into_iter()
-                    .zip(unit)
-                    .map(|(n, u)| n.saturating_mul(u))
-                    .collect()
+        let bytes = |i: usize| -> Result<Vec<u128>> {
+            match args.get(i) {
+                Some(v) => row_bytes(v, rows),
+                None => Ok(vec![0; rows]),
             }
+        };
+        let times = |a: Vec<u128>, b: Vec<u128>| a.into_iter().zip(b).map(|(a, b)| a.saturating_mul(b)).collect();
+        Ok(match size {
+            Size::Repeat => times(count(1)?, bytes(0)?),
+            Size::ArrayRepeat => times(count(1)?, bytes(0)?.into_iter().map(|u| u.max(8)).collect()),
             Size::Pad => count(1)?,
-            Size::Resize => count(1)?.into_iter().map(|n| n.saturating_mul(8)).collect(),
-            Size::Series => {
-                let int = |i: usize| match args.get(i) {
-                    Some(v) => integers(v, rows).map(Some),
-                    None => Ok(None),
+            Size::Resize => times(count(1)?, bytes(2)?.into_iter().map(|u| u.max(8)).collect()),
+            Size::Series => series_bytes(args, rows)?,
+            Size::Replace => {
+                let (Some(t), Some(from), Some(to)) = (args.first(), args.get(1), args.get(2)) else {
+                    return Ok(vec![0; rows]);
                 };
-                let (a, b, step) = (int(0)?, int(1)?, int(2)?);
+                let (t, from, to) = (
+                    texts(t, rows)?,
+                    texts_or_scalar(from, rows)?,
+                    texts_or_scalar(to, rows)?,
+                );
                 (0..rows)
-                    .map(|r| {
-                        // range(stop), range(start, stop), range(start, stop, step)
-                        let (start, stop, step) = match (&a, &b, &step) {
-                            (Some(a), None, _) => (Some(0), a[r], Some(1)),
-                            (Some(a), Some(b), None) => (a[r], b[r], Some(1)),
-                            (Some(a), Some(b), Some(s)) => (a[r], b[r], s[r]),
-                            _ => (None, None, None),
-                        };
-                        match (start, stop, step) {
-                            (Some(start), Some(stop), Some(step)) if step != 0 => {
-                                let span = (stop as i128 - start as i128).unsigned_abs();
-                                (span / step.unsigned_abs() as u128 + 1).saturating_mul(8)
-                            }
-                            _ => 0,
+                    .map(|r| match (&t[r], &from[r], &to[r]) {
+                        (Some(t), Some(from), Some(to)) if to.len() > from.len() => {
+                            let grows = (to.len() - from.len()) as u128;
+                            // At most one occurrence per byte (per `from`): count them only when
+                            // that bound is too large.
+                            let most = t.len() as u128 / from.len().max(1) as u128 + 1;
+                            let n = if t.len() as u128 + most * grows <= MAX_VALUE_BYTES as u128 {
+                                most
+                            } else if from.is_empty() {
+                                t.chars().count() as u128 + 1
+                            } else {
+                                t.matches(from.as_str()).count() as u128
+                            };
+                            t.len() as u128 + n * grows
                         }
+                        (Some(t), ..) => t.len() as u128,
+                        _ => 0,
                     })
                     .collect()
+            }
+            Size::RegexpReplace => regexp_replace_bytes(args, rows)?,
+            Size::ArrayToString => {
+                let Some(list) = args.first() else {
+                    return Ok(vec![0; rows]);
+                };
+                let elements = per_row(list, rows, |list| {
+                    Ok(match list.data_type() {
+                        DataType::List(_) => {
+                            let l = list.as_list::<i32>();
+                            (0..l.len()).map(|r| l.value_length(r).max(0) as u128).collect()
+                        }
+                        DataType::LargeList(_) => {
+                            let l = list.as_list::<i64>();
+                            (0..l.len()).map(|r| l.value_length(r).max(0) as u128).collect()
+                        }
+                        _ => vec![0; list.len()],
+                    })
+                })?;
+                let per_element: Vec<u128> = bytes(1)?.iter().zip(bytes(2)?).map(|(s, n)| s + n).collect();
+                let values = row_bytes(list, rows)?;
+                (0..rows)
+                    .map(|r| {
+                        let (e, p, v) = (
+                            elements.get(r).copied().unwrap_or(0),
+                            per_element.get(r).copied().unwrap_or(0),
+                            values.get(r).copied().unwrap_or(0),
+                        );
+                        e.saturating_mul(p).saturating_add(v)
+                    })
+                    .collect()
+            }
+            Size::Levenshtein => match (args.first(), args.get(1)) {
+                (Some(a), Some(b)) => times(char_counts(a, rows)?, char_counts(b, rows)?),
+                _ => vec![0; rows],
+            },
+            Size::Factorial => {
+                if let Some(v) = args.first() {
+                    if integers(v, rows)?.into_iter().flatten().any(|n| n < 0) {
+                        return Err(DataFusionError::Execution(
+                            "factorial of a negative number is undefined".into(),
+                        ));
+                    }
+                }
+                vec![0; rows]
             }
         })
     }
 
-    fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
-        let sizes = self.sizes(&args.args, args.number_rows.max(1))?;
+    /// The check made before the call.
+    fn check_arguments(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        let Some(size) = self.size else {
+            return Ok(());
+        };
+        let name = self.inner.name();
+        let sizes = self.sizes(size, &args.args, args.number_rows.max(1))?;
         let largest = sizes.iter().copied().max().unwrap_or(0);
-        if largest > MAX_VALUE_BYTES as u128 {
-            return Err(too_large(self.inner.name(), largest));
-        }
         let total = sizes.iter().fold(0u128, |t, s| t.saturating_add(*s));
+        if size == Size::Levenshtein {
+            if total > MAX_CALL_CELLS {
+                return Err(DataFusionError::External(Box::new(Error::LimitExceeded(format!(
+                    "{name}(…) would compare {total} pairs of characters in one call; at most {MAX_CALL_CELLS} are allowed"
+                )))));
+            }
+            return Ok(());
+        }
+        if largest > MAX_VALUE_BYTES as u128 {
+            return Err(too_large(name, largest, MAX_VALUE_BYTES, "a value"));
+        }
         if total > MAX_CALL_BYTES as u128 {
-            return Err(too_large(self.inner.name(), total));
+            return Err(too_large(name, total, MAX_CALL_BYTES, "the values of one batch"));
         }
         Ok(())
     }
+
+    /// The check made after the call: no value larger than `MAX_VALUE_BYTES`, and no more than
+    /// `MAX_CALL_BYTES` in all unless the arguments were as large.
+    fn check_result(&self, result: &ColumnarValue, given: &[ColumnarValue]) -> Result<()> {
+        let name = self.inner.name();
+        match result {
+            ColumnarValue::Scalar(s) => {
+                if is_variable(&s.data_type()) {
+                    let bytes = logical_bytes(s.to_array_of_size(1)?.as_ref());
+                    if bytes > MAX_VALUE_BYTES as u128 {
+                        return Err(too_large(name, bytes, MAX_VALUE_BYTES, "a value"));
+                    }
+                }
+            }
+            ColumnarValue::Array(a) => {
+                if !is_variable(a.data_type()) {
+                    return Ok(());
+                }
+                let total = logical_bytes(a.as_ref());
+                if total > MAX_CALL_BYTES as u128 && total > given_bytes(given)? {
+                    return Err(too_large(name, total, MAX_CALL_BYTES, "the values of one batch"));
+                }
+                if total > MAX_VALUE_BYTES as u128 {
+                    let largest = (0..a.len())
+                        .map(|r| logical_bytes(a.slice(r, 1).as_ref()))
+                        .max()
+                        .unwrap_or(0);
+                    if largest > MAX_VALUE_BYTES as u128 {
+                        return Err(too_large(name, largest, MAX_VALUE_BYTES, "a value"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An error of the call, as the query's: internal failures and panics name the function
+    /// and read as a bad argument.
+    fn failed(&self, e: DataFusionError) -> DataFusionError {
+        if classify(&e) != ErrorClass::Internal {
+            return e;
+        }
+        DataFusionError::Execution(format!(
+            "{}(…) cannot be computed for its arguments: {e}",
+            self.inner.name()
+        ))
+    }
+}
+
+/// `a || b` on `rows` rows: no value larger than [`MAX_VALUE_BYTES`], and no more than
+/// [`MAX_CALL_BYTES`] in all unless the operands are as large (a scalar operand is repeated on
+/// every row, so `column || huge_constant` is counted as it would be built).
+pub(crate) fn check_concat(a: &ColumnarValue, b: &ColumnarValue, rows: usize) -> Result<()> {
+    let (a_bytes, b_bytes) = (row_bytes(a, rows)?, row_bytes(b, rows)?);
+    let mut largest = 0u128;
+    let mut total = 0u128;
+    for (x, y) in a_bytes.iter().zip(&b_bytes) {
+        largest = largest.max(x + y);
+        total += x + y;
+    }
+    if largest > MAX_VALUE_BYTES as u128 {
+        return Err(too_large("||", largest, MAX_VALUE_BYTES, "a value"));
+    }
+    if total > MAX_CALL_BYTES as u128 && total > given_bytes(&[a.clone(), b.clone()])? {
+        return Err(too_large("||", total, MAX_CALL_BYTES, "the values of one batch"));
+    }
+    Ok(())
+}
+
+/// Whether values of `t` can be of any size.
+fn is_variable(t: &DataType) -> bool {
+    is_text(t)
+        || matches!(
+            t,
+            DataType::List(_)
+                | DataType::LargeList(_)
+                | DataType::ListView(_)
+                | DataType::LargeListView(_)
+                | DataType::FixedSizeList(..)
+                | DataType::Map(..)
+                | DataType::Struct(_)
+        )
+}
+
+/// The bytes of the arguments of a call.
+fn given_bytes(args: &[ColumnarValue]) -> Result<u128> {
+    let mut total = 0u128;
+    for a in args {
+        total += match a {
+            ColumnarValue::Array(a) => logical_bytes(a.as_ref()),
+            ColumnarValue::Scalar(s) => logical_bytes(s.to_array_of_size(1)?.as_ref()),
+        };
+    }
+    Ok(total)
 }
 
 impl ScalarUDFImpl for Bounded {
@@ -210,28 +831,278 @@ impl ScalarUDFImpl for Bounded {
         self.inner.return_type(arg_types)
     }
 
+    fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
+        let updated = Arc::new(self.inner.inner().with_updated_config(config)?);
+        Some(ScalarUDF::new_from_impl(Bounded {
+            inner: updated,
+            size: self.size,
+        }))
+    }
+
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
         self.inner.return_field_from_args(args)
     }
 
-    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
-        self.inner.coerce_types(arg_types)
-    }
-
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        self.check(&args)?;
-        self.inner.invoke_with_args(args)
+        self.check_arguments(&args)?;
+        // Kept to measure only when the result is large (the values are shared, not copied).
+        let given = args.args.clone();
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.invoke_with_args(args))) {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => return Err(self.failed(e)),
+            Err(panic) => {
+                let message = crate::limits::panic_message(panic.as_ref());
+                tracing::warn!(function = self.inner.name(), panic = %message, "a function panicked on its arguments; the query fails alone");
+                return Err(DataFusionError::Execution(format!(
+                    "{}(…) cannot be computed for its arguments (they are out of its range)",
+                    self.inner.name()
+                )));
+            }
+        };
+        self.check_result(&result, &given)?;
+        Ok(result)
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        self.inner.simplify(args, info)
+        Ok(match self.inner.simplify(args, info)? {
+            ExprSimplifyResult::Simplified(e) => ExprSimplifyResult::Simplified(wrap_calls(e)?.data),
+            original => original,
+        })
     }
 
     fn short_circuits(&self) -> bool {
         self.inner.short_circuits()
     }
 
+    fn output_ordering(&self, inputs: &[ExprProperties]) -> Result<SortProperties> {
+        self.inner.output_ordering(inputs)
+    }
+
+    fn preserves_lex_ordering(&self, inputs: &[ExprProperties]) -> Result<bool> {
+        self.inner.preserves_lex_ordering(inputs)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
     fn documentation(&self) -> Option<&Documentation> {
         self.inner.documentation()
+    }
+
+    fn placement(&self, args: &[ExpressionPlacement]) -> ExpressionPlacement {
+        self.inner.inner().placement(args)
+    }
+}
+
+/// `string_agg` whose result, and all it returns from one accumulator (a window returns a value
+/// per row), are held to [`MAX_VALUE_BYTES`] and [`MAX_CALL_BYTES`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CappedStringAgg {
+    inner: Arc<AggregateUDF>,
+}
+
+impl CappedStringAgg {
+    /// The `string_agg` every mesh session uses.
+    pub fn udaf() -> AggregateUDF {
+        AggregateUDF::new_from_impl(CappedStringAgg {
+            inner: datafusion::functions_aggregate::string_agg::string_agg_udaf(),
+        })
+    }
+}
+
+impl AggregateUDFImpl for CappedStringAgg {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn aliases(&self) -> &[String] {
+        self.inner.aliases()
+    }
+
+    fn signature(&self) -> &Signature {
+        self.inner.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.inner.return_type(arg_types)
+    }
+
+    fn return_field(&self, arg_fields: &[FieldRef]) -> Result<FieldRef> {
+        self.inner.inner().return_field(arg_fields)
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        self.inner.coerce_types(arg_types)
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Capped::new(self.inner.accumulator(args)?)))
+    }
+
+    fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Capped::new(self.inner.create_sliding_accumulator(args)?)))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
+        self.inner.state_fields(args)
+    }
+
+    fn order_sensitivity(&self) -> datafusion::logical_expr::utils::AggregateOrderSensitivity {
+        self.inner.inner().order_sensitivity()
+    }
+
+    fn reverse_expr(&self) -> datafusion::logical_expr::ReversedUDAF {
+        datafusion::logical_expr::ReversedUDAF::NotSupported
+    }
+
+    fn supports_null_handling_clause(&self) -> bool {
+        self.inner.inner().supports_null_handling_clause()
+    }
+
+    fn supports_within_group_clause(&self) -> bool {
+        self.inner.inner().supports_within_group_clause()
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.inner.documentation()
+    }
+}
+
+/// An accumulator whose state and results are held to the value and call sizes.
+#[derive(Debug)]
+struct Capped {
+    inner: Box<dyn Accumulator>,
+    /// Bytes of the values it has returned.
+    returned: u128,
+}
+
+impl Capped {
+    fn new(inner: Box<dyn Accumulator>) -> Self {
+        Capped { inner, returned: 0 }
+    }
+
+    fn held(&self) -> Result<()> {
+        let size = self.inner.size() as u128;
+        if size > MAX_VALUE_BYTES as u128 {
+            return Err(too_large("string_agg", size, MAX_VALUE_BYTES, "a value"));
+        }
+        Ok(())
+    }
+
+    fn returning(&mut self, value: &ScalarValue) -> Result<()> {
+        self.returned += value.size() as u128;
+        if self.returned > MAX_CALL_BYTES as u128 {
+            return Err(too_large("string_agg", self.returned, MAX_CALL_BYTES, "results"));
+        }
+        Ok(())
+    }
+}
+
+impl Accumulator for Capped {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        // The state would grow by the text added: refuse before copying it.
+        let incoming: u128 = values.first().map(|v| logical_bytes(v.as_ref())).unwrap_or(0);
+        if self.inner.size() as u128 + incoming > 2 * MAX_VALUE_BYTES as u128 {
+            return Err(too_large(
+                "string_agg",
+                self.inner.size() as u128 + incoming,
+                MAX_VALUE_BYTES,
+                "a value",
+            ));
+        }
+        self.inner.update_batch(values)?;
+        self.held()
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.inner.retract_batch(values)
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        self.inner.supports_retract_batch()
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        self.inner.merge_batch(states)?;
+        self.held()
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        self.inner.state()
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let value = self.inner.evaluate()?;
+        self.returning(&value)?;
+        Ok(value)
+    }
+
+    fn size(&self) -> usize {
+        self.inner.size() + size_of::<u128>()
+    }
+}
+
+/// `generate_series` and `range` as tables, refusing a series that would step past the end of
+/// `BIGINT` (DataFusion adds the step unchecked: a panic, or a series that never ends).
+#[derive(Debug)]
+pub struct CheckedSeries {
+    inner: Arc<dyn TableFunctionImpl>,
+    name: &'static str,
+}
+
+impl CheckedSeries {
+    /// The series tables every mesh session uses, as (name, function) pairs.
+    pub fn all() -> Vec<(&'static str, Arc<dyn TableFunctionImpl>)> {
+        [
+            ("generate_series", datafusion::functions_table::generate_series()),
+            ("range", datafusion::functions_table::range()),
+        ]
+        .into_iter()
+        .map(|(name, f)| {
+            let checked: Arc<dyn TableFunctionImpl> = Arc::new(CheckedSeries {
+                inner: f.function().clone(),
+                name,
+            });
+            (name, checked)
+        })
+        .collect()
+    }
+}
+
+impl TableFunctionImpl for CheckedSeries {
+    fn call(&self, exprs: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        let ints: Vec<Option<i64>> = exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Literal(ScalarValue::Int64(v), _) => *v,
+                _ => None,
+            })
+            .collect();
+        let (end, step) = match ints.as_slice() {
+            [Some(end)] => (Some(*end), 1),
+            [_, Some(end)] => (Some(*end), 1),
+            [_, Some(end), Some(step)] => (Some(*end), *step),
+            _ => (None, 1),
+        };
+        if let Some(end) = end {
+            if end.checked_add(step).is_none() {
+                return Err(DataFusionError::Plan(format!(
+                    "{}: a series ending at {end} by steps of {step} would step past the end of BIGINT",
+                    self.name
+                )));
+            }
+        }
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(exprs))) {
+            Ok(result) => result,
+            Err(_) => Err(DataFusionError::Plan(format!(
+                "{}: the arguments are out of its range",
+                self.name
+            ))),
+        }
     }
 }

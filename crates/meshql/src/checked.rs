@@ -1,34 +1,44 @@
-//! Integer arithmetic that fails on overflow instead of wrapping.
+//! Arithmetic that fails on overflow instead of wrapping.
 //!
-//! DataFusion evaluates `+`, `-`, `*` and unary `-` on integers with wrapping arithmetic and
-//! sums integers the same way: `9223372036854775807 + 1` is `-9223372036854775808`, and the
-//! `sum` of ten `i64::MAX` is `-10`. An analytics engine must not answer that; PostgreSQL and
-//! DuckDB raise an error. So every session of a mesh
+//! DataFusion evaluates `+`, `-`, `*` and unary `-` with wrapping arithmetic and sums integers
+//! and decimals the same way: `9223372036854775807 + 1` is `-9223372036854775808`, the `sum`
+//! of ten `i64::MAX` is `-10`, the sum of two maxima of `DECIMAL(38, 0)` is negative, and
+//! `1 << 64` is 1. An analytics engine must not answer that; PostgreSQL and DuckDB raise an
+//! error. So every session of a mesh
 //!
-//! - rewrites, after type coercion ([`CheckedArithmetic`], an analyzer rule), each integer
-//!   `a + b`, `a - b`, `a * b` and `-a` into a function that computes it with checked
-//!   arithmetic (arrow's `add`, `sub`, `mul`, `neg`); the functions keep the operators' column
-//!   names, so result columns and plans above them are unchanged, and constant folding still
-//!   evaluates them (an overflowing constant is left to fail when the query runs);
+//! - rewrites, after type coercion ([`CheckedArithmetic`], an analyzer rule), `a + b`, `a - b`,
+//!   `a * b` and `-a` on integers and decimals, `+` and `-` on dates, times and intervals, `<<`
+//!   and `>>` on integers, and `||` on text into functions that compute them with checked
+//!   arithmetic (DataFusion's own operator with `fail_on_overflow`; a decimal must also fit its
+//!   precision; a shift count must be within the type's width); a panic in the operator (dates
+//!   at the end of time) is an error of the query, and `||` is held to the value sizes of
+//!   [`crate::bounded`]. The functions keep the operators' column names, so result columns and
+//!   plans above them are unchanged, and constant folding still evaluates them (an overflowing
+//!   constant is left to fail when the query runs);
 //! - replaces the `sum` aggregate by [`CheckedSum`], which is DataFusion's `sum` except that
-//!   integer sums (`Int64`, `UInt64`: smaller integers are summed as these) are computed in 128
-//!   bits and fail when the result does not fit its type, in plain, grouped and window
-//!   aggregation alike (a partial sum that does not fit fails too).
+//!   sums of `Int64`, `UInt64` (smaller integers are summed as these), durations and 38-digit
+//!   decimals are computed in 256 bits and fail when the result does not fit its type, in
+//!   plain, grouped and window aggregation alike (a partial sum that does not fit fails too).
 //!
 //! Integer division already fails on overflow (`i64::MIN / -1`) and on division by zero;
-//! decimals and floats are left as DataFusion computes them.
+//! floats are left as DataFusion computes them (they reach infinity, as in IEEE 754).
 
 use std::any::Any;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray};
+use std::panic::AssertUnwindSafe;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, RecordBatch};
 use arrow::compute::kernels::numeric;
-use arrow::datatypes::{ArrowPrimitiveType, DataType, Decimal128Type, Field, FieldRef, Int64Type, UInt64Type};
+use arrow::datatypes::{
+    i256, DataType, Decimal128Type, Decimal256Type, Field, FieldRef, Int64Type, Schema, UInt64Type,
+};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::utils::AggregateOrderSensitivity;
 use datafusion::logical_expr::{
     Accumulator, AggregateUDF, AggregateUDFImpl, BinaryExpr, ColumnarValue, Documentation, EmitTo, Expr, ExprSchemable,
@@ -36,37 +46,33 @@ use datafusion::logical_expr::{
     ScalarUDFImpl, SetMonotonicity, Signature, StatisticsArgs, Volatility,
 };
 use datafusion::optimizer::AnalyzerRule;
+use datafusion::physical_expr::expressions::{BinaryExpr as PhysicalBinaryExpr, Column};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
 
-/// The arithmetic a checked function computes.
+/// The operation a checked function computes: a binary operator, or `-a`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Op {
-    Add,
-    Sub,
-    Mul,
+    Binary(Operator),
     Neg,
 }
 
 impl Op {
     fn name(self) -> &'static str {
         match self {
-            Op::Add => "checked_add",
-            Op::Sub => "checked_sub",
-            Op::Mul => "checked_mul",
+            Op::Binary(Operator::Plus) => "checked_add",
+            Op::Binary(Operator::Minus) => "checked_sub",
+            Op::Binary(Operator::Multiply) => "checked_mul",
+            Op::Binary(Operator::BitwiseShiftLeft) => "checked_shift_left",
+            Op::Binary(Operator::BitwiseShiftRight) => "checked_shift_right",
+            Op::Binary(Operator::StringConcat) => "checked_concat",
+            Op::Binary(_) => "checked_op",
             Op::Neg => "checked_neg",
-        }
-    }
-
-    fn symbol(self) -> &'static str {
-        match self {
-            Op::Add => "+",
-            Op::Sub | Op::Neg => "-",
-            Op::Mul => "*",
         }
     }
 }
 
-/// `a op b` (or `-a`) on integers, failing on overflow.
+/// `a op b` (or `-a`), failing instead of wrapping, panicking or building a huge value.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct CheckedOp {
     op: Op,
@@ -97,10 +103,14 @@ impl ScalarUDFImpl for CheckedOp {
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
-        arg_types
-            .first()
-            .cloned()
-            .ok_or_else(|| DataFusionError::Plan(format!("{} needs arguments", self.op.name())))
+        match (self.op, arg_types) {
+            (Op::Neg, [a]) => Ok(a.clone()),
+            (Op::Binary(op), [a, b]) => BinaryTypeCoercer::new(a, &op, b).get_result_type(),
+            _ => Err(DataFusionError::Plan(format!(
+                "{}: wrong number of arguments",
+                self.op.name()
+            ))),
+        }
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
@@ -117,9 +127,9 @@ impl ScalarUDFImpl for CheckedOp {
 
     /// The operator's own column name (`a + b`, `(- a)`), so that rewriting changes no schema.
     fn schema_name(&self, args: &[Expr]) -> Result<String> {
-        Ok(match args {
-            [a] => format!("(- {})", a.schema_name()),
-            [a, b] => format!("{} {} {}", a.schema_name(), self.op.symbol(), b.schema_name()),
+        Ok(match (self.op, args) {
+            (Op::Neg, [a]) => format!("(- {})", a.schema_name()),
+            (Op::Binary(op), [a, b]) => format!("{} {op} {}", a.schema_name(), b.schema_name()),
             _ => {
                 return Err(DataFusionError::Plan(format!(
                     "{}: wrong number of arguments",
@@ -130,9 +140,9 @@ impl ScalarUDFImpl for CheckedOp {
     }
 
     fn display_name(&self, args: &[Expr]) -> Result<String> {
-        Ok(match args {
-            [a] => format!("(- {a})"),
-            [a, b] => format!("{a} {} {b}", self.op.symbol()),
+        Ok(match (self.op, args) {
+            (Op::Neg, [a]) => format!("(- {a})"),
+            (Op::Binary(op), [a, b]) => format!("{a} {op} {b}"),
             _ => {
                 return Err(DataFusionError::Plan(format!(
                     "{}: wrong number of arguments",
@@ -144,27 +154,19 @@ impl ScalarUDFImpl for CheckedOp {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let all_scalars = args.args.iter().all(|a| matches!(a, ColumnarValue::Scalar(_)));
-        let result = match (self.op, args.args.as_slice()) {
-            (Op::Neg, [a]) => {
-                let a = a.to_array(args.number_rows)?;
-                numeric::neg(&a)?
-            }
-            (op, [a, b]) => {
-                let a = datum(a)?;
-                let b = datum(b)?;
-                match op {
-                    Op::Add => numeric::add(a.as_ref(), b.as_ref())?,
-                    Op::Sub => numeric::sub(a.as_ref(), b.as_ref())?,
-                    _ => numeric::mul(a.as_ref(), b.as_ref())?,
-                }
-            }
-            _ => {
-                return Err(DataFusionError::Internal(format!(
-                    "{}: wrong number of arguments",
-                    self.name()
-                )))
+        let rows = if all_scalars { 1 } else { args.number_rows };
+        let result = match std::panic::catch_unwind(AssertUnwindSafe(|| self.compute(&args.args, rows))) {
+            Ok(result) => result?,
+            Err(panic) => {
+                let message = crate::limits::panic_message(panic.as_ref());
+                tracing::warn!(operator = self.name(), panic = %message, "an operator panicked on its operands; the query fails alone");
+                return Err(DataFusionError::Execution(format!(
+                    "{} cannot be computed for its operands (they are out of its range)",
+                    self.display_symbol()
+                )));
             }
         };
+        let result = fit(result, args.return_field.data_type())?;
         if all_scalars {
             Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(&result, 0)?))
         } else {
@@ -173,44 +175,172 @@ impl ScalarUDFImpl for CheckedOp {
     }
 }
 
-/// An argument as arrow's arithmetic kernels take it (a scalar stays a scalar).
-fn datum(value: &ColumnarValue) -> Result<Box<dyn arrow::array::Datum>> {
-    Ok(match value {
-        ColumnarValue::Array(a) => Box::new(a.clone()),
-        ColumnarValue::Scalar(s) => Box::new(s.to_scalar()?),
-    })
+impl CheckedOp {
+    fn display_symbol(&self) -> String {
+        match self.op {
+            Op::Neg => "-".into(),
+            Op::Binary(op) => format!("`{op}`"),
+        }
+    }
+
+    /// The operation on `rows` rows (one when every operand is a scalar).
+    fn compute(&self, args: &[ColumnarValue], rows: usize) -> Result<ArrayRef> {
+        match (self.op, args) {
+            (Op::Neg, [a]) => Ok(numeric::neg(&a.to_array(rows)?)?),
+            (Op::Binary(op @ (Operator::BitwiseShiftLeft | Operator::BitwiseShiftRight)), [a, b]) => {
+                shift(op, &a.to_array(rows)?, &b.to_array(rows)?)
+            }
+            (Op::Binary(op), [a, b]) => {
+                if op == Operator::StringConcat {
+                    crate::bounded::check_concat(a, b, rows)?;
+                }
+                let (a, b) = (a.to_array(rows)?, b.to_array(rows)?);
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("a", a.data_type().clone(), true),
+                    Field::new("b", b.data_type().clone(), true),
+                ]));
+                let batch = RecordBatch::try_new(schema, vec![a, b])?;
+                let expr = PhysicalBinaryExpr::new(Arc::new(Column::new("a", 0)), op, Arc::new(Column::new("b", 1)))
+                    .with_fail_on_overflow(true);
+                expr.evaluate(&batch)?.into_array(batch.num_rows())
+            }
+            _ => Err(DataFusionError::Internal(format!(
+                "{}: wrong number of arguments",
+                self.name()
+            ))),
+        }
+    }
+}
+
+/// `result` as `data_type`: a decimal must fit its precision (arrow's checked arithmetic
+/// catches 128-bit overflow, not a 39th digit).
+fn fit(result: ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    let result = if result.data_type() == data_type {
+        result
+    } else {
+        let options = arrow::compute::CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        arrow::compute::cast_with_options(&result, data_type, &options).map_err(|_| overflow("result"))?
+    };
+    match data_type {
+        DataType::Decimal128(p, _) => result
+            .as_primitive::<Decimal128Type>()
+            .validate_decimal_precision(*p)
+            .map_err(|_| overflow("result"))?,
+        DataType::Decimal256(p, _) => result
+            .as_primitive::<Decimal256Type>()
+            .validate_decimal_precision(*p)
+            .map_err(|_| overflow("result"))?,
+        _ => {}
+    }
+    Ok(result)
+}
+
+/// `a << b` or `a >> b` on integers of one type: a shift by a negative count or by the type's
+/// width or more is an error (DataFusion takes the count modulo the width: `1 << 64` is 1), and
+/// so is a left shift whose result does not fit the type.
+fn shift(op: Operator, a: &ArrayRef, b: &ArrayRef) -> Result<ArrayRef> {
+    let data_type = a.data_type().clone();
+    let bits = (data_type.primitive_width().unwrap_or(8) * 8) as i64;
+    let wide = DataType::Decimal128(38, 0);
+    let values = arrow::compute::cast(a, &wide)?;
+    let counts = arrow::compute::cast(b, &DataType::Int64)?;
+    let values = values.as_primitive::<Decimal128Type>();
+    let counts = counts.as_primitive::<Int64Type>();
+    let mut out = Vec::with_capacity(values.len());
+    for (v, n) in values.iter().zip(counts.iter()) {
+        out.push(match (v, n) {
+            (Some(v), Some(n)) => {
+                if !(0..bits).contains(&n) {
+                    return Err(DataFusionError::Execution(format!(
+                        "shift count {n} is out of range for {data_type} (0 to {})",
+                        bits - 1
+                    )));
+                }
+                Some(if op == Operator::BitwiseShiftLeft {
+                    v << n
+                } else {
+                    v >> n
+                })
+            }
+            _ => None,
+        });
+    }
+    let shifted: ArrayRef = Arc::new(PrimitiveArray::<Decimal128Type>::from(out).with_precision_and_scale(38, 0)?);
+    let options = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    arrow::compute::cast_with_options(&shifted, &data_type, &options).map_err(|_| overflow("shifted value"))
 }
 
 fn is_integer(t: &DataType) -> bool {
     t.is_integer()
 }
 
-/// Rewrites integer `+`, `-`, `*` and unary `-` into their checked functions (see the module
-/// documentation). Runs after DataFusion's analyzer rules, when every operand has its type.
+fn is_temporal(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Time32(_)
+            | DataType::Time64(_)
+            | DataType::Duration(_)
+            | DataType::Interval(_)
+    )
+}
+
+fn is_string(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+}
+
+/// Rewrites `+`, `-`, `*` and unary `-` on integers and decimals, `+` and `-` on dates and
+/// times, `<<` and `>>` on integers, and `||` on text into their checked functions (see the
+/// module documentation). Runs after DataFusion's analyzer rules, when every operand has its
+/// type.
 #[derive(Debug, Default)]
 pub struct CheckedArithmetic;
 
 impl AnalyzerRule for CheckedArithmetic {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        let (add, sub, mul, neg) = (
-            CheckedOp::udf(Op::Add),
-            CheckedOp::udf(Op::Sub),
-            CheckedOp::udf(Op::Mul),
-            CheckedOp::udf(Op::Neg),
-        );
+        let neg = CheckedOp::udf(Op::Neg);
+        let binary: Vec<(Operator, Arc<ScalarUDF>)> = [
+            Operator::Plus,
+            Operator::Minus,
+            Operator::Multiply,
+            Operator::BitwiseShiftLeft,
+            Operator::BitwiseShiftRight,
+            Operator::StringConcat,
+        ]
+        .into_iter()
+        .map(|op| (op, CheckedOp::udf(Op::Binary(op))))
+        .collect();
         plan.transform_up_with_subqueries(|node| {
             let schema = input_schema(&node);
             node.map_expressions(|expr| {
                 expr.transform_up(|e| {
                     let checked = match &e {
                         Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
-                            let f = match op {
-                                Operator::Plus => &add,
-                                Operator::Minus => &sub,
-                                Operator::Multiply => &mul,
-                                _ => return Ok(Transformed::no(e)),
+                            let Some((_, f)) = binary.iter().find(|(o, _)| o == op) else {
+                                return Ok(Transformed::no(e));
                             };
-                            if !integers(&[left.as_ref(), right.as_ref()], &schema) {
+                            let (Ok(l), Ok(r)) = (left.get_type(&schema), right.get_type(&schema)) else {
+                                return Ok(Transformed::no(e));
+                            };
+                            let checked = match op {
+                                Operator::Plus | Operator::Minus | Operator::Multiply => {
+                                    (is_integer(&l) && l == r)
+                                        || l.is_decimal()
+                                        || r.is_decimal()
+                                        || (*op != Operator::Multiply && (is_temporal(&l) || is_temporal(&r)))
+                                }
+                                Operator::StringConcat => is_string(&l) && is_string(&r),
+                                _ => is_integer(&l) && is_integer(&r),
+                            };
+                            if !checked {
                                 return Ok(Transformed::no(e));
                             }
                             Expr::ScalarFunction(ScalarFunction::new_udf(
@@ -283,7 +413,7 @@ impl CheckedSum {
 fn overflow(what: &str) -> DataFusionError {
     DataFusionError::ArrowError(
         Box::new(arrow::error::ArrowError::ArithmeticOverflow(format!(
-            "the {what} of the integers does not fit its type"
+            "the {what} does not fit its type"
         ))),
         None,
     )
@@ -327,7 +457,7 @@ impl AggregateUDFImpl for CheckedSum {
             return self.inner().accumulator(args);
         }
         match args.return_type() {
-            t @ (DataType::Int64 | DataType::UInt64) => Ok(Box::new(WideSum::new(t.clone(), false))),
+            t if widened(t) => Ok(Box::new(WideSum::new(t.clone(), false))),
             _ => self.inner().accumulator(args),
         }
     }
@@ -342,7 +472,7 @@ impl AggregateUDFImpl for CheckedSum {
 
     fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
         match args.return_type() {
-            t @ (DataType::Int64 | DataType::UInt64) => Ok(Box::new(WideGroups::new(t.clone()))),
+            t if widened(t) => Ok(Box::new(WideGroups::new(t.clone()))),
             _ => self.inner().create_groups_accumulator(args),
         }
     }
@@ -352,7 +482,7 @@ impl AggregateUDFImpl for CheckedSum {
             return self.inner().create_sliding_accumulator(args);
         }
         match args.return_type() {
-            t @ (DataType::Int64 | DataType::UInt64) => Ok(Box::new(WideSum::new(t.clone(), true))),
+            t if widened(t) => Ok(Box::new(WideSum::new(t.clone(), true))),
             _ => self.inner().create_sliding_accumulator(args),
         }
     }
@@ -386,11 +516,74 @@ impl AggregateUDFImpl for CheckedSum {
     }
 }
 
-/// A sum of 64-bit integers kept in 128 bits — exact whatever the order of the values, and
-/// when rows leave a window frame — and checked to fit its type when it is read.
+/// Whether `sum` of values of type `t` (its result type) is computed by [`WideSum`] /
+/// [`WideGroups`]: 64-bit integers and durations (DataFusion wraps them), and decimals of 38
+/// digits, whose sums DataFusion computes in 128 bits unchecked (two maxima of
+/// `DECIMAL(38, 0)` add up to a negative number). Narrower decimals are summed into 10 more
+/// digits than they have, which 128 bits hold for 10^10 values.
+fn widened(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Int64 | DataType::UInt64 | DataType::Duration(_) | DataType::Decimal128(38, _)
+    )
+}
+
+/// The 256-bit decimal type sums of `data_type` are kept in.
+fn wide_type(data_type: &DataType) -> DataType {
+    match data_type {
+        DataType::Decimal128(_, s) => DataType::Decimal256(76, *s),
+        _ => DataType::Decimal256(76, 0),
+    }
+}
+
+/// `values` (of a widened sum's type) as 256-bit decimals.
+fn widen(values: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    let values = match data_type {
+        DataType::Duration(_) => arrow::compute::cast(values, &DataType::Int64)?,
+        _ => values.clone(),
+    };
+    Ok(arrow::compute::cast(&values, &wide_type(data_type))?)
+}
+
+/// 256-bit sums as `data_type`, or an overflow error when one does not fit. (Converted here:
+/// arrow 58's cast from `Decimal256` to `Int64` wraps values between -2^64 and -2^63.)
+fn narrow_array(sums: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
+    let sums = sums.as_primitive::<Decimal256Type>();
+    let wide = |v: i256| v.to_i128().ok_or_else(|| overflow("sum"));
+    Ok(match data_type {
+        DataType::UInt64 => Arc::new(
+            sums.iter()
+                .map(|v| {
+                    v.map(|v| wide(v).and_then(|v| u64::try_from(v).map_err(|_| overflow("sum"))))
+                        .transpose()
+                })
+                .collect::<Result<arrow::array::UInt64Array>>()?,
+        ),
+        DataType::Decimal128(p, s) => {
+            let narrowed: arrow::array::Decimal128Array =
+                sums.iter().map(|v| v.map(wide).transpose()).collect::<Result<_>>()?;
+            let narrowed = narrowed.with_precision_and_scale(*p, *s)?;
+            narrowed.validate_decimal_precision(*p).map_err(|_| overflow("sum"))?;
+            Arc::new(narrowed)
+        }
+        _ => {
+            let ints: arrow::array::Int64Array = sums
+                .iter()
+                .map(|v| {
+                    v.map(|v| wide(v).and_then(|v| i64::try_from(v).map_err(|_| overflow("sum"))))
+                        .transpose()
+                })
+                .collect::<Result<_>>()?;
+            arrow::compute::cast(&ints, data_type)?
+        }
+    })
+}
+
+/// A sum kept in 256 bits — exact whatever the order of the values, and when rows leave a
+/// window frame — and checked to fit its type when it is read.
 #[derive(Debug)]
 struct WideSum {
-    sum: i128,
+    sum: i256,
     /// The values summed (not null): none means the sum is NULL.
     count: u64,
     data_type: DataType,
@@ -401,61 +594,43 @@ struct WideSum {
 impl WideSum {
     fn new(data_type: DataType, sliding: bool) -> Self {
         WideSum {
-            sum: 0,
+            sum: i256::ZERO,
             count: 0,
             data_type,
             sliding,
         }
     }
 
-    fn add(&mut self, values: &ArrayRef, sign: i128) {
-        let (sum, count) = match self.data_type {
-            DataType::UInt64 => wide_sum(values.as_primitive::<UInt64Type>()),
-            _ => wide_sum(values.as_primitive::<Int64Type>()),
-        };
-        // Each value is below 2^64 and there are fewer than 2^63 of them: no i128 overflow.
-        self.sum += sign * sum;
-        if sign > 0 {
-            self.count += count;
-        } else {
+    fn add(&mut self, values: &ArrayRef, negate: bool) -> Result<()> {
+        let wide = widen(values, &self.data_type)?;
+        let wide = wide.as_primitive::<Decimal256Type>();
+        let count = (wide.len() - wide.null_count()) as u64;
+        // Each value is below 2^128 and there are fewer than 2^64 of them: no i256 overflow.
+        let sum = wide.iter().flatten().fold(i256::ZERO, |a, v| a.wrapping_add(v));
+        if negate {
+            self.sum = self.sum.wrapping_sub(sum);
             self.count = self.count.saturating_sub(count);
+        } else {
+            self.sum = self.sum.wrapping_add(sum);
+            self.count += count;
         }
-    }
-}
-
-fn wide_sum<T: ArrowPrimitiveType>(values: &PrimitiveArray<T>) -> (i128, u64)
-where
-    T::Native: Into<i128>,
-{
-    let count = (values.len() - values.null_count()) as u64;
-    (values.iter().flatten().map(Into::into).sum(), count)
-}
-
-/// `sum` as a value of `data_type` (Int64 or UInt64), or an overflow error.
-fn narrow(sum: i128, data_type: &DataType) -> Result<ScalarValue> {
-    match data_type {
-        DataType::UInt64 => u64::try_from(sum)
-            .map(|v| ScalarValue::UInt64(Some(v)))
-            .map_err(|_| overflow("sum")),
-        _ => i64::try_from(sum)
-            .map(|v| ScalarValue::Int64(Some(v)))
-            .map_err(|_| overflow("sum")),
+        Ok(())
     }
 }
 
 impl Accumulator for WideSum {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        if let Some(v) = values.first() {
-            self.add(v, 1);
+        match values.first() {
+            Some(v) => self.add(v, false),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
-        if let Some(v) = values.first() {
-            self.add(v, -1);
+        match values.first() {
+            Some(v) => self.add(v, true),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn supports_retract_batch(&self) -> bool {
@@ -466,7 +641,7 @@ impl Accumulator for WideSum {
         let Some(sums) = states.first() else {
             return Ok(());
         };
-        self.add(sums, 1);
+        self.add(sums, false)?;
         if let (true, Some(counts)) = (self.sliding, states.get(1)) {
             // `add` counted the partial sums; the counts say how many values they stand for.
             self.count -= (sums.len() - sums.null_count()) as u64;
@@ -488,7 +663,9 @@ impl Accumulator for WideSum {
         if self.count == 0 {
             return ScalarValue::try_from(&self.data_type);
         }
-        narrow(self.sum, &self.data_type)
+        let wide = arrow::array::Decimal256Array::from(vec![self.sum]).with_data_type(wide_type(&self.data_type));
+        let narrowed = narrow_array(&(Arc::new(wide) as ArrayRef), &self.data_type)?;
+        ScalarValue::try_from_array(&narrowed, 0)
     }
 
     fn size(&self) -> usize {
@@ -496,37 +673,30 @@ impl Accumulator for WideSum {
     }
 }
 
-/// The 128-bit type grouped sums are kept in.
-const WIDE: DataType = DataType::Decimal128(38, 0);
-
-/// Grouped integer sums: DataFusion's grouped accumulator over 128-bit values, checked to fit
-/// the sum's type when its groups are read.
+/// Grouped sums: DataFusion's grouped accumulator over 256-bit values, checked to fit the
+/// sum's type when its groups are read.
 struct WideGroups {
-    inner: PrimitiveGroupsAccumulator<Decimal128Type, fn(&mut i128, i128)>,
+    inner: PrimitiveGroupsAccumulator<Decimal256Type, fn(&mut i256, i256)>,
     data_type: DataType,
 }
 
 impl WideGroups {
     fn new(data_type: DataType) -> Self {
-        fn add(acc: &mut i128, v: i128) {
+        fn add(acc: &mut i256, v: i256) {
             *acc = acc.wrapping_add(v);
         }
         WideGroups {
-            inner: PrimitiveGroupsAccumulator::new(&WIDE, add as fn(&mut i128, i128)),
+            inner: PrimitiveGroupsAccumulator::new(&wide_type(&data_type), add as fn(&mut i256, i256)),
             data_type,
         }
     }
 
-    fn widen(values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-        values.iter().map(|v| Ok(arrow::compute::cast(v, &WIDE)?)).collect()
+    fn widen(&self, values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
+        values.iter().map(|v| widen(v, &self.data_type)).collect()
     }
 
     fn narrow(&self, sums: ArrayRef) -> Result<ArrayRef> {
-        let options = arrow::compute::CastOptions {
-            safe: false,
-            ..Default::default()
-        };
-        arrow::compute::cast_with_options(&sums, &self.data_type, &options).map_err(|_| overflow("sum"))
+        narrow_array(&sums, &self.data_type)
     }
 }
 
@@ -545,7 +715,7 @@ impl GroupsAccumulator for WideGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.inner
-            .update_batch(&Self::widen(values)?, group_indices, opt_filter, total_num_groups)
+            .update_batch(&self.widen(values)?, group_indices, opt_filter, total_num_groups)
     }
 
     fn merge_batch(
@@ -556,7 +726,7 @@ impl GroupsAccumulator for WideGroups {
         total_num_groups: usize,
     ) -> Result<()> {
         self.inner
-            .merge_batch(&Self::widen(values)?, group_indices, opt_filter, total_num_groups)
+            .merge_batch(&self.widen(values)?, group_indices, opt_filter, total_num_groups)
     }
 
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
@@ -569,7 +739,7 @@ impl GroupsAccumulator for WideGroups {
     }
 
     fn convert_to_state(&self, values: &[ArrayRef], opt_filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
-        let states = self.inner.convert_to_state(&Self::widen(values)?, opt_filter)?;
+        let states = self.inner.convert_to_state(&self.widen(values)?, opt_filter)?;
         states.into_iter().map(|s| self.narrow(s)).collect()
     }
 

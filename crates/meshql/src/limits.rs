@@ -38,11 +38,12 @@ pub const MAX_EXPRESSION_OPERATORS: usize = 1_000;
 /// stack per level than other operators do.
 pub const MAX_CASE_NESTING: usize = 16;
 
-/// The largest value a function may build from small arguments (`repeat`, `lpad`,
-/// `array_repeat`, `range`, …): memory no operator reserves, so no memory limit would see it.
+/// The largest value a built-in function (or `||`) may build: memory no operator reserves, so
+/// no memory limit would see it. See [`crate::bounded`].
 pub const MAX_VALUE_BYTES: usize = 64 << 20;
 
-/// The most bytes such a function may build in one call (one batch of rows).
+/// The most bytes such a function may build in one call (one batch of rows), unless its
+/// arguments were as large.
 pub const MAX_CALL_BYTES: usize = 256 << 20;
 
 /// The stack meshql's binaries give every thread that plans or runs queries.
@@ -152,14 +153,19 @@ pub(crate) async fn isolated<T>(fut: impl Future<Output = Result<T, Error>>) -> 
     }
 }
 
-/// The error for a panic caught while a query was planned or run. The panic's own message may
-/// quote values the principal may not read, so it goes to the server log only.
-pub(crate) fn engine_fault(panic: Box<dyn Any + Send>) -> Error {
-    let message = panic
+/// The text a panic was raised with.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(no message)".into());
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+/// The error for a panic caught while a query was planned or run. The panic's own message may
+/// quote values the principal may not read, so it goes to the server log only.
+pub(crate) fn engine_fault(panic: Box<dyn Any + Send>) -> Error {
+    let message = panic_message(panic.as_ref());
     tracing::error!(panic = %message, "a query panicked inside the engine; it failed alone");
     Error::EngineFault
 }

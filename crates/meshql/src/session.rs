@@ -113,6 +113,7 @@ impl Bound {
             .with_analyzer_rules({
                 let mut rules = analyzer_rules();
                 rules.push(Arc::new(crate::checked::CheckedArithmetic));
+                rules.push(Arc::new(crate::bounded::BoundFunctions));
                 rules
             })
             .with_optimizer_rules(optimizer_rules())
@@ -121,8 +122,9 @@ impl Bound {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udaf(crate::checked::CheckedSum::udaf());
-        for f in crate::bounded::bounded_functions(ctx.state().scalar_functions()) {
-            ctx.register_udf(f);
+        ctx.register_udaf(crate::bounded::CappedStringAgg::udaf());
+        for (name, f) in crate::bounded::CheckedSeries::all() {
+            ctx.register_udtf(name, f);
         }
         let governance = Arc::new(Governance::new(
             snapshot.catalog.clone(),
@@ -311,6 +313,30 @@ impl Session {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// Records in the audit trail, now, that the query `query_id` (statement `sql`) failed with
+    /// `error` while its planning or execution may still be going on (a server answered its
+    /// client at the query's deadline). What the query's work would record when it ends is not
+    /// written: this is the query's record.
+    pub fn audit_settled(&self, sql: &str, query_id: &str, error: &str) {
+        let Some(log) = self.mesh.audit() else {
+            return;
+        };
+        let record = AuditRecord {
+            query_id: query_id.to_string(),
+            started_ms: crate::time::now_ms(),
+            principal: self.principal.id().to_string(),
+            groups: self.principal.groups().iter().cloned().collect(),
+            client: self.client.to_string(),
+            statement: crate::audit::bounded(sql, crate::audit::MAX_RECORDED_STATEMENT),
+            outcome: "error".to_string(),
+            error: Some(crate::audit::bounded(error, crate::audit::MAX_RECORDED_ERROR)),
+            ..Default::default()
+        };
+        if let Err(w) = log.settle_early(&record) {
+            tracing::error!(error = %w, "audit record not written");
         }
     }
 
@@ -524,6 +550,9 @@ impl Pending {
     }
 
     fn finish(mut self, outcome: &str, error: Option<String>, rows: u64, bytes: u64) -> std::io::Result<()> {
+        if self.log.take_settled(&self.record.query_id) {
+            return Ok(());
+        }
         self.record.outcome = outcome.to_string();
         // Last barrier: a credential a remote service echoed back never reaches the trail.
         self.record.error = error

@@ -774,3 +774,39 @@ async fn a_client_that_executes_its_original_handle_gets_the_values_it_bound() {
     assert!(e.message().contains("$1") || e.message().contains("laceholder"), "{e}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_query_answered_at_its_deadline_is_recorded_then_not_when_its_work_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    meshql_testdata::copy_dir(&repo().join("testdata/mesh"), dir.path()).unwrap();
+    let mesh = meshql::Mesh::open(dir.path()).unwrap();
+    let server = meshql_flight::serve(mesh.clone(), config("", "limits: {queryTimeout: 1}\n"))
+        .await
+        .unwrap();
+    let mut client = login(&server, "alice").await;
+    // Work that does not yield for a few seconds, within the functions' cost limit: once while
+    // planning (constant folding), once while running.
+    let planning = "SELECT levenshtein(repeat('a', 11000), repeat('b', 11000))";
+    let running = "SELECT levenshtein(repeat('a', 11000 + g * 0), repeat('b', 11000)) FROM generate_series(1, 1) t(g)";
+    for statement in [planning, running] {
+        let e = sql(&mut client, statement).await.expect_err("past the deadline");
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{statement}: {e}");
+        // The record is there at once, while the computation goes on.
+        let records = mesh.audit().expect("audit on").read_all().expect("read");
+        let mine: Vec<_> = records.iter().filter(|r| r.statement == statement).collect();
+        assert_eq!(mine.len(), 1, "{statement}: {mine:?}");
+        assert_eq!(mine[0].outcome, "error", "{mine:?}");
+        assert!(
+            mine[0].error.as_deref().is_some_and(|e| e.contains("time limit")),
+            "{mine:?}"
+        );
+    }
+    // When the work ends it records nothing more: one record per query.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let records = mesh.audit().expect("audit on").read_all().expect("read");
+    for statement in [planning, running] {
+        let mine: Vec<_> = records.iter().filter(|r| r.statement == statement).collect();
+        assert_eq!(mine.len(), 1, "{statement}: {mine:?}");
+    }
+    server.shutdown().await.unwrap();
+}
