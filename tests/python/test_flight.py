@@ -470,3 +470,51 @@ rules:
             client.do_get(info_of(cases[0][3], alice).endpoints[0].ticket, olga).read_all()
     finally:
         s.stop()
+
+
+def test_current_schema_with_adbc_defaults_and_no_cookies(server):
+    """ADBC keeps no cookies by default; the current domain still sticks (issue 22, item 14)."""
+    with connect(server, "alice") as conn:
+        # Before any choice the driver reads an empty current schema, not NOT_FOUND.
+        assert conn.adbc_current_db_schema == ""
+        assert conn.adbc_current_catalog == "mesh"
+        # An unqualified name without a current domain: the error says how to name it and never
+        # mentions a schema that does not exist.
+        with pytest.raises(adbc_driver_manager.Error) as e:
+            query(conn, "SELECT count(*) FROM transactions")
+        assert "public" not in str(e.value)
+        assert "<domain>.transactions" in str(e.value)
+        conn.adbc_connection.set_options(**{"adbc.connection.db_schema": "order"})
+        assert conn.adbc_current_db_schema == "order"
+        counted = query(conn, "SELECT count(*) AS n FROM transactions").column("n")[0].as_py()
+        qualified = query(conn, "SELECT count(*) AS n FROM mesh.order.transactions").column("n")[0].as_py()
+        assert counted == qualified > 0
+        # Another domain, then a domain that does not exist (refused; the choice stays).
+        conn.adbc_connection.set_options(**{"adbc.connection.db_schema": "customer"})
+        assert conn.adbc_current_db_schema == "customer"
+        assert query(conn, "SELECT count(*) AS n FROM profiles").column("n")[0].as_py() > 0
+        with pytest.raises(adbc_driver_manager.Error):
+            conn.adbc_connection.set_options(**{"adbc.connection.db_schema": "nowhere"})
+        assert conn.adbc_current_db_schema == "customer"
+    # A new connection starts without a current domain.
+    with connect(server, "alice") as conn:
+        assert conn.adbc_current_db_schema == ""
+    # Another principal cannot use alice's session part: it is bound to her.
+    with connect(server, "carl") as conn:
+        assert conn.adbc_current_db_schema == ""
+
+
+def test_pandas_and_polars_read_through_adbc(server):
+    """The README's pandas and polars snippets, against the ADBC driver's own answer."""
+    import pandas as pd
+    import polars as pl
+
+    sql = "SELECT * FROM mesh.order.transactions ORDER BY order_id"
+    with connect(server, "alice") as conn:
+        expected = query(conn, sql)
+        frame = pd.read_sql(sql, conn)
+        assert frame.shape == (expected.num_rows, expected.num_columns)
+        assert frame["order_id"].tolist() == expected.column("order_id").to_pylist()
+        lazy = pl.read_database(sql, connection=conn)
+        assert lazy.shape == (expected.num_rows, expected.num_columns)
+        assert lazy["order_id"].to_list() == expected.column("order_id").to_pylist()

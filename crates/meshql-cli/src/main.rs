@@ -350,7 +350,31 @@ async fn query(args: QueryArgs) -> Result<ExitCode> {
         principal = principal.with_attribute(k, v);
     }
     let session = mesh.session(principal).with_client("cli");
-    let result = session.sql(&sql).await?;
+    let query_id = format!(
+        "cli-{}-{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    if args.timeout > 0 {
+        // The limit covers planning too, and work that never yields (constant folding of a
+        // huge value, an operator's inner loop): at the deadline the query is recorded and the
+        // process ends, whatever its threads are doing.
+        let (session, sql, query_id, secs) = (session.clone(), sql.clone(), query_id.clone(), args.timeout);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(secs));
+            let message = format!("the query exceeded its time limit of {secs} s (--timeout)");
+            session.audit_settled(&sql, &query_id, &message);
+            eprintln!("error: {message}");
+            std::process::exit(1);
+        });
+    }
+    let options = meshql::SqlOptions {
+        default_schema: None,
+        query_id: Some(query_id),
+    };
+    let result = session.sql_with(&sql, &options).await?;
     for w in result.warnings() {
         eprintln!("warning: {w}");
     }

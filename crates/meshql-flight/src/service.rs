@@ -91,6 +91,9 @@ impl DoGetResults {
 }
 
 const SESSION_COOKIE: &str = "meshql_session";
+
+/// Query threads per core (see `MeshFlightService::new`).
+const QUERY_THREADS_PER_CORE: usize = 4;
 /// gRPC carries the status message in a header; keep it well under common header limits.
 const MAX_STATUS_MESSAGE: usize = 4000;
 /// Principals whose sessions (and their policy decisions) are kept warm.
@@ -100,8 +103,29 @@ const SESSION_CACHE: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub principal: Arc<Principal>,
-    /// The current domain chosen with SetSessionOptions (`schema`), from the session cookie.
+    /// The current domain chosen with SetSessionOptions (`schema`), from the session cookie or
+    /// from the session part of the bearer token.
     pub schema: Option<String>,
+    /// The bearer token the call came with, without its session part: SetSessionOptions
+    /// answers with it plus the new session part.
+    pub bearer: Option<String>,
+}
+
+/// Separates a bearer token from the sealed session options a server appended to it
+/// (`<token>~<sealed>`). Clients that keep no cookies (the ADBC driver by default) still keep the
+/// `authorization` header a server sends back, so that is where the session's options travel
+/// for them. No token meshql accepts contains `~` (base64url, JWT and service tokens alike).
+const SESSION_SEPARATOR: char = '~';
+
+/// A `Bearer` header split into the token and its session part, if any.
+fn split_bearer(header: &str) -> (String, Option<&str>) {
+    match header.strip_prefix("Bearer ") {
+        Some(token) => match token.split_once(SESSION_SEPARATOR) {
+            Some((token, session)) => (format!("Bearer {token}"), Some(session)),
+            None => (header.to_string(), None),
+        },
+        None => (header.to_string(), None),
+    }
 }
 
 /// The Flight SQL server for one mesh.
@@ -140,7 +164,11 @@ impl MeshFlightService {
         let xdbc = metadata::xdbc_type_info()?;
         let slots = Arc::new(Semaphore::new(config.limits.max_concurrent_queries.max(1)));
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = QueryThreads::new(cores, config.limits.large_query_rows > 0)
+        // More query threads than cores: a computation that does not yield (a nested-loop join
+        // over a huge input) holds one thread per partition of its query (as many as cores)
+        // past its deadline. With four times as many, three such queries still leave threads
+        // for everyone else; the kernel shares the cores between them all.
+        let threads = QueryThreads::new(cores * QUERY_THREADS_PER_CORE, config.limits.large_query_rows > 0)
             .map_err(|e| FlightError::Config(format!("cannot start the query threads: {e}")))?;
         Ok(MeshFlightService {
             h: Arc::new(Handlers {
@@ -182,15 +210,25 @@ impl MeshFlightService {
             tracing::warn!(rpc, "authentication failed: conflicting authorization headers");
             unauthenticated()
         })?;
+        let (header, session) = match header.as_deref().map(split_bearer) {
+            Some((h, s)) => (Some(h), s.map(str::to_string)),
+            None => (None, None),
+        };
         let principal = self.h.auth.authenticate(header.as_deref()).map_err(|why| {
             tracing::warn!(rpc, reason = %why, "authentication failed");
             unauthenticated()
         })?;
-        let schema = self.h.cookie_schema(req.metadata(), &principal);
+        let schema = self.h.cookie_schema(req.metadata(), &principal).or_else(|| {
+            session
+                .as_deref()
+                .and_then(|sealed| self.h.session_schema(sealed, &principal))
+        });
         let span = tracing::info_span!("rpc", rpc, principal = %principal.id(), query_id = field::Empty);
+        let bearer = header.filter(|h| h.starts_with("Bearer "));
         req.extensions_mut().insert(Caller {
             principal: Arc::new(principal),
             schema,
+            bearer,
         });
         Ok((req, span))
     }
@@ -447,6 +485,11 @@ impl Handlers {
             .filter_map(|c| c.trim().split_once('='))
             .find(|(k, _)| *k == SESSION_COOKIE)
             .map(|(_, v)| v.to_string())?;
+        self.session_schema(&sealed, principal)
+    }
+
+    /// The current domain of sealed session options, if they are valid for `principal`.
+    fn session_schema(&self, sealed: &str, principal: &Principal) -> Option<String> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(sealed).ok()?;
         let cookie: SessionCookie = self.signer().open(Kind::SessionCookie, &bytes).ok()?;
         (cookie.principal == principal.id() && cookie.expires_at > unix_now() && !cookie.schema.is_empty())
@@ -641,12 +684,16 @@ impl Handlers {
             large_query_rows: limits.large_query_rows,
             low: self.threads.low(),
             planning: self.threads.planning(),
+            normal: self.threads.normal(),
+            timeout_secs: limits.query_timeout.as_secs(),
             deadline,
             slot: permit,
             completed: completed.clone(),
         };
+        // The query's own task runs where statements are planned: threads that queries' work
+        // never holds, so a new query is planned and started whatever others compute.
         self.threads
-            .normal()
+            .planning()
             .spawn(query.run(ready_tx, tx).instrument(Span::current()));
         let schema = match tokio::time::timeout_at(deadline, ready_rx).await {
             Ok(Ok(ready)) => ready?,
@@ -842,6 +889,11 @@ impl Handlers {
             let value = MetadataValue::try_from(format!("{SESSION_COOKIE}={sealed}; Path=/; HttpOnly"))
                 .map_err(|_| Status::internal("cookie"))?;
             response.metadata_mut().insert("set-cookie", value);
+            if let Some(bearer) = &caller.bearer {
+                let value = MetadataValue::try_from(format!("{bearer}{SESSION_SEPARATOR}{sealed}"))
+                    .map_err(|_| Status::internal("authorization"))?;
+                response.metadata_mut().insert("authorization", value);
+            }
         }
         Ok(response)
     }
@@ -936,8 +988,12 @@ struct Query {
     large_query_rows: usize,
     /// The low-priority runtime, if large queries go there.
     low: Option<tokio::runtime::Handle>,
-    /// The runtime statements are planned on.
+    /// The runtime statements are planned on (and this task runs on).
     planning: tokio::runtime::Handle,
+    /// The runtime queries of normal priority are run on.
+    normal: tokio::runtime::Handle,
+    /// The time limit, for the audit record of a query cut at its deadline.
+    timeout_secs: u64,
     deadline: tokio::time::Instant,
     slot: OwnedSemaphorePermit,
     /// Set when the query's own stream ended (not cut at its deadline), so that a reader can
@@ -967,11 +1023,16 @@ impl Query {
                 let _ = ready.send(Err(status));
                 return;
             }
-            // Past the deadline (the caller may not have noticed yet).
+            // Past the deadline (the caller may not have noticed yet). Its planning may go on:
+            // the record is written now, not when that ends.
             Err(_) => {
-                let _ = ready.send(Err(Status::deadline_exceeded(
-                    "planning the query took longer than its time limit",
-                )));
+                let status = Status::deadline_exceeded(format!(
+                    "planning the query took longer than the time limit of {} s",
+                    self.timeout_secs
+                ));
+                self.session
+                    .audit_settled(&self.stmt.sql, &self.stmt.query_id, status.message());
+                let _ = ready.send(Err(status));
                 return;
             }
         };
@@ -984,6 +1045,15 @@ impl Query {
             slot: self.slot,
             deadline,
             completed: self.completed,
+            settle: Settle {
+                message: format!(
+                    "query {} exceeded the time limit of {} s",
+                    self.stmt.query_id, self.timeout_secs
+                ),
+                session: self.session,
+                sql: self.stmt.sql,
+                query_id: self.stmt.query_id,
+            },
         };
         match self.low {
             Some(low) if self.large_query_rows > 0 && rows > self.large_query_rows => {
@@ -992,7 +1062,10 @@ impl Query {
                 // polls it: the stream is made and driven there.
                 low.spawn(pump.run(make, schema, ready, tx).instrument(Span::current()));
             }
-            _ => pump.run(make, schema, ready, tx).await,
+            _ => {
+                self.normal
+                    .spawn(pump.run(make, schema, ready, tx).instrument(Span::current()));
+            }
         }
     }
 }
@@ -1046,6 +1119,22 @@ struct Pump {
     slot: OwnedSemaphorePermit,
     deadline: tokio::time::Instant,
     completed: Arc<std::sync::atomic::AtomicBool>,
+    settle: Settle,
+}
+
+/// The audit record of a query cut at its deadline: written before its stream is dropped, so
+/// the stream's own record (`cancelled`) is not written and the trail says why it ended.
+struct Settle {
+    session: Session,
+    sql: String,
+    query_id: String,
+    message: String,
+}
+
+impl Settle {
+    fn record(&self) {
+        self.session.audit_settled(&self.sql, &self.query_id, &self.message);
+    }
 }
 
 impl Pump {
@@ -1070,22 +1159,22 @@ impl Pump {
         }
         loop {
             let next = tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(deadline) => return self.settle.record(),
                 _ = tx.closed() => return,
                 next = stream.next() => next,
             };
             // A computation that did not yield may end after the deadline: its client was
             // answered "time limit exceeded" then, so its result is not delivered (and its audit
-            // record says cancelled, not ok).
+            // record says so, not ok).
             if tokio::time::Instant::now() >= deadline {
-                return;
+                return self.settle.record();
             }
             let Some(item) = next else {
                 self.completed.store(true, std::sync::atomic::Ordering::Release);
                 return;
             };
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return,
+                _ = tokio::time::sleep_until(deadline) => return self.settle.record(),
                 sent = tx.send(item) => if sent.is_err() { return },
             }
         }
@@ -1638,9 +1727,12 @@ impl FlightSqlService for Handlers {
                     "catalog".to_string(),
                     crate::session_options::string_value(MESH_CATALOG),
                 );
-                if let Some(schema) = &caller.schema {
-                    options.insert("schema".to_string(), crate::session_options::string_value(schema));
-                }
+                // Always present (empty when no domain is chosen): clients read a missing key
+                // as "current schema not supported".
+                options.insert(
+                    "schema".to_string(),
+                    crate::session_options::string_value(caller.schema.as_deref().unwrap_or("")),
+                );
                 Ok(one_result(
                     GetSessionOptionsResult {
                         session_options: options,
@@ -1659,6 +1751,10 @@ impl FlightSqlService for Handlers {
                     "set-cookie",
                     MetadataValue::from_static("meshql_session=; Path=/; Max-Age=0"),
                 );
+                // Clients without cookies drop the session part of their token.
+                if let Some(bearer) = caller.bearer.as_deref().and_then(|b| MetadataValue::try_from(b).ok()) {
+                    response.metadata_mut().insert("authorization", bearer);
+                }
                 Ok(response)
             }
             other => Err(Status::invalid_argument(format!("unknown action {other:?}"))),

@@ -129,7 +129,7 @@ impl AuditLog {
     pub fn settle_early(&self, record: &AuditRecord) -> io::Result<()> {
         {
             let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-            if settled.recent.contains(&record.query_id) {
+            if settled.early.contains(&record.query_id) || settled.recent.contains(&record.query_id) {
                 return Ok(());
             }
             settled.early.insert(record.query_id.clone());
@@ -141,14 +141,12 @@ impl AuditLog {
     /// forgets it — else notes that the caller writes it now.
     pub(crate) fn take_settled(&self, query_id: &str) -> bool {
         let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        if settled.early.remove(query_id) {
-            return true;
-        }
+        let early = settled.early.remove(query_id);
         if settled.recent.len() >= RECENT {
             settled.recent.pop_front();
         }
         settled.recent.push_back(query_id.to_string());
-        false
+        early
     }
 
     /// Every readable record, oldest first; a query's `started` record is replaced by its

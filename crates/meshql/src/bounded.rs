@@ -29,7 +29,7 @@
 //! nothing, and DataFusion's planner recognises it by type. meshql's own functions (masks,
 //! policy placeholders) are not built-ins and are not wrapped.
 //!
-//! Beside scalar functions: `string_agg` is held to the same value size ([`CappedStringAgg`]),
+//! Beside scalar functions: `string_agg` and `array_agg` are held to the same value size ([`CappedAggregate`]),
 //! `lag`/`lead`/`nth_value` offsets must fit 32 bits, and the `generate_series`/`range` tables
 //! refuse series that would step past the end of `BIGINT` ([`CheckedSeries`]).
 
@@ -87,6 +87,14 @@ enum Size {
     Levenshtein,
     /// `factorial(n)`: undefined for negative `n` (DataFusion answers 1).
     Factorial,
+    /// `array_replace[_n|_all](list, from, to)`: at worst every element becomes `to`.
+    ArrayReplace,
+    /// `string_to_array(text, delimiter[, null])`: an element per delimiter.
+    StringToArray,
+    /// `concat(a, b, …)`: the arguments' sizes.
+    Concat,
+    /// `concat_ws(separator, a, b, …)`: the arguments' and a separator between each two.
+    ConcatWs,
 }
 
 /// The functions checked before their call, by name.
@@ -108,6 +116,16 @@ const SIZES: &[(&str, Size)] = &[
     ("list_join", Size::ArrayToString),
     ("levenshtein", Size::Levenshtein),
     ("factorial", Size::Factorial),
+    ("array_replace", Size::ArrayReplace),
+    ("list_replace", Size::ArrayReplace),
+    ("array_replace_n", Size::ArrayReplace),
+    ("list_replace_n", Size::ArrayReplace),
+    ("array_replace_all", Size::ArrayReplace),
+    ("list_replace_all", Size::ArrayReplace),
+    ("string_to_array", Size::StringToArray),
+    ("string_to_list", Size::StringToArray),
+    ("concat", Size::Concat),
+    ("concat_ws", Size::ConcatWs),
 ];
 
 /// Built-in functions left unwrapped: `get_field` builds nothing and is recognised by type.
@@ -163,10 +181,68 @@ fn wrap_calls(expr: Expr) -> Result<Transformed<Expr>> {
         },
         Expr::WindowFunction(w) => {
             check_window_offsets(w)?;
+            if let datafusion::logical_expr::WindowFunctionDefinition::AggregateUDF(f) = &w.fun {
+                check_aggregate_arguments(f.name(), &w.params.args)?;
+            }
+            Ok(Transformed::no(e))
+        }
+        Expr::AggregateFunction(a) => {
+            check_aggregate_arguments(a.func.name(), &a.params.args)?;
+            Ok(Transformed::no(e))
+        }
+        Expr::BinaryExpr(b) => {
+            check_pattern(b)?;
             Ok(Transformed::no(e))
         }
         _ => Ok(Transformed::no(e)),
     })
+}
+
+/// A regular-expression operator (`~`, `~*`, `!~`, `!~*`) with a constant pattern that is not
+/// one: refused as a bad query (constant folding would fail inside the optimizer).
+fn check_pattern(b: &datafusion::logical_expr::BinaryExpr) -> Result<()> {
+    use datafusion::logical_expr::Operator::*;
+    if !matches!(b.op, RegexMatch | RegexIMatch | RegexNotMatch | RegexNotIMatch) {
+        return Ok(());
+    }
+    if let Expr::Literal(
+        ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)),
+        _,
+    ) = b.right.as_ref()
+    {
+        if let Err(e) = regex::Regex::new(p) {
+            return Err(DataFusionError::Plan(format!(
+                "`{}`: the pattern is not a regular expression: {e}",
+                b.op
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The most centroids `approx_percentile_cont` may keep: DataFusion allocates them up front
+/// (a huge count is a capacity-overflow panic).
+const MAX_CENTROIDS: i64 = 1 << 20;
+
+/// Arguments of aggregates that DataFusion takes unchecked.
+fn check_aggregate_arguments(name: &str, args: &[Expr]) -> Result<()> {
+    if !matches!(name, "approx_percentile_cont" | "approx_percentile_cont_with_weight") {
+        return Ok(());
+    }
+    for arg in args {
+        if let Expr::Literal(value, _) = arg {
+            if value.data_type().is_integer() {
+                if let Ok(ScalarValue::Int64(Some(n))) = value.cast_to(&DataType::Int64) {
+                    if !(0..=MAX_CENTROIDS).contains(&n) {
+                        return Err(DataFusionError::Plan(format!(
+                            "{name}: {n} centroids is out of range (at most {MAX_CENTROIDS})"
+                        )));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Wraps every built-in scalar function call of a plan in [`Bounded`] (see the module
@@ -415,6 +491,23 @@ fn row_bytes(value: &ColumnarValue, rows: usize) -> Result<Vec<u128>> {
     })
 }
 
+/// Elements of each of `rows` lists (0 for values that are not lists).
+fn list_lengths(value: &ColumnarValue, rows: usize) -> Result<Vec<u128>> {
+    per_row(value, rows, |list| {
+        Ok(match list.data_type() {
+            DataType::List(_) => {
+                let l = list.as_list::<i32>();
+                (0..l.len()).map(|r| l.value_length(r).max(0) as u128).collect()
+            }
+            DataType::LargeList(_) => {
+                let l = list.as_list::<i64>();
+                (0..l.len()).map(|r| l.value_length(r).max(0) as u128).collect()
+            }
+            _ => vec![0; list.len()],
+        })
+    })
+}
+
 /// Characters of each of `rows` text values.
 fn char_counts(value: &ColumnarValue, rows: usize) -> Result<Vec<u128>> {
     Ok(texts_or_scalar(value, rows)?
@@ -642,19 +735,7 @@ impl Bounded {
                 let Some(list) = args.first() else {
                     return Ok(vec![0; rows]);
                 };
-                let elements = per_row(list, rows, |list| {
-                    Ok(match list.data_type() {
-                        DataType::List(_) => {
-                            let l = list.as_list::<i32>();
-                            (0..l.len()).map(|r| l.value_length(r).max(0) as u128).collect()
-                        }
-                        DataType::LargeList(_) => {
-                            let l = list.as_list::<i64>();
-                            (0..l.len()).map(|r| l.value_length(r).max(0) as u128).collect()
-                        }
-                        _ => vec![0; list.len()],
-                    })
-                })?;
+                let elements = list_lengths(list, rows)?;
                 let per_element: Vec<u128> = bytes(1)?.iter().zip(bytes(2)?).map(|(s, n)| s + n).collect();
                 let values = row_bytes(list, rows)?;
                 (0..rows)
@@ -672,6 +753,40 @@ impl Bounded {
                 (Some(a), Some(b)) => times(char_counts(a, rows)?, char_counts(b, rows)?),
                 _ => vec![0; rows],
             },
+            Size::ArrayReplace => {
+                let elements = match args.first() {
+                    Some(list) => list_lengths(list, rows)?,
+                    None => vec![0; rows],
+                };
+                let to = bytes(2)?;
+                let list = bytes(0)?;
+                (0..rows)
+                    .map(|r| elements[r].saturating_mul(to[r].max(1)).saturating_add(list[r]))
+                    .collect()
+            }
+            Size::StringToArray => {
+                let text = bytes(0)?;
+                let delimiter = bytes(1)?;
+                (0..rows)
+                    .map(|r| text[r] + (text[r] / delimiter[r].max(1) + 1).saturating_mul(16))
+                    .collect()
+            }
+            Size::Concat | Size::ConcatWs => {
+                let mut total = vec![0u128; rows];
+                for i in 0..args.len() {
+                    let b = bytes(i)?;
+                    // The separator stands between each two of the other arguments.
+                    let times = if size == Size::ConcatWs && i == 0 {
+                        args.len().saturating_sub(2) as u128
+                    } else {
+                        1
+                    };
+                    for (t, b) in total.iter_mut().zip(b) {
+                        *t = t.saturating_add(b.saturating_mul(times));
+                    }
+                }
+                total
+            }
             Size::Factorial => {
                 if let Some(v) = args.first() {
                     if integers(v, rows)?.into_iter().flatten().any(|n| n < 0) {
@@ -779,6 +894,17 @@ pub(crate) fn check_concat(a: &ColumnarValue, b: &ColumnarValue, rows: usize) ->
     Ok(())
 }
 
+/// Whether `result` has no null when its field says it has none (DataFusion's date functions
+/// answer NULL out of range while declaring a non-nullable result; the result would then fail
+/// later as an internal error).
+fn non_null_as_declared(result: &ColumnarValue, nullable: bool) -> bool {
+    nullable
+        || match result {
+            ColumnarValue::Array(a) => a.null_count() == 0,
+            ColumnarValue::Scalar(s) => !s.is_null(),
+        }
+}
+
 /// Whether values of `t` can be of any size.
 fn is_variable(t: &DataType) -> bool {
     is_text(t)
@@ -847,6 +973,7 @@ impl ScalarUDFImpl for Bounded {
         self.check_arguments(&args)?;
         // Kept to measure only when the result is large (the values are shared, not copied).
         let given = args.args.clone();
+        let nullable = args.return_field.is_nullable();
         let result = match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.invoke_with_args(args))) {
             Ok(Ok(result)) => result,
             Ok(Err(e)) => return Err(self.failed(e)),
@@ -859,6 +986,12 @@ impl ScalarUDFImpl for Bounded {
                 )));
             }
         };
+        if !non_null_as_declared(&result, nullable) {
+            return Err(DataFusionError::Execution(format!(
+                "{}(…) cannot be computed for its arguments (they are out of its range)",
+                self.inner.name()
+            )));
+        }
         self.check_result(&result, &given)?;
         Ok(result)
     }
@@ -895,23 +1028,30 @@ impl ScalarUDFImpl for Bounded {
     }
 }
 
-/// `string_agg` whose result, and all it returns from one accumulator (a window returns a value
-/// per row), are held to [`MAX_VALUE_BYTES`] and [`MAX_CALL_BYTES`].
+/// An aggregate that builds one value from many rows (`string_agg`, `array_agg`), whose result
+/// and all it returns from one accumulator (a window returns a value per row: `array_agg(x)
+/// OVER (ORDER BY …)` returns n lists of up to n elements) are held to [`MAX_VALUE_BYTES`] and
+/// [`MAX_CALL_BYTES`]. Window operators do not reserve the values they collect, so no memory
+/// limit would see them.
 #[derive(Debug, PartialEq, Eq, Hash)]
-pub struct CappedStringAgg {
+pub struct CappedAggregate {
     inner: Arc<AggregateUDF>,
 }
 
-impl CappedStringAgg {
-    /// The `string_agg` every mesh session uses.
-    pub fn udaf() -> AggregateUDF {
-        AggregateUDF::new_from_impl(CappedStringAgg {
-            inner: datafusion::functions_aggregate::string_agg::string_agg_udaf(),
-        })
+impl CappedAggregate {
+    /// The value-building aggregates every mesh session uses.
+    pub fn udafs() -> Vec<AggregateUDF> {
+        [
+            datafusion::functions_aggregate::string_agg::string_agg_udaf(),
+            datafusion::functions_aggregate::array_agg::array_agg_udaf(),
+        ]
+        .into_iter()
+        .map(|inner| AggregateUDF::new_from_impl(CappedAggregate { inner }))
+        .collect()
     }
 }
 
-impl AggregateUDFImpl for CappedStringAgg {
+impl AggregateUDFImpl for CappedAggregate {
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -941,11 +1081,14 @@ impl AggregateUDFImpl for CappedStringAgg {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Capped::new(self.inner.accumulator(args)?)))
+        Ok(Box::new(Capped::new(self.inner.name(), self.inner.accumulator(args)?)))
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
-        Ok(Box::new(Capped::new(self.inner.create_sliding_accumulator(args)?)))
+        Ok(Box::new(Capped::new(
+            self.inner.name(),
+            self.inner.create_sliding_accumulator(args)?,
+        )))
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -958,6 +1101,26 @@ impl AggregateUDFImpl for CappedStringAgg {
 
     fn reverse_expr(&self) -> datafusion::logical_expr::ReversedUDAF {
         datafusion::logical_expr::ReversedUDAF::NotSupported
+    }
+
+    fn with_beneficial_ordering(
+        self: Arc<Self>,
+        beneficial_ordering: bool,
+    ) -> Result<Option<Arc<dyn AggregateUDFImpl>>> {
+        let inner = self
+            .inner
+            .inner()
+            .clone()
+            .with_beneficial_ordering(beneficial_ordering)?;
+        Ok(inner.map(|inner| {
+            Arc::new(CappedAggregate {
+                inner: Arc::new(AggregateUDF::new_from_shared_impl(inner)),
+            }) as Arc<dyn AggregateUDFImpl>
+        }))
+    }
+
+    fn is_descending(&self) -> Option<bool> {
+        self.inner.is_descending()
     }
 
     fn supports_null_handling_clause(&self) -> bool {
@@ -976,28 +1139,33 @@ impl AggregateUDFImpl for CappedStringAgg {
 /// An accumulator whose state and results are held to the value and call sizes.
 #[derive(Debug)]
 struct Capped {
+    name: String,
     inner: Box<dyn Accumulator>,
     /// Bytes of the values it has returned.
     returned: u128,
 }
 
 impl Capped {
-    fn new(inner: Box<dyn Accumulator>) -> Self {
-        Capped { inner, returned: 0 }
+    fn new(name: &str, inner: Box<dyn Accumulator>) -> Self {
+        Capped {
+            name: name.to_string(),
+            inner,
+            returned: 0,
+        }
     }
 
     fn held(&self) -> Result<()> {
         let size = self.inner.size() as u128;
         if size > MAX_VALUE_BYTES as u128 {
-            return Err(too_large("string_agg", size, MAX_VALUE_BYTES, "a value"));
+            return Err(too_large(&self.name, size, MAX_VALUE_BYTES, "a value"));
         }
         Ok(())
     }
 
     fn returning(&mut self, value: &ScalarValue) -> Result<()> {
-        self.returned += value.size() as u128;
+        self.returned += logical_bytes(value.to_array_of_size(1)?.as_ref());
         if self.returned > MAX_CALL_BYTES as u128 {
-            return Err(too_large("string_agg", self.returned, MAX_CALL_BYTES, "results"));
+            return Err(too_large(&self.name, self.returned, MAX_CALL_BYTES, "results"));
         }
         Ok(())
     }
@@ -1009,7 +1177,7 @@ impl Accumulator for Capped {
         let incoming: u128 = values.first().map(|v| logical_bytes(v.as_ref())).unwrap_or(0);
         if self.inner.size() as u128 + incoming > 2 * MAX_VALUE_BYTES as u128 {
             return Err(too_large(
-                "string_agg",
+                &self.name,
                 self.inner.size() as u128 + incoming,
                 MAX_VALUE_BYTES,
                 "a value",

@@ -279,6 +279,11 @@ impl CatalogProvider for GovernedCatalog {
     }
 }
 
+/// The schema DataFusion resolves unqualified table names in when no current domain is chosen:
+/// not a domain, so such names are refused before planning with a message that says how to name
+/// the table (see `Session::plan`), rather than one naming a schema that does not exist.
+pub(crate) const NO_DOMAIN: &str = "public";
+
 /// One domain, as the principal sees it.
 #[derive(Debug)]
 struct GovernedSchema {

@@ -97,7 +97,7 @@ pub(crate) fn session_config(settings: &meshql_contract::MeshSettings) -> Result
     Ok(config
         .with_information_schema(true)
         .with_create_default_catalog_and_schema(false)
-        .with_default_catalog_and_schema(MESH_CATALOG, "public"))
+        .with_default_catalog_and_schema(MESH_CATALOG, crate::governed::NO_DOMAIN))
 }
 
 impl Bound {
@@ -122,7 +122,9 @@ impl Bound {
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udaf(crate::checked::CheckedSum::udaf());
-        ctx.register_udaf(crate::bounded::CappedStringAgg::udaf());
+        for f in crate::bounded::CappedAggregate::udafs() {
+            ctx.register_udaf(f);
+        }
         for (name, f) in crate::bounded::CheckedSeries::all() {
             ctx.register_udtf(name, f);
         }
@@ -357,6 +359,9 @@ impl Session {
         number_placeholders(&mut statement);
         microsecond_timestamp_literals(&mut statement);
         refuse_non_queries(&statement, bound.admin)?;
+        if default_schema.is_none() {
+            needs_no_current_domain(&state, &statement)?;
+        }
         self.ensure_readable(bound, &state, &statement, products).await?;
         if let (Statement::Explain(explain), false) = (&statement, bound.admin) {
             return explain_for_principal(&state, explain).await;
@@ -455,6 +460,23 @@ async fn explain_for_principal(state: &SessionState, explain: &ExplainStatement)
         .project(vec![col("column1").alias("plan_type"), col("column2").alias("plan")])?
         .build()?;
     Ok(DataFrame::new(state.clone(), rows))
+}
+
+/// Refuses a statement naming a table without its domain when no current domain is chosen
+/// (table functions such as `generate_series` are not tables). DataFusion would look it up in
+/// its default schema and report that schema, which is not a domain.
+fn needs_no_current_domain(state: &SessionState, statement: &Statement) -> Result<(), Error> {
+    for reference in state.resolve_table_references(statement)? {
+        if let TableReference::Bare { table } = &reference {
+            if !state.table_functions().contains_key(table.as_ref()) {
+                return Err(Error::DataFusion(DataFusionError::Plan(format!(
+                    "table '{table}' not found: name it with its domain (`<domain>.{table}` or \
+                     `mesh.<domain>.{table}`), or choose a current domain (the session option `schema`)"
+                ))));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The audit outcome of a failed statement: `denied` for policy refusals — whether raised before

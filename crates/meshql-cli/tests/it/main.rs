@@ -292,6 +292,24 @@ fn query_is_held_to_its_time_and_memory_limits() {
     ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("time limit of 1 s"), "{}", stderr(&o));
+    // Planning is under the limit too, even work that never yields (constant folding of a
+    // computation that takes seconds in a debug build).
+    let started = std::time::Instant::now();
+    let o = meshql(&[
+        "query",
+        "--mesh",
+        m,
+        "--timeout",
+        "1",
+        "SELECT levenshtein(repeat('a', 16000), repeat('b', 16000))",
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("time limit of 1 s"), "{}", stderr(&o));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
     let o = meshql(&[
         "query",
         "--mesh",

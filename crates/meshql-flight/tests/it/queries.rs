@@ -810,3 +810,53 @@ async fn a_query_answered_at_its_deadline_is_recorded_then_not_when_its_work_end
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn work_that_never_yields_past_its_deadline_leaves_others_planned_and_run() {
+    let server = start(config(
+        "",
+        "limits: {queryTimeout: 2, maxConcurrentQueries: 8, largeQueryRows: 0}\n",
+    ))
+    .await;
+    // Two queries whose nested-loop join computes for minutes inside single polls: they are
+    // answered at their deadline, and their threads stay busy after it.
+    let mut heavy = Vec::new();
+    for m in [97, 89] {
+        let mut client = login(&server, "alice").await;
+        heavy.push(tokio::spawn(async move {
+            sql(
+                &mut client,
+                &format!(
+                    "SELECT count(*) FROM generate_series(1, 300000) a(x), generate_series(1, 300000) b(y) \
+                     WHERE (x * y) % {m} = 3"
+                ),
+            )
+            .await
+        }));
+    }
+    for h in heavy {
+        let e = h.await.unwrap().expect_err("stopped at the deadline");
+        assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    }
+    // While they go on, other statements are still planned, run and answered.
+    let mut b = login(&server, "carl").await;
+    for _ in 0..3 {
+        let rows = tokio::time::timeout(Duration::from_secs(20), sql(&mut b, "SELECT 1"))
+            .await
+            .expect("answered while the runaway work goes on")
+            .expect("SELECT 1");
+        assert_eq!(rows.len(), 1);
+    }
+    let rows = tokio::time::timeout(
+        Duration::from_secs(20),
+        sql(
+            &mut b,
+            "SELECT count(*) FROM mesh.order.transactions WHERE order_id = 1",
+        ),
+    )
+    .await
+    .expect("a lookup answered while the runaway work goes on")
+    .expect("the lookup");
+    assert_eq!(rows.len(), 1);
+    server.shutdown().await.ok();
+}

@@ -122,6 +122,16 @@ fn a_panic_inside_the_engine_fails_that_query_alone() {
             ),
             ("SELECT regexp_replace('abc', '(', 'x')", "regexp_replace"),
             ("SELECT factorial(-1)", "factorial"),
+            ("SELECT 'a' ~ '('", "regular expression"),
+            ("SELECT 'a' !~* '[[:alpha:'", "regular expression"),
+            (
+                "SELECT approx_percentile_cont(customer_id, 0.5, 9223372036854775807) FROM mesh.customer.profiles",
+                "approx_percentile_cont",
+            ),
+            (
+                "SELECT date_part('year', arrow_cast(-9223372036854775808, 'Timestamp(Second, None)'))",
+                "date_part",
+            ),
         ] {
             let e = outcome(&mesh, sql).await.expect_err(sql);
             assert_eq!(e.class(), ErrorClass::InvalidQuery, "{sql}: {e}");
@@ -135,6 +145,12 @@ fn a_panic_inside_the_engine_fails_that_query_alone() {
             ("SELECT overlay('abc' PLACING 'x' FROM 2 FOR 9223372036854775807)", "ax"),
             ("SELECT count(*) FROM generate_series(9223372036854775800, 9223372036854775806)", "7"),
             ("SELECT factorial(5)", "120"),
+            ("SELECT 'abc' ~ '^a'", "true"),
+            ("SELECT CAST(array_agg(x ORDER BY x DESC) AS VARCHAR) FROM (VALUES (1), (3), (2)) t(x)", "[3, 2, 1]"),
+            ("SELECT max(cardinality(a)) FROM (SELECT array_agg(g) OVER (ORDER BY g) a FROM generate_series(1, 100) t(g))", "100"),
+            ("SELECT concat_ws('-', 'a', 'b')", "a-b"),
+            ("SELECT cardinality(string_to_array('a,b,c', ','))", "3"),
+            ("SELECT date_part('year', DATE '2024-05-01')", "2024"),
             ("SELECT CAST(DATE '2020-01-31' + INTERVAL '1' MONTH AS VARCHAR)", "2020-02-29"),
             ("SELECT DATE '2020-03-01' - DATE '2020-02-01'", "29"),
             ("SELECT max(l) FROM (SELECT lag(customer_id, 1) OVER (ORDER BY customer_id) AS l FROM mesh.customer.profiles)", "199"),
@@ -485,6 +501,12 @@ fn functions_cannot_build_values_beyond_the_value_limit() {
             format!("SELECT length(overlay(repeat('x', {half}) PLACING repeat('y', {half}) FROM 2 FOR 0))", half = over / 2 + 1),
             // An aggregate that builds one value.
             "SELECT length(string_agg(repeat('x', 6000000 + g * 0), '')) FROM generate_series(1, 20) t(g)".to_string(),
+            // A window returns a value per row: n lists of up to n elements.
+            "SELECT max(cardinality(a)) FROM (SELECT array_agg(g) OVER (ORDER BY g) a FROM generate_series(1, 20000) t(g))".to_string(),
+            // Multiples of their arguments found by the stranger's second run.
+            "SELECT cardinality(array_replace_all(array_repeat('a', 1000000), 'a', repeat('x', 1000)))".to_string(),
+            "SELECT cardinality(string_to_array(repeat(',', 20000000), ','))".to_string(),
+            format!("SELECT octet_length(concat_ws(repeat('r', {}), 'a', 'b', 'c', 'd'))", over / 3 + 1),
         ] {
             let e = outcome(&mesh, &sql).await.expect_err(&sql);
             assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
