@@ -280,6 +280,27 @@ fn is_integer(t: &DataType) -> bool {
     t.is_integer()
 }
 
+/// Whether `l op r` on decimals can overflow its result type. When every exact result has at
+/// most as many digits as the result type holds (`DECIMAL(15, 2) * DECIMAL(16, 2)`: 31 digits in
+/// `DECIMAL(32, 4)`), DataFusion's own operator is exact and is left alone: checking it costs a
+/// pass over every batch (TPC-H Q1 multiplies and adds such columns on every row).
+fn decimal_may_overflow(l: &DataType, op: Operator, r: &DataType) -> bool {
+    let (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) = (l, r) else {
+        return true;
+    };
+    let Ok(DataType::Decimal128(precision, _)) = BinaryTypeCoercer::new(l, &op, r).get_result_type() else {
+        return true;
+    };
+    let (p1, s1, p2, s2) = (*p1 as i32, *s1 as i32, *p2 as i32, *s2 as i32);
+    let digits = match op {
+        // The larger integer part, one carry digit, the larger scale.
+        Operator::Plus | Operator::Minus => (p1 - s1).max(p2 - s2) + 1 + s1.max(s2),
+        // A p1-digit number times a p2-digit number has at most p1 + p2 digits.
+        _ => p1 + p2,
+    };
+    digits > precision as i32
+}
+
 fn is_temporal(t: &DataType) -> bool {
     matches!(
         t,
@@ -333,8 +354,7 @@ impl AnalyzerRule for CheckedArithmetic {
                             let checked = match op {
                                 Operator::Plus | Operator::Minus | Operator::Multiply => {
                                     (is_integer(&l) && l == r)
-                                        || l.is_decimal()
-                                        || r.is_decimal()
+                                        || ((l.is_decimal() || r.is_decimal()) && decimal_may_overflow(&l, *op, &r))
                                         || (*op != Operator::Multiply && (is_temporal(&l) || is_temporal(&r)))
                                 }
                                 Operator::StringConcat => is_string(&l) && is_string(&r),

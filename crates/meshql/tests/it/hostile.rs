@@ -412,6 +412,16 @@ fn decimals_durations_and_shifts_never_wrap() {
                 Ok("0 days 0 hours 1 mins 30 secs".into()),
             ),
             (format!("SELECT {} << 1", i64::MAX), Err(())),
+            // Narrow decimals that cannot overflow their result type are computed exactly by
+            // DataFusion's own operator (99999999.99² = 9999999998000000.0001).
+            (
+                "SELECT CAST('99999999.99' AS DECIMAL(10, 2)) * CAST('99999999.99' AS DECIMAL(10, 2))".into(),
+                Ok("9999999998000000.0001".into()),
+            ),
+            (
+                "SELECT CAST('-99999999.99' AS DECIMAL(10, 2)) - CAST('99999999.99' AS DECIMAL(10, 2))".into(),
+                Ok("-199999999.98".into()),
+            ),
             ("SELECT 5 << 2".into(), Ok("20".into())),
             ("SELECT -8 >> 1".into(), Ok("-4".into())),
         ] {
