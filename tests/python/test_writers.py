@@ -34,6 +34,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
+from test_object_store import s3  # noqa: F401 (the S3 server fixture)
+
 DOMAIN = "writers"
 UTC = datetime.timezone.utc
 I64_MIN = -(2**63)
@@ -94,9 +96,15 @@ class Mesh:
 
     def _write_mesh_yaml(self):
         doc = {"name": "writer-corpus", "metadataRefreshSeconds": 0}
+        doc.update(getattr(self, "settings", {}))
         if self.catalogs:
             doc["icebergCatalogs"] = self.catalogs
         (self.root / "mesh.yaml").write_text(json.dumps(doc, indent=2))
+
+    def configure(self, **settings):
+        """More mesh.yaml settings (stores, dataRoot)."""
+        self.settings = settings
+        self._write_mesh_yaml()
 
     def add_sql_catalog(self, name, db_path):
         self.catalogs[name] = {"type": "sql", "uri": f"sqlite:///{db_path}"}
@@ -414,6 +422,37 @@ def duck(tmp_path_factory, meshql_bin):
             {"name": "payload", "logicalType": "string"},
         ],
     )
+    # The whole daily directory, beside its glob (listings are cached by path).
+    mesh.daily_all = mesh.add_product(
+        "daily_all",
+        {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(daily)},
+        file_columns + [{"name": "day", "logicalType": "date", "partitioned": True, "partitionKeyPosition": 1}],
+    )
+
+    # Directory names that need escaping in URLs and object paths.
+    odd = mesh.data("odd names")
+    for n, name in enumerate(["a b", "100%", "x#y", "données"]):
+        (odd / name).mkdir(parents=True)
+        con.execute(
+            f"""COPY (SELECT {n} * 100 + i AS event_id, '{name}' AS dir FROM range(10) r(i))
+                TO '{odd / name / "part.parquet"}' (FORMAT parquet)"""
+        )
+    mesh.odd_glob = f"{odd}/*/*.parquet"
+    mesh.odd = mesh.add_product(
+        "odd_names",
+        {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(odd) + "/*/*.parquet"},
+        [{"name": "event_id", "logicalType": "integer"}, {"name": "dir", "logicalType": "string"}],
+    )
+    mesh.no_match = mesh.add_product(
+        "no_match",
+        {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(batches) + "/part-??.csv"},
+        [{"name": "id", "logicalType": "integer"}],
+    )
+    mesh.bad_glob = mesh.add_product(
+        "bad_glob",
+        {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(batches) + "/p**t/*.parquet"},
+        [{"name": "id", "logicalType": "integer"}],
+    )
     mesh.con = con
     return mesh
 
@@ -477,7 +516,6 @@ def test_duckdb_uuid_filter_by_text(duck):
     assert n == 20, f"count(*) WHERE parcel_id IS NULL: expected 20, meshql says {n}"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 4, open: a glob beyond a path's last segment (DataFusion's listing matches only the first segment below the prefix, lets `*` cross `/` and skips `key=value` segments); needs meshql's own listing")
 def test_glob_over_site_directories(duck):
     """`site_events/*/*.parquet`: one directory per site, not the archive two levels down."""
     want = duckdb_dicts(duck.con, f"SELECT * FROM read_parquet('{duck.site_glob}')")
@@ -486,7 +524,6 @@ def test_glob_over_site_directories(duck):
     assert_same_rows(got, want, key="event_id", reader="DuckDB", what="glob site_events/*/*.parquet")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 4, open: a glob beyond a path's last segment (DataFusion's listing matches only the first segment below the prefix, lets `*` cross `/` and skips `key=value` segments); needs meshql's own listing")
 def test_glob_with_a_character_class(duck):
     """`day=2026-01-0[12]/*.parquet`: two of the five days."""
     want = duckdb_dicts(duck.con, f"SELECT event_id, amount FROM read_parquet('{duck.daily_glob}')")
@@ -495,7 +532,6 @@ def test_glob_with_a_character_class(duck):
     assert_same_rows(got, want, key="event_id", reader="DuckDB", what="glob day=2026-01-0[12]/*.parquet")
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 item 4, open: a glob beyond a path's last segment (DataFusion's listing matches only the first segment below the prefix, lets `*` cross `/` and skips `key=value` segments); needs meshql's own listing")
 def test_glob_with_a_character_class_and_its_hive_partition(duck):
     """The same glob, with the `day` partition column in the contract: typed from the path."""
     want = duckdb_dicts(
@@ -513,6 +549,87 @@ def test_glob_with_a_single_character_wildcard(duck):
     assert len(want) == 120
     got = duck.query(f"SELECT * FROM {duck.batches}")
     assert_same_rows(got, want, reader="DuckDB", what="glob part-?.parquet")
+
+
+def test_glob_products_share_no_listing_with_their_directory(duck):
+    """A glob and a plain product over one directory, queried in one process: DataFusion caches
+    listings by path, so each must keep its own files."""
+    whole = duck.scalar(f"SELECT count(*) FROM {duck.daily_all}")
+    picked = duck.scalar(f"SELECT count(*) FROM {duck.daily}")
+    both = duck.query(f"SELECT (SELECT count(*) FROM {duck.daily_all}) AS whole, (SELECT count(*) FROM {duck.daily}) AS picked")
+    assert (whole, picked) == (250, 100)
+    assert both.to_pylist() == [{"whole": 250, "picked": 100}], both.to_pylist()
+
+
+def test_glob_over_names_that_need_escaping(duck):
+    """Directory names with a space, `%`, `#` and non-ASCII text, matched by `*`."""
+    want = duckdb_dicts(duck.con, f"SELECT * FROM read_parquet('{duck.odd_glob}')")
+    assert len(want) == 4 * 10
+    got = duck.query(f"SELECT * FROM {duck.odd}")
+    assert_same_rows(got, want, key="event_id", reader="DuckDB", what="glob over odd names")
+
+
+def test_a_glob_that_matches_nothing_or_is_malformed_fails_alone(duck):
+    for product, why in ((duck.no_match, "no Parquet files found"), (duck.bad_glob, "`**` must be a whole path segment")):
+        table, stderr = duck.try_query(f"SELECT * FROM {product}")
+        assert table is None, f"{product}: expected an error, got {table}"
+        assert why in stderr, stderr
+        assert product.split(".")[-1] in stderr, stderr
+    assert duck.scalar(f"SELECT count(*) FROM {duck.batches}") == 120
+
+
+def test_globs_over_s3_match_as_on_disk(duck, s3, tmp_path_factory, meshql_bin, monkeypatch):
+    """The duck fixture's glob products, their files uploaded to a real S3 server by pyarrow's
+    client: relative locations under an S3 `dataRoot` and absolute `s3://` ones (with `?`)."""
+    import pyarrow.fs as pafs
+
+    from test_object_store import KEY, SECRET
+
+    fs = pafs.S3FileSystem(access_key=KEY, secret_key=SECRET, endpoint_override=s3, scheme="http", region="us-east-1")
+    for name in ("site_events", "daily", "batches"):
+        pafs.copy_files(str(duck.data(name)), f"meshql/lake/{name}", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    mesh = new_mesh(tmp_path_factory, meshql_bin, "s3-globs")
+    mesh.configure(
+        dataRoot="s3://meshql/lake/",
+        stores={
+            "lake": {
+                "url": "s3://meshql",
+                "options": {
+                    "endpoint": f"http://{s3}",
+                    "region": "us-east-1",
+                    "allowHttp": True,
+                    "accessKeyId": "${MESHQL_S3_KEY}",
+                    "secretAccessKey": "${MESHQL_S3_SECRET}",
+                },
+            }
+        },
+    )
+    monkeypatch.setenv("MESHQL_S3_KEY", KEY)
+    monkeypatch.setenv("MESHQL_S3_SECRET", SECRET)
+    columns = {
+        "site_events": [{"name": "event_id", "logicalType": "integer"}, {"name": "site", "logicalType": "string"}, {"name": "amount", "logicalType": "number"}],
+        "daily": [{"name": "event_id", "logicalType": "integer"}, {"name": "amount", "logicalType": "number"}, {"name": "day", "logicalType": "date", "partitioned": True, "partitionKeyPosition": 1}],
+        "batches": [{"name": "id", "logicalType": "integer"}, {"name": "batch", "logicalType": "integer"}, {"name": "payload", "logicalType": "string"}],
+    }
+    sites = mesh.add_product("sites", {"server": "local", "type": "local", "format": "parquet", "path": "site_events/*/*.parquet"}, columns["site_events"])
+    daily = mesh.add_product("daily", {"server": "local", "type": "local", "format": "parquet", "path": "daily/day=2026-01-0[12]/*.parquet"}, columns["daily"])
+    batches = mesh.add_product(
+        "batches", {"server": "lake", "type": "s3", "format": "parquet", "location": "s3://meshql/lake/batches/part-?.parquet"}, columns["batches"]
+    )
+    relative_batches = mesh.add_product(
+        "relative_batches", {"server": "local", "type": "local", "format": "parquet", "path": "batches/part-?.parquet"}, columns["batches"]
+    )
+    cases = [
+        (relative_batches, f"SELECT * FROM read_parquet('{duck.batch_glob}')", "id"),
+        (sites, f"SELECT * FROM read_parquet('{duck.site_glob}')", "event_id"),
+        (daily, f"SELECT event_id, amount, day FROM read_parquet('{duck.daily_glob}', hive_partitioning = true)", "event_id"),
+        (batches, f"SELECT * FROM read_parquet('{duck.batch_glob}')", "id"),
+    ]
+    for table, oracle, key in cases:
+        want = duckdb_dicts(duck.con, oracle)
+        assert want
+        assert_same_rows(mesh.query(f"SELECT * FROM {table}"), want, key=key, reader="DuckDB (on disk)", what=f"{table} over S3")
+    assert mesh.scalar(f"SELECT count(*) FROM {daily} WHERE day = DATE '2026-01-02'") == 50
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,8 +26,13 @@ pub fn decode(text: &str) -> Option<String> {
     if text == DEFAULT_PARTITION {
         return None;
     }
+    Some(unescape(text))
+}
+
+/// `text` with its `%XX` escapes decoded; malformed escapes are kept as written.
+pub fn unescape(text: &str) -> String {
     if !text.contains('%') {
-        return Some(text.to_string());
+        return text.to_string();
     }
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -44,7 +49,7 @@ pub fn decode(text: &str) -> Option<String> {
         out.push(bytes[i]);
         i += 1;
     }
-    Some(String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 /// `hive_value(<partition column>)`: the column's directory text as a value of the contract's

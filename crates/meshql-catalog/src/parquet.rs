@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::Statistics;
+use datafusion::common::TableReference;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::{FileFormat, FileMeta};
@@ -28,6 +29,7 @@ use object_store::{ObjectMeta, ObjectStore};
 use url::Url;
 
 use crate::error::{CatalogError, Result};
+use crate::glob::GlobLocation;
 use crate::ownership::ForeignDirs;
 use crate::store::{as_directory, StoreRegistry};
 use datafusion::datasource::physical_plan::FileScanConfig;
@@ -42,21 +44,26 @@ pub async fn open(
     foreign: ForeignDirs,
 ) -> Result<Parquet> {
     let err = |e: datafusion::error::DataFusionError| CatalogError::storage(url, e);
-    // `?` and `[` reach the URL percent-encoded.
-    let decoded = percent_decoded(url.path());
-    let is_glob = decoded.contains(['*', '?', '[']);
-    let single_file = !is_glob && stores.is_object(url).await?;
-    let table_url = if is_glob && url.scheme() == "file" {
-        // DataFusion expands globs in local paths, not in URLs
-        let path = url
-            .to_file_path()
-            .map_err(|()| CatalogError::storage(url, "not a local path"))?;
-        ListingTableUrl::parse(path.to_string_lossy()).map_err(err)?
-    } else if single_file || is_glob {
-        ListingTableUrl::parse(url.as_str()).map_err(err)?
-    } else {
-        ListingTableUrl::parse(as_directory(url).as_str()).map_err(err)?
-    };
+    let glob = GlobLocation::parse(url).map_err(|e| CatalogError::Location {
+        location: url.to_string(),
+        reason: e.to_string(),
+    })?;
+    let single_file = glob.is_none() && stores.is_object(url).await?;
+    let table_url = match &glob {
+        // The directory before the first wildcard, listed through a view that holds only the
+        // matching objects (crate::glob). DataFusion ignores files in subdirectories unless
+        // a glob admits them: `*` admits every name, the view has chosen.
+        Some(glob) => {
+            let view = stores.glob_view(glob)?;
+            let every_name = glob::Pattern::new("*").map_err(|e| CatalogError::storage(url, e.to_string()))?;
+            ListingTableUrl::try_new(view, Some(every_name)).map_err(err)?
+        }
+        None if single_file => ListingTableUrl::parse(url.as_str()).map_err(err)?,
+        None => ListingTableUrl::parse(as_directory(url).as_str()).map_err(err)?,
+    }
+    // DataFusion caches listings by path alone (53.1): two stores or two globs over one
+    // directory would share one listing. The location names the cache entry.
+    .with_table_ref(TableReference::bare(url.as_str()));
     // The engine's Parquet options (`datafusion.execution.parquet.*` in mesh.yaml): pushdown,
     // view types, metadata hints. `ParquetFormat::default()` would ignore them.
     let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
@@ -101,6 +108,7 @@ pub async fn open(
             location: url.to_string(),
             table: table.to_string(),
             single_file,
+            local: url.scheme() == "file",
             partition_columns: partition_columns.clone(),
             foreign,
         }),
@@ -190,11 +198,6 @@ impl FileFormat for SaneStats {
     }
 }
 
-/// A URL path with its percent-escapes decoded.
-fn percent_decoded(path: &str) -> String {
-    crate::hive::decode(path).unwrap_or_else(|| path.to_string())
-}
-
 /// An opened Parquet port.
 pub struct Parquet {
     pub provider: Arc<dyn TableProvider>,
@@ -213,6 +216,8 @@ struct ParquetTable {
     /// `mesh.<domain>.<product>`, for messages.
     table: String,
     single_file: bool,
+    /// On the local disk (maybe through a glob view).
+    local: bool,
     partition_columns: Vec<String>,
     /// Other domains' directories: no file listed may lie in one (through a link).
     foreign: ForeignDirs,
@@ -252,7 +257,7 @@ impl TableProvider for ParquetTable {
             .downcast_ref::<DataSourceExec>()
             .and_then(|d| d.data_source().as_any().downcast_ref::<FileScanConfig>());
         if let Some(config) = files {
-            if config.object_store_url.as_str().starts_with("file://") {
+            if self.local {
                 for file in config.file_groups.iter().flat_map(|g| g.iter()) {
                     let path = std::path::Path::new("/").join(file.object_meta.location.as_ref());
                     self.foreign.check_path(&self.table, &path)?;

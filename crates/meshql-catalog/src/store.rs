@@ -25,6 +25,7 @@ use url::Url;
 
 use crate::cloud::{origin, StoreKind, StorePlan};
 use crate::error::{CatalogError, Result};
+use crate::glob::{GlobLocation, GlobStore};
 use crate::iceberg_catalog::IcebergCatalogs;
 
 /// Resolves locations and hands out object stores.
@@ -39,7 +40,12 @@ pub struct StoreRegistry {
     registered: RwLock<HashMap<String, Arc<dyn ObjectStore>>>,
     /// The Iceberg catalogs of the settings (connected on first use).
     catalogs: RwLock<Arc<IcebergCatalogs>>,
+    /// Glob locations served as directories of a [`GlobStore`], by the host of their view URL.
+    globs: RwLock<HashMap<String, GlobLocation>>,
 }
+
+/// The URL scheme of glob views ([`StoreRegistry::glob_view`]).
+const GLOB_SCHEME: &str = "meshql-glob";
 
 /// The settings the registry follows; replaced by a reload.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -103,6 +109,7 @@ impl StoreRegistry {
             clients: RwLock::new(HashMap::new()),
             registered: RwLock::new(HashMap::new()),
             catalogs: RwLock::new(Arc::new(IcebergCatalogs::default())),
+            globs: RwLock::new(HashMap::new()),
         }
     }
 
@@ -203,6 +210,47 @@ impl StoreRegistry {
         Ok(client)
     }
 
+    /// A directory URL under which the objects matched by `location` are listed, and nothing
+    /// else ([`GlobStore`]); objects are read from the store of the location's root.
+    pub fn glob_view(&self, location: &GlobLocation) -> Result<Url> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        location.root.as_str().hash(&mut hasher);
+        location.glob.to_string().hash(&mut hasher);
+        let host = format!("g{:016x}", hasher.finish());
+        let view = Url::parse(&format!("{GLOB_SCHEME}://{host}{}", location.root.path())).map_err(|e| {
+            CatalogError::Location {
+                location: format!("{}{}", location.root, location.glob),
+                reason: e.to_string(),
+            }
+        })?;
+        let mut globs = match self.globs.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        globs.entry(host).or_insert_with(|| location.clone());
+        Ok(view)
+    }
+
+    /// The store of a glob view: the root's store, listing only what the glob matches.
+    fn glob_store(&self, view: &Url) -> Result<Arc<dyn ObjectStore>> {
+        let host = view.host_str().unwrap_or_default();
+        let location = match self.globs.read() {
+            Ok(g) => g.get(host).cloned(),
+            Err(p) => p.into_inner().get(host).cloned(),
+        }
+        .ok_or_else(|| CatalogError::Location {
+            location: view.to_string(),
+            reason: "no glob location is known by this name".into(),
+        })?;
+        let inner = self.store_for(&location.root)?;
+        let root = ObjectPath::from_url_path(location.root.path()).map_err(|e| CatalogError::Location {
+            location: location.root.to_string(),
+            reason: e.to_string(),
+        })?;
+        Ok(Arc::new(GlobStore::new(inner, root, location.glob)))
+    }
+
     /// The name of the store serving `url`, for messages (never a credential).
     pub fn store_name(&self, url: &Url) -> String {
         if url.scheme() == "file" {
@@ -299,6 +347,11 @@ impl ObjectStoreRegistry for StoreRegistry {
     }
 
     fn get_store(&self, url: &Url) -> datafusion::error::Result<Arc<dyn ObjectStore>> {
+        if url.scheme() == GLOB_SCHEME {
+            return self
+                .glob_store(url)
+                .map_err(|e| DataFusionError::Execution(e.to_string()));
+        }
         if let Some(store) = self.registered.read().ok().and_then(|r| r.get(&origin(url)).cloned()) {
             return Ok(store);
         }
@@ -321,6 +374,19 @@ fn resolve_against(root: &Path, data_root: Option<&Url>, location: &str) -> Resu
         return Url::parse(trimmed).map_err(|e| err(e.to_string()));
     }
     if trimmed.contains("://") {
+        // In a bucket location `?` is a glob wildcard and `#` part of a name (HTTP locations
+        // keep their query, refused below)
+        let scheme = trimmed.split("://").next().unwrap_or_default();
+        let escaped;
+        let trimmed = if matches!(
+            StoreKind::of_scheme(scheme),
+            Some(StoreKind::S3 | StoreKind::Gcs | StoreKind::Azure)
+        ) {
+            escaped = escape_path_marks(trimmed);
+            escaped.as_str()
+        } else {
+            trimmed
+        };
         let url = Url::parse(trimmed).map_err(|e| err(e.to_string()))?;
         if !url.username().is_empty() || url.password().is_some() {
             return Err(err(
@@ -355,10 +421,15 @@ fn resolve_against(root: &Path, data_root: Option<&Url>, location: &str) -> Resu
         }
         let relative = normalize(path);
         let relative = relative.to_string_lossy().replace('\\', "/");
-        return base.join(&relative).map_err(|e| err(e.to_string()));
+        return base.join(&escape_path_marks(&relative)).map_err(|e| err(e.to_string()));
     }
     let abs = normalize(&root.join(path));
     Url::from_file_path(&abs).map_err(|()| err(format!("cannot make a file URL of {}", abs.display())))
+}
+
+/// `?` and `#` as path characters of a URL (a glob wildcard, a name), not a query or fragment.
+fn escape_path_marks(location: &str) -> String {
+    location.replace('?', "%3F").replace('#', "%23")
 }
 
 /// `a/./b/../c` → `a/c`, without touching the file system (the location may not exist yet).

@@ -770,8 +770,28 @@ async fn links_and_table_metadata_cannot_reach_another_domains_files() {
         "climbing",
         "{server: local, type: local, format: delta, path: domains/marketing/data/dlt}",
     );
+    // Globs whose root lies above the domain's own directory, or below a link.
+    for (name, glob) in [
+        ("globbed", "domains/*/data/profiles.parquet"),
+        ("deep_globbed", "domains/**/profiles.parquet"),
+        ("linked_globbed", "domains/marketing/data/link/*.parquet"),
+        ("classed", "domains/[a-z]ustomer/data/pro?iles.parquet"),
+    ] {
+        publish_marketing_product(
+            d,
+            name,
+            &format!("{{server: local, type: local, format: parquet, path: \"{glob}\"}}"),
+        );
+    }
     let mesh = Mesh::open(d).expect("open");
-    for table in ["linked", "climbing"] {
+    for table in [
+        "linked",
+        "climbing",
+        "globbed",
+        "deep_globbed",
+        "linked_globbed",
+        "classed",
+    ] {
         let e = query_as(
             &mesh,
             carl(),
