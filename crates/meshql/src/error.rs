@@ -155,7 +155,21 @@ impl From<DataFusionError> for Error {
         if let DataFusionError::SQL(parser, _) = e.find_root() {
             return Error::Syntax(parser.to_string());
         }
-        Error::DataFusion(e)
+        Error::DataFusion(without_planner_steps(e))
+    }
+}
+
+/// `e` without the names of the planning steps it failed in: a constant that overflows while
+/// it is folded reads `Optimizer rule 'simplify_expressions' failed caused by …`, one of meshql's
+/// checks `meshql_bound_functions caused by …`. The cause is what the user needs.
+fn without_planner_steps(e: DataFusionError) -> DataFusionError {
+    match e {
+        DataFusionError::Context(step, inner)
+            if step.starts_with("meshql_") || step.starts_with("Optimizer rule '") =>
+        {
+            without_planner_steps(*inner)
+        }
+        other => other,
     }
 }
 

@@ -36,6 +36,7 @@ pub mod quality;
 mod redact;
 mod reload;
 mod session;
+mod sql_literals;
 pub mod system;
 mod time;
 mod time_travel;

@@ -116,12 +116,17 @@ impl Bound {
                 rules.push(Arc::new(crate::bounded::BoundFunctions));
                 rules
             })
-            .with_optimizer_rules(optimizer_rules())
+            .with_optimizer_rules({
+                let mut rules = optimizer_rules();
+                rules.push(Arc::new(crate::bounded::SizedLiterals));
+                rules
+            })
             .with_query_planner(Arc::new(GovernedQueryPlanner))
             .with_physical_optimizer_rule(Arc::new(crate::compact::CompactBuildSides))
             .build();
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udaf(crate::checked::CheckedSum::udaf());
+        ctx.register_udaf(crate::checked::CheckedAvg::udaf());
         for f in crate::bounded::CappedAggregate::udafs() {
             ctx.register_udaf(f);
         }
@@ -357,7 +362,7 @@ impl Session {
         let sql = crate::time_travel::rewrite(sql)?;
         let mut statement = state.sql_to_statement(&sql, &dialect)?;
         number_placeholders(&mut statement);
-        microsecond_timestamp_literals(&mut statement);
+        crate::sql_literals::rewrite(&mut statement)?;
         refuse_non_queries(&statement, bound.admin)?;
         if default_schema.is_none() {
             needs_no_current_domain(&state, &statement)?;
@@ -603,31 +608,6 @@ fn number_placeholders(statement: &mut Statement) {
                     *p = format!("${n}");
                 }
             }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-}
-
-/// `TIMESTAMP '…'` (or a string cast to `TIMESTAMP`) without a precision is a microsecond literal, as in PostgreSQL (DataFusion
-/// makes it nanoseconds, which end in 2262: `valid_to = TIMESTAMP '9999-12-31'` failed to plan,
-/// although microsecond columns hold such values). A literal with an explicit precision keeps it.
-fn microsecond_timestamp_literals(statement: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, DataType as SqlType, Expr, Value};
-    use std::ops::ControlFlow;
-    let Statement::Statement(s) = statement else {
-        return;
-    };
-    let _ = visit_expressions_mut(s.as_mut(), |e| {
-        let data_type = match e {
-            Expr::TypedString(ts) => Some(&mut ts.data_type),
-            // `CAST('9999-12-31' AS TIMESTAMP)`, `'…'::timestamp`: a literal too.
-            Expr::Cast { expr, data_type, .. } if matches!(expr.as_ref(), Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_))) => {
-                Some(data_type)
-            }
-            _ => None,
-        };
-        if let Some(SqlType::Timestamp(precision @ None, _)) = data_type {
-            *precision = Some(6);
         }
         ControlFlow::<()>::Continue(())
     });

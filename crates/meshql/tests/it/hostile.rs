@@ -261,7 +261,7 @@ async fn one_value(mesh: &Mesh, sql: &str) -> Result<String, ()> {
         Err(e) => {
             let text = e.to_string();
             assert!(
-                text.contains("Overflow") || text.contains("overflow"),
+                text.contains("Overflow") || text.contains("overflow") || text.contains("to store in a Decimal"),
                 "{sql}: not an overflow error: {text}"
             );
             Ok::<(), ()>(()).and(Err(()))
@@ -383,7 +383,6 @@ fn decimals_durations_and_shifts_never_wrap() {
     on_query_threads(async {
         let mesh = sample_mesh();
         let max38 = "99999999999999999999999999999999999999";
-        // As text: a literal beyond 64 bits is read as a float.
         let d = |v: &str| format!("CAST('{v}' AS DECIMAL(38, 0))");
         for (sql, expected) in [
             (format!("SELECT {} + {}", d(max38), d(max38)), Err(())),
@@ -475,6 +474,146 @@ mod generated_decimals {
             });
         }
     }
+}
+
+/// Numbers, casts and averages against exact arithmetic done here.
+mod generated_numbers {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// An integer literal beyond 64 bits is an exact decimal, not the nearest float.
+        #[test]
+        fn integer_literals_beyond_64_bits_are_exact(digits in "[1-9][0-9]{19,36}", add in -1000i64..1000) {
+            let n: i128 = digits.parse().expect("38 digits fit 128 bits");
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                assert_eq!(one_value(&mesh, &format!("SELECT {digits}")).await, Ok(digits.clone()));
+                let sql = format!("SELECT -{digits} + {add}");
+                assert_eq!(one_value(&mesh, &sql).await, Ok((-n + add as i128).to_string()), "{sql}");
+            });
+        }
+
+        /// A cast to a 32- or 64-bit decimal fails when the value does not fit, never wraps.
+        #[test]
+        fn casts_to_narrow_decimals_never_wrap(x in prop_oneof![any::<i64>(), -2_000_000_000i64..2_000_000_000]) {
+            let fits = move |limit: i64| if x.unsigned_abs() <= limit as u64 { Ok(x.to_string()) } else { Err(()) };
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                for (target, limit) in [("Decimal32(9, 0)", 999_999_999i64), ("Decimal64(18, 0)", 999_999_999_999_999_999)] {
+                    for sql in [
+                        format!("SELECT arrow_cast({x}, '{target}')"),
+                        format!("SELECT arrow_cast(x, '{target}') FROM (VALUES ({x})) t(x)"),
+                    ] {
+                        assert_eq!(one_value(&mesh, &sql).await, fits(limit), "{sql}");
+                    }
+                }
+            });
+        }
+
+        /// The average of durations, plain and grouped, is the exact average truncated.
+        #[test]
+        fn duration_averages_are_exact(values in proptest::collection::vec(prop_oneof![any::<i64>(), (i64::MAX - 10)..=i64::MAX], 1..6)) {
+            let sum: i128 = values.iter().map(|v| *v as i128).sum();
+            let expected = (sum / values.len() as i128).to_string();
+            let rows: Vec<String> = values.iter().map(|v| format!("(1, arrow_cast({v}, 'Duration(Second)'))")).collect();
+            let table = format!("(VALUES {}) t(k, d)", rows.join(", "));
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                for sql in [
+                    format!("SELECT arrow_cast(avg(d), 'Int64') FROM {table}"),
+                    format!("SELECT arrow_cast(avg(d), 'Int64') FROM {table} GROUP BY k"),
+                    format!("SELECT arrow_cast(max(a), 'Int64') FROM (SELECT avg(d) OVER () AS a FROM {table})"),
+                ] {
+                    assert_eq!(one_value(&mesh, &sql).await, Ok(expected.clone()), "{sql}");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn numbers_no_exact_type_holds_are_refused() {
+        on_query_threads(async {
+            let mesh = sample_mesh();
+            let sql = format!("SELECT {}", "9".repeat(39));
+            let e = outcome(&mesh, &sql).await.expect_err(&sql);
+            assert_eq!(e.class(), ErrorClass::InvalidQuery, "{e}");
+            assert!(e.to_string().contains("more than 38 digits"), "{e}");
+            // Decimals a float holds stay floats; longer ones keep their digits.
+            assert_eq!(outcome(&mesh, "SELECT 1.5 * 2").await.expect("float"), [["3.0"]]);
+            assert_eq!(
+                outcome(&mesh, "SELECT 0.1234567890123456789 * 10")
+                    .await
+                    .expect("exact"),
+                [["1.2345678901234567890"]]
+            );
+        });
+    }
+}
+
+#[test]
+fn window_values_and_large_constants_are_held_to_what_repeating_them_builds() {
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        for sql in [
+            // The whole partition's list, or text, on each of its rows.
+            "SELECT max(cardinality(a)) FROM (SELECT array_agg(g) OVER () a FROM generate_series(1, 40000) t(g))",
+            "SELECT max(length(s)) FROM (SELECT string_agg(CAST(g AS VARCHAR), ',') OVER () s FROM generate_series(1, 40000) t(g))",
+            "SELECT max(cardinality(a)) FROM (SELECT array_agg(g) OVER (PARTITION BY g % 2) a FROM generate_series(1, 40000) t(g))",
+            // One large value on every row: an aggregate, a window function, a default.
+            "SELECT max(length(s)) FROM (SELECT max(repeat('x', 1000000 + g * 0)) OVER () s FROM generate_series(1, 1000) t(g))",
+            "SELECT max(length(s)) FROM (SELECT first_value(repeat('x', 1000000 + g * 0)) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))",
+            "SELECT max(length(s)) FROM (SELECT nth_value(repeat('x', 1000000 + g * 0), 2) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))",
+            "SELECT max(length(s)) FROM (SELECT lag(CAST(g AS VARCHAR), 900, repeat('z', 2000000)) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))",
+            // A constant folded while planning, then repeated on every row.
+            "SELECT max(length(s)) FROM (SELECT repeat('x', 60000000) AS s FROM generate_series(1, 1000) t(g))",
+            "SELECT count(*) FROM (SELECT CASE WHEN g > 0 THEN repeat('x', 60000000) END AS s FROM generate_series(1, 1000) t(g)) WHERE s IS NOT NULL",
+            "SELECT max(length(s)) FROM (SELECT max(repeat('x', 60000000)) OVER () s FROM mesh.customer.profiles)",
+            "SELECT max(length(coalesce(nullif(full_name, full_name), repeat('x', 60000000)) || full_name)) FROM mesh.customer.profiles",
+        ] {
+            let e = outcome(&mesh, sql).await.expect_err(sql);
+            assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
+            assert!(e.to_string().contains("are allowed"), "{sql}: {e}");
+        }
+        // A FILTER would repeat the value on rows the check never sees: refused for such results.
+        let sql = "SELECT max(s) FROM (SELECT string_agg(full_name, ',') FILTER (WHERE customer_id < 3) OVER () s FROM mesh.customer.profiles)";
+        let e = outcome(&mesh, sql).await.expect_err(sql);
+        assert_eq!(e.class(), ErrorClass::InvalidQuery, "{e}");
+        assert!(
+            e.to_string().starts_with("Error during planning: string_agg(…) FILTER"),
+            "{e}"
+        );
+        // Within the limits the same windows answer what the aggregates do.
+        let longest = |n: usize| (1..=n).map(|g| g.to_string().len()).sum::<usize>() + n - 1;
+        for (sql, expected) in [
+            ("SELECT max(cardinality(a)) FROM (SELECT array_agg(g) OVER () a FROM generate_series(1, 1000) t(g))".to_string(), "1000".to_string()),
+            (
+                "SELECT max(length(s)) FROM (SELECT string_agg(CAST(g AS VARCHAR), ',') OVER (ORDER BY g) s FROM generate_series(1, 2000) t(g))".into(),
+                longest(2000).to_string(),
+            ),
+            (
+                "SELECT count(*) FROM (SELECT max(full_name) OVER () s FROM mesh.customer.profiles) WHERE s = (SELECT max(full_name) FROM mesh.customer.profiles)".into(),
+                "200".into(),
+            ),
+            (
+                "SELECT count(*) FROM (SELECT region, first_value(full_name) OVER (PARTITION BY region ORDER BY customer_id) f FROM mesh.customer.profiles) w \
+                 JOIN (SELECT region r, min(customer_id) m FROM mesh.customer.profiles GROUP BY region) ON r = w.region \
+                 JOIN mesh.customer.profiles p ON p.customer_id = m WHERE f = p.full_name".into(),
+                "200".into(),
+            ),
+            ("SELECT length(s) FROM (SELECT repeat('x', 2000000) AS s)".into(), "2000000".into()),
+            (
+                "SELECT max(length(s)) FROM (SELECT lag(CAST(g AS VARCHAR), 1, repeat('z', 2000000)) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))".into(),
+                "2000000".into(),
+            ),
+        ] {
+            assert_eq!(outcome(&mesh, &sql).await.expect(&sql), [[expected]], "{sql}");
+        }
+        bystander_answers(&mesh).await;
+    });
 }
 
 #[test]

@@ -54,6 +54,13 @@ use datafusion::logical_expr::{
 };
 use datafusion::optimizer::AnalyzerRule;
 
+mod cast;
+mod literal;
+mod window;
+
+pub use literal::SizedLiterals;
+pub(crate) use window::scalar_bytes;
+
 use crate::error::{classify, ErrorClass};
 use crate::limits::{MAX_CALL_BYTES, MAX_VALUE_BYTES};
 use crate::Error;
@@ -172,6 +179,10 @@ impl Bounded {
 /// `expr` with every built-in function call in it wrapped.
 fn wrap_calls(expr: Expr) -> Result<Transformed<Expr>> {
     expr.transform_up(|e| match &e {
+        Expr::Cast(_) => Ok(match cast::checked_decimal_cast(&e) {
+            Some(checked) => Transformed::yes(checked),
+            None => Transformed::no(e),
+        }),
         Expr::ScalarFunction(ScalarFunction { func, args }) => match Bounded::wrap(func) {
             Some(wrapped) => Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
                 wrapped,
@@ -252,13 +263,45 @@ pub struct BoundFunctions;
 
 impl AnalyzerRule for BoundFunctions {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| node.map_expressions(wrap_calls))
+        plan.transform_up_with_subqueries(|node| node.map_expressions(wrap_calls)?.transform_data(wrap_windows))
             .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
         "meshql_bound_functions"
     }
+}
+
+/// A window node with its window functions held to what they may build ([`window`]).
+fn wrap_windows(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    let LogicalPlan::Window(w) = node else {
+        return Ok(Transformed::no(node));
+    };
+    let schema = w.input.schema().clone();
+    let mut changed = false;
+    let mut exprs = Vec::with_capacity(w.window_expr.len());
+    for expr in w.window_expr {
+        let t = expr.transform_down(|e| {
+            let result_type = match &e {
+                Expr::WindowFunction(_) => {
+                    Some(datafusion::logical_expr::ExprSchemable::get_type(&e, schema.as_ref())?)
+                }
+                _ => None,
+            };
+            match window::wrap_window(&e, result_type.as_ref())? {
+                Some(wrapped) => Ok(Transformed::new(
+                    wrapped,
+                    true,
+                    datafusion::common::tree_node::TreeNodeRecursion::Jump,
+                )),
+                None => Ok(Transformed::no(e)),
+            }
+        })?;
+        changed |= t.transformed;
+        exprs.push(t.data);
+    }
+    let window = datafusion::logical_expr::logical_plan::Window::try_new_with_schema(exprs, w.input, w.schema)?;
+    Ok(Transformed::new_transformed(LogicalPlan::Window(window), changed))
 }
 
 /// `lag`, `lead` and `nth_value` with an offset beyond 32 bits: DataFusion negates or converts
@@ -1163,7 +1206,7 @@ impl Capped {
     }
 
     fn returning(&mut self, value: &ScalarValue) -> Result<()> {
-        self.returned += logical_bytes(value.to_array_of_size(1)?.as_ref());
+        self.returned += scalar_bytes(value);
         if self.returned > MAX_CALL_BYTES as u128 {
             return Err(too_large(&self.name, self.returned, MAX_CALL_BYTES, "results"));
         }
