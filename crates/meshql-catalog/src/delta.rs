@@ -201,13 +201,13 @@ pub async fn open(
             builder = builder.with_timestamp(at);
         }
     }
-    let table = builder.load().await.map_err(|e| {
-        let msg = e.to_string();
-        if msg.contains("Not a Delta table") || msg.contains("No files in log segment") {
+    let table = builder.load().await.map_err(|e| match e {
+        // delta-rs 0.32 also reports a log without commits as NotATable (its kernel gives a
+        // generic error, which it recognises by text).
+        deltalake::DeltaTableError::NotATable(msg) => {
             CatalogError::storage(&url, format!("not a Delta table (no readable _delta_log): {msg}"))
-        } else {
-            CatalogError::storage(&url, msg)
         }
+        other => CatalogError::storage(&url, other.to_string()),
     })?;
     // delta-rs takes its scan settings from the session: without one it pushes every filter
     // into the Parquet decoder (late materialisation), which DataFusion leaves off by default

@@ -6,6 +6,8 @@
 //! add actions point at `../../customer/…` or at an absolute `file://` URL, an Iceberg manifest
 //! listing another directory's data files. So every local data file a product is about to read
 //! is resolved (symbolic links followed) and refused when it lies in another domain's directory.
+//! A hard link has no path to resolve — it *is* the other domain's file under a second name — so
+//! a data file with more than one link is refused too (in a mesh of several domains).
 //! Remote stores (S3, GCS, Azure, HTTP) are governed by their own credentials per store, not by
 //! this check.
 
@@ -40,12 +42,17 @@ impl ForeignDirs {
         }
         // A file that does not exist (yet) cannot be read either; resolve what exists of it.
         let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| lexically_normal(path));
-        match self.dirs.iter().find(|(_, dir)| resolved.starts_with(dir)) {
-            None => Ok(()),
-            Some((domain, _)) => Err(DataFusionError::Plan(format!(
+        if let Some((domain, _)) = self.dirs.iter().find(|(_, dir)| resolved.starts_with(dir)) {
+            return Err(DataFusionError::Plan(format!(
                 "{table} is not served: one of its data files is in the directory of domain `{domain}` (through a link or its table metadata); a product may only serve its own domain's data"
-            ))),
+            )));
         }
+        if hard_links(&resolved) > 1 {
+            return Err(DataFusionError::Plan(format!(
+                "{table} is not served: one of its data files has another name (a hard link), which may be in another domain's directory; a product may only serve its own domain's data (copy the file instead)"
+            )));
+        }
+        Ok(())
     }
 
     /// [`ForeignDirs::check_path`] for a file named by URL or path; remote URLs pass.
@@ -57,6 +64,20 @@ impl ForeignDirs {
             };
         }
         self.check_path(table, Path::new(location))
+    }
+}
+
+/// How many names (hard links) the file at `path` has; 1 when it cannot be told.
+fn hard_links(path: &Path) -> u64 {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).map(|m| m.nlink()).unwrap_or(1)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        1
     }
 }
 

@@ -38,16 +38,34 @@ pub fn sql_identifier(name: &str) -> Option<String> {
     Some(id)
 }
 
-/// Orders version strings the way people expect (`1.10.0` after `1.9.0`): numeric components
-/// compare as numbers, others as text.
+/// Orders version strings as Semantic Versioning does (`1.10.0` after `1.9.0`, a pre-release
+/// such as `1.0.0-rc1` before `1.0.0`), with a leading `v` and missing minor or patch numbers
+/// allowed (`v2` is `2.0.0`). Strings that are no version at all come before every version,
+/// ordered by their numeric and text parts.
 pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
-    let parts = |s: &str| -> Vec<(u64, String)> {
-        s.trim_start_matches(['v', 'V'])
-            .split(['.', '-', '+'])
-            .map(|p| (p.parse::<u64>().unwrap_or(u64::MAX), p.to_string()))
-            .collect()
-    };
-    parts(a).cmp(&parts(b))
+    version_key(a).cmp(&version_key(b))
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum VersionKey {
+    Other(Vec<(u64, String)>),
+    Semver(semver::Version),
+}
+
+fn version_key(v: &str) -> VersionKey {
+    let v = v.trim().trim_start_matches(['v', 'V']);
+    let split = v.find(['-', '+']).unwrap_or(v.len());
+    let (core, rest) = v.split_at(split);
+    let missing = 3usize.saturating_sub(core.split('.').count());
+    let padded = format!("{core}{}{rest}", ".0".repeat(missing));
+    match semver::Version::parse(&padded) {
+        Ok(version) => VersionKey::Semver(version),
+        Err(_) => VersionKey::Other(
+            v.split(['.', '-', '+'])
+                .map(|p| (p.parse::<u64>().unwrap_or(u64::MAX), p.to_string()))
+                .collect(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -75,5 +93,12 @@ mod tests {
         assert_eq!(compare_versions("1.10.0", "1.9.0"), Greater);
         assert_eq!(compare_versions("v2", "1.0.0"), Greater);
         assert_eq!(compare_versions("1.0.0", "1.0.0"), Equal);
+        assert_eq!(compare_versions("1.0.0-rc1", "1.0.0"), Less);
+        assert_eq!(compare_versions("1.0.0-rc.2", "1.0.0-rc.10"), Less);
+        assert_eq!(compare_versions("2.1", "2.0.5"), Greater);
+        assert_eq!(compare_versions("not a version", "0.0.1"), Less);
+        let mut all = ["1.0.0", "x", "1.0.0-rc1", "v0.9", "1.0.0+build", "2"];
+        all.sort_by(|a, b| compare_versions(a, b));
+        assert_eq!(all, ["x", "v0.9", "1.0.0-rc1", "1.0.0", "1.0.0+build", "2"]);
     }
 }

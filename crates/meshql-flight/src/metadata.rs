@@ -16,9 +16,9 @@ use arrow_flight::sql::{
     Nullable, Searchable, SqlInfo, SqlSupportedCaseSensitivity, SqlSupportedTransaction, XdbcDataType,
     XdbcDatetimeSubcode,
 };
+use meshql::contract::MeshDefinition;
 use meshql::Session;
-use meshql_catalog::MESH_CATALOG;
-use meshql_contract::MeshDefinition;
+use meshql::MESH_CATALOG;
 
 /// The answers to GetSqlInfo. Values are what meshql actually does: read-only, no
 /// transactions, DataFusion's SQL dialect.
@@ -524,11 +524,11 @@ pub fn foreign_keys(session: &Session, definition: &MeshDefinition) -> Vec<Forei
 
 fn resolve_object<'a>(
     definition: &'a MeshDefinition,
-    from: &'a meshql_contract::TableEntry,
+    from: &'a meshql::contract::TableEntry,
     object: &str,
-) -> Option<&'a meshql_contract::TableEntry> {
-    let named = |e: &&meshql_contract::TableEntry| e.binding.as_ref().is_ok_and(|b| b.schema.name == object);
-    let same_contract = |e: &&meshql_contract::TableEntry| match (&e.binding, &from.binding) {
+) -> Option<&'a meshql::contract::TableEntry> {
+    let named = |e: &&meshql::contract::TableEntry| e.binding.as_ref().is_ok_and(|b| b.schema.name == object);
+    let same_contract = |e: &&meshql::contract::TableEntry| match (&e.binding, &from.binding) {
         (Ok(a), Ok(b)) => Arc::ptr_eq(&a.contract, &b.contract),
         _ => false,
     };

@@ -38,8 +38,8 @@ use base64::Engine;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use meshql::MESH_CATALOG;
 use meshql::{Mesh, Principal, QueryResult, Session, SqlOptions};
-use meshql_catalog::MESH_CATALOG;
 use prost::Message;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::{MetadataMap, MetadataValue};
@@ -52,13 +52,14 @@ use crate::config::ServerConfig;
 use crate::metadata::{self, filter_like};
 use crate::priority::{self, QueryThreads};
 use crate::proto::{self, SessionCookie};
-use crate::results::{decode_parameters, encode_parameters, Shaper};
+use crate::results::{decode_parameters, encode_parameters};
 use crate::session_options::{
     session_option_value, CloseSessionResult, GetSessionOptionsResult, SetSessionOptionsRequest,
     SetSessionOptionsResult,
 };
 use crate::signing::{Kind, Signer};
 use crate::FlightError;
+use meshql::results::Shaper;
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 type DoGetStream = BoxStream<FlightData>;
@@ -141,7 +142,8 @@ pub struct Handlers {
     config: ServerConfig,
     sql_info: SqlInfoData,
     xdbc: XdbcTypeInfoData,
-    sessions: Mutex<HashMap<Principal, Session>>,
+    /// The sessions of the principals seen most recently.
+    sessions: moka::sync::Cache<Principal, Session>,
     running: Running,
     /// Query ids cancelled before (or while) running, with when the entry can be forgotten.
     cancelled: Mutex<HashMap<String, i64>>,
@@ -183,7 +185,7 @@ impl MeshFlightService {
                 config,
                 sql_info,
                 xdbc,
-                sessions: Mutex::new(HashMap::new()),
+                sessions: moka::sync::Cache::new(SESSION_CACHE as u64),
                 running: Arc::new(Mutex::new(HashMap::new())),
                 cancelled: Mutex::new(HashMap::new()),
                 slots,
@@ -419,7 +421,7 @@ fn status_of_df(e: DataFusionError) -> Status {
 /// Bounds a status message and blots out any registered secret (a credential a remote store
 /// echoed back in an error never reaches a client).
 fn truncate(status: Status) -> Status {
-    let redacted = meshql_catalog::secrets::redact(status.message());
+    let redacted = meshql::redact_secrets(status.message());
     let status = if redacted != status.message() {
         Status::new(status.code(), redacted)
     } else {
@@ -459,16 +461,8 @@ fn batch_stream(batch: RecordBatch) -> Response<DoGetStream> {
 impl Handlers {
     /// The principal's session, reused across calls so its policy decisions stay cached.
     fn session(&self, principal: &Principal) -> Session {
-        let mut cache = lock(&self.sessions);
-        if let Some(s) = cache.get(principal) {
-            return s.clone();
-        }
-        if cache.len() >= SESSION_CACHE {
-            cache.clear();
-        }
-        let s = self.mesh.session(principal.clone()).with_client("flight");
-        cache.insert(principal.clone(), s.clone());
-        s
+        self.sessions
+            .get_with_by_ref(principal, || self.mesh.session(principal.clone()).with_client("flight"))
     }
 
     fn signer(&self) -> &Signer {
@@ -566,7 +560,7 @@ impl Handlers {
     }
 
     fn shaper(&self, schema: &Schema) -> Shaper {
-        Shaper::new(schema, self.config.results.plain_types)
+        crate::results::shaper(schema, self.config.results.plain_types)
     }
 
     /// The FlightInfo for `stmt`, planned as `planned`: one endpoint running the whole query,
@@ -1148,7 +1142,7 @@ impl Pump {
         let _slot = self.slot;
         let deadline = self.deadline;
         let mut stream = match make() {
-            Ok(s) => crate::results::coalesced(s, crate::results::RESULT_BATCH_ROWS),
+            Ok(s) => meshql::results::coalesced(s, meshql::results::RESULT_BATCH_ROWS),
             Err(e) => {
                 let _ = ready.send(Err(status_of(e)));
                 return;

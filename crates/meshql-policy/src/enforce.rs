@@ -89,7 +89,23 @@ pub fn governed_plan(
         table: name.clone(),
         reason: e.to_string(),
     };
-    let scan = LogicalPlanBuilder::scan(table.clone(), provider_as_source(base), None).map_err(internal)?;
+    // Errors of the product's own planning (a pushed-down filter evaluated on partition values
+    // while files are chosen) are guarded like those of its rows: `guard` is set below.
+    let guard = Arc::new(std::sync::OnceLock::new());
+    let scan = match base.get_logical_plan() {
+        // The contract's view, inlined here (as DataFusion would) so that the scans inside it
+        // are the ones guarded.
+        Some(view) => LogicalPlanBuilder::from(guarded_scans(view.into_owned(), &guard).map_err(internal)?)
+            .alias(table.clone())
+            .map_err(internal)?,
+        None => {
+            let guarded: Arc<dyn TableProvider> = Arc::new(GuardedScan {
+                inner: base,
+                guard: guard.clone(),
+            });
+            LogicalPlanBuilder::scan(table.clone(), provider_as_source(guarded), None).map_err(internal)?
+        }
+    };
     let schema = scan.schema().clone();
     let parse = |f: &RowFilter| {
         parse_policy_expr(&f.sql, &schema, principal, f.column.as_deref()).map_err(|reason| PolicyError::Inapplicable {
@@ -212,15 +228,93 @@ pub fn governed_plan(
         leakproof,
         contact,
     };
+    let applied = Arc::new(applied);
+    let _ = guard.set(BarrierGuard {
+        table: name.clone(),
+        applied: applied.clone(),
+    });
     Ok(LogicalPlan::Extension(Extension {
         node: Arc::new(PolicyBarrier {
             table: name,
             computed,
             row_filter_terms,
-            applied: Arc::new(applied),
+            applied,
             input: plan,
         }),
     }))
+}
+
+/// `plan` with the source of each of its table scans a [`GuardedScan`].
+fn guarded_scans(plan: LogicalPlan, guard: &Arc<std::sync::OnceLock<BarrierGuard>>) -> DFResult<LogicalPlan> {
+    plan.transform_up(|node| match node {
+        LogicalPlan::TableScan(mut scan) => {
+            let inner = source_as_provider(&scan.source)?;
+            scan.source = provider_as_source(Arc::new(GuardedScan {
+                inner,
+                guard: guard.clone(),
+            }));
+            Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+        }
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}
+
+/// The product under a barrier, whose planning errors are guarded as the barrier guards the
+/// errors of its rows ([`BarrierGuard::error`]): DataFusion evaluates pushed-down filters on
+/// partition values while it chooses files, so a hidden row's partition value could otherwise
+/// reach the principal in a conversion error.
+#[derive(Debug)]
+struct GuardedScan {
+    inner: Arc<dyn TableProvider>,
+    guard: Arc<std::sync::OnceLock<BarrierGuard>>,
+}
+
+#[async_trait]
+impl TableProvider for GuardedScan {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.inner.get_table_definition()
+    }
+
+    fn constraints(&self) -> Option<&datafusion::common::Constraints> {
+        self.inner.constraints()
+    }
+
+    fn statistics(&self) -> Option<datafusion::common::Statistics> {
+        self.inner.statistics()
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&DfExpr]) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[DfExpr],
+        limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        self.inner
+            .scan(state, projection, filters, limit)
+            .await
+            .map_err(|e| match self.guard.get() {
+                Some(guard) => guard.error(e),
+                None => e,
+            })
+    }
 }
 
 /// Placeholders a policy expression may use for the principal's identity.

@@ -235,3 +235,40 @@ async fn engine_options_apply_and_a_bad_one_fails_alone() {
         answer
     );
 }
+
+#[tokio::test]
+async fn a_delta_port_without_a_log_says_it_is_not_a_delta_table() {
+    let dir = copy_of_sample();
+    let d = dir.path();
+    for (name, make) in [("no_log", false), ("empty_log", true)] {
+        let data = d.join(format!("domains/marketing/data/{name}"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::copy(
+            d.join("domains/customer/data/profiles.parquet"),
+            data.join("part-0.parquet"),
+        )
+        .expect("a file");
+        if make {
+            std::fs::create_dir_all(data.join("_delta_log")).expect("log dir");
+        }
+        std::fs::write(
+            d.join(format!("domains/marketing/products/{name}.odps.yaml")),
+            format!("apiVersion: v1.0.0\nkind: DataProduct\nid: urn:dataproduct:marketing:{name}\nname: {name}\nstatus: active\ndomain: marketing\noutputPorts:\n  - {{name: main, version: 1.0.0, contractId: urn:datacontract:marketing:{name}}}\n"),
+        )
+        .expect("descriptor");
+        std::fs::write(
+            d.join(format!("domains/marketing/contracts/{name}.odcs.yaml")),
+            format!("apiVersion: v3.1.0\nkind: DataContract\nid: urn:datacontract:marketing:{name}\nversion: 1.0.0\nstatus: active\nservers:\n  - {{server: local, type: local, format: delta, path: domains/marketing/data/{name}}}\nschema:\n  - name: {name}\n    properties:\n      - {{name: customer_id, logicalType: integer}}\n"),
+        )
+        .expect("contract");
+    }
+    let mesh = Mesh::open(d).expect("opens");
+    for name in ["no_log", "empty_log"] {
+        let err = query_error(&mesh, &format!("SELECT * FROM mesh.marketing.{name}")).await;
+        assert!(
+            err.contains("not a Delta table (no readable _delta_log)"),
+            "{name}: {err}"
+        );
+    }
+    rest_still_answers(&mesh).await;
+}

@@ -770,6 +770,26 @@ async fn links_and_table_metadata_cannot_reach_another_domains_files() {
         "climbing",
         "{server: local, type: local, format: delta, path: domains/marketing/data/dlt}",
     );
+    // A hard link: another name of the customer domain's file, in marketing's directory.
+    #[cfg(unix)]
+    {
+        std::fs::create_dir_all(data.join("hard")).expect("dir");
+        std::fs::hard_link(
+            d.join("domains/customer/data/profiles.parquet"),
+            data.join("hard/profiles.parquet"),
+        )
+        .expect("hard link");
+    }
+    publish_marketing_product(
+        d,
+        "hard_linked",
+        "{server: local, type: local, format: parquet, path: domains/marketing/data/hard/*.parquet}",
+    );
+    publish_marketing_product(
+        d,
+        "hard_linked_file",
+        "{server: local, type: local, format: parquet, path: domains/marketing/data/hard/profiles.parquet}",
+    );
     // Globs whose root lies above the domain's own directory, or below a link.
     for (name, glob) in [
         ("globbed", "domains/*/data/profiles.parquet"),
@@ -799,6 +819,54 @@ async fn links_and_table_metadata_cannot_reach_another_domains_files() {
         )
         .await
         .expect_err(table);
-        assert!(e.contains("domain `customer`"), "{table}: {e}");
+        assert!(
+            e.contains("domain `customer`") || e.contains("another domain's directory"),
+            "{table}: {e}"
+        );
+    }
+}
+
+/// A hive partition directory that does not hold a value of its column's type, on rows a row
+/// filter hides: choosing files evaluates pushed-down filters on the partition values while the
+/// query is planned, and the conversion error must be withheld like any error under the barrier.
+#[tokio::test]
+async fn a_hidden_rows_partition_directory_stays_out_of_errors() {
+    let dir = copy_of_sample();
+    let d = dir.path();
+    let data = d.join("domains/marketing/data/visits");
+    for day in ["day=2026-01-01", "day=TOPSECRET-42"] {
+        std::fs::create_dir_all(data.join(day)).expect("partition dir");
+        std::fs::copy(
+            d.join("domains/customer/data/profiles.parquet"),
+            data.join(day).join("part-0.parquet"),
+        )
+        .expect("a file");
+    }
+    std::fs::write(
+        d.join("domains/marketing/products/visits.odps.yaml"),
+        "apiVersion: v1.0.0\nkind: DataProduct\nid: urn:dataproduct:marketing:visits\nname: visits\nstatus: active\ndomain: marketing\noutputPorts:\n  - {name: main, version: 1.0.0, contractId: urn:datacontract:marketing:visits}\n",
+    )
+    .expect("descriptor");
+    std::fs::write(
+        d.join("domains/marketing/contracts/visits.odcs.yaml"),
+        "apiVersion: v3.1.0\nkind: DataContract\nid: urn:datacontract:marketing:visits\nversion: 1.0.0\nstatus: active\nservers:\n  - {server: local, type: local, format: parquet, path: domains/marketing/data/visits/*/*.parquet}\nschema:\n  - name: visits\n    properties:\n      - {name: customer_id, logicalType: integer}\n      - {name: day, logicalType: date, partitioned: true, partitionKeyPosition: 1}\n",
+    )
+    .expect("contract");
+    let policies = d.join("domains/marketing/policies.yaml");
+    let text = std::fs::read_to_string(&policies).expect("policies");
+    std::fs::write(
+        &policies,
+        format!("{text}\n  - name: contractors-one-customer\n    principals: {{ groups: [contractors] }}\n    resource: marketing.visits\n    rowFilter: \"customer_id = 1\"\n"),
+    )
+    .expect("policies");
+    let mesh = Mesh::open(d).expect("open");
+    for sql in [
+        "SELECT count(*) FROM mesh.marketing.visits WHERE day > DATE '2000-01-01'",
+        "SELECT * FROM mesh.marketing.visits WHERE day IS NULL",
+        "SELECT count(*) FROM mesh.marketing.visits WHERE day = DATE '2026-01-01'",
+    ] {
+        let e = query_as(&mesh, carl(), sql).await.expect_err(sql);
+        assert!(!e.contains("TOPSECRET"), "{sql}: {e}");
+        assert!(e.contains("details are withheld"), "{sql}: {e}");
     }
 }
