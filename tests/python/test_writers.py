@@ -412,7 +412,22 @@ def duck(tmp_path_factory, meshql_bin):
             f"""COPY (SELECT {n} * 1000 + i AS id, {n} AS batch, 'b' || i AS payload FROM range(40) r(i))
                 TO '{batches / f"part-{n}.parquet"}' (FORMAT parquet)"""
         )
+    # A copy kept under another name, which a glob naming the extension itself picks up.
+    con.execute(
+        f"""COPY (SELECT 9000 + i AS id, 9 AS batch, 'bak' || i AS payload FROM range(5) r(i))
+            TO '{batches / "part-9.parquet.bak"}' (FORMAT parquet)"""
+    )
     mesh.batch_glob = f"{batches}/part-?.parquet"
+    mesh.batch_any_glob = f"{batches}/part-*.parquet*"
+    mesh.batches_any = mesh.add_product(
+        "batches_any",
+        {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(batches) + "/part-*.parquet*"},
+        [
+            {"name": "id", "logicalType": "integer"},
+            {"name": "batch", "logicalType": "integer"},
+            {"name": "payload", "logicalType": "string"},
+        ],
+    )
     mesh.batches = mesh.add_product(
         "batches",
         {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(batches) + "/part-?.parquet"},
@@ -630,6 +645,14 @@ def test_globs_over_s3_match_as_on_disk(duck, s3, tmp_path_factory, meshql_bin, 
         assert want
         assert_same_rows(mesh.query(f"SELECT * FROM {table}"), want, key=key, reader="DuckDB (on disk)", what=f"{table} over S3")
     assert mesh.scalar(f"SELECT count(*) FROM {daily} WHERE day = DATE '2026-01-02'") == 50
+
+
+def test_a_glob_naming_the_extension_chooses_the_files_alone(duck):
+    """`part-*.parquet*`: `part-9.parquet.bak` too, as DuckDB reads it."""
+    want = duckdb_dicts(duck.con, f"SELECT * FROM read_parquet('{duck.batch_any_glob}')")
+    assert len(want) == 4 * 40 + 5
+    got = duck.query(f"SELECT * FROM {duck.batches_any}")
+    assert_same_rows(got, want, reader="DuckDB", what="glob part-*.parquet*")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -113,6 +113,14 @@ impl PathGlob {
         })
     }
 
+    /// Whether the glob names the files' extension itself (`*.parquet*`, `part-?.pq`): then it
+    /// alone chooses the files, as DuckDB's; a last segment without one (`*`, `**`) takes the
+    /// `.parquet` files only (a Spark directory also holds `_SUCCESS` and `.crc` files).
+    pub fn names_extension(&self) -> bool {
+        let last = self.text.rsplit('/').next().unwrap_or_default();
+        last != "**" && last.contains('.')
+    }
+
     /// Does the path made of `names` (decoded segment names below the root) match?
     pub fn matches(&self, names: &[&str]) -> bool {
         self.walk(names, false)
@@ -354,6 +362,14 @@ mod tests {
         assert!(!g.may_match_below(&["a", "day=03"]));
         assert!(!g.may_match_below(&["a", "day=01", "deeper"]));
         assert!(glob("**/*.parquet").may_match_below(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn globs_that_name_an_extension_choose_the_files_alone() {
+        assert!(glob("*/*.parquet*").names_extension());
+        assert!(glob("part-?.pq").names_extension());
+        assert!(!glob("**").names_extension());
+        assert!(!glob("a/*").names_extension());
     }
 
     #[test]

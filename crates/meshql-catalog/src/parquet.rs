@@ -67,8 +67,12 @@ pub async fn open(
     // The engine's Parquet options (`datafusion.execution.parquet.*` in mesh.yaml): pushdown,
     // view types, metadata hints. `ParquetFormat::default()` would ignore them.
     let format = ParquetFormat::default().with_options(state.default_table_options().parquet);
+    let extension = match &glob {
+        Some(g) if g.glob.names_extension() => "",
+        _ => ".parquet",
+    };
     let mut options = ListingOptions::new(Arc::new(SaneStats(Arc::new(format))))
-        .with_file_extension(".parquet")
+        .with_file_extension(extension)
         .with_collect_stat(true)
         // The session's parallelism (ListingOptions' own default is one group of files; the
         // optimiser re-splits only scans above 10 MB, so small multi-file products stayed serial).

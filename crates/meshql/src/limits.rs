@@ -7,8 +7,9 @@
 //!
 //! - a statement may have at most [`MAX_STATEMENT_BYTES`] bytes and [`MAX_EXPRESSION_OPERATORS`]
 //!   operators (arithmetic, comparison, concatenation, `AND`/`OR`/`NOT`, `CASE`/`WHEN`, `IS`,
-//!   `LIKE`, `BETWEEN`, …) and [`MAX_CASE_NESTING`] nested `CASE`s; these bound any
-//!   expression's depth, and are counted on the tokens, without recursion, before parsing;
+//!   `LIKE`, `BETWEEN`, `UNION`/`INTERSECT`/`EXCEPT`, …), [`MAX_CASE_NESTING`] nested `CASE`s
+//!   and [`MAX_NESTING`] nested parentheses and brackets; these bound any expression's depth,
+//!   and are counted on the tokens, without recursion, before parsing;
 //! - meshql's own binaries run queries on threads with [`QUERY_THREAD_STACK`] of stack, enough
 //!   for every statement under those limits in a debug build (an embedding application should
 //!   give its runtime's threads as much: `tokio::runtime::Builder::thread_stack_size`);
@@ -38,6 +39,11 @@ pub const MAX_EXPRESSION_OPERATORS: usize = 1_000;
 /// stack per level than other operators do.
 pub const MAX_CASE_NESTING: usize = 16;
 
+/// The deepest nesting of parentheses and brackets one statement may have: below the parser's
+/// recursion limit (50), which `ARRAY[` nested up to it made the parser (sqlparser 0.61) try
+/// exponentially many ways before failing — planning threads busy for hours.
+pub const MAX_NESTING: usize = 40;
+
 /// The largest value a built-in function (or `||`) may build: memory no operator reserves, so
 /// no memory limit would see it. See [`crate::bounded`].
 pub const MAX_VALUE_BYTES: usize = 64 << 20;
@@ -64,9 +70,19 @@ pub fn check_statement(sql: &str) -> Result<(), Error> {
     let mut operators = 0usize;
     let mut case_depth = 0usize;
     let mut deepest_case = 0usize;
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
     for token in &tokens {
         if is_operator(token) {
             operators += 1;
+        }
+        match token {
+            Token::LParen | Token::LBracket => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            Token::RParen | Token::RBracket => depth = depth.saturating_sub(1),
+            _ => {}
         }
         if let Token::Word(w) = token {
             match w.keyword {
@@ -82,6 +98,11 @@ pub fn check_statement(sql: &str) -> Result<(), Error> {
     if operators > MAX_EXPRESSION_OPERATORS {
         return Err(Error::LimitExceeded(format!(
             "the statement has {operators} operators; at most {MAX_EXPRESSION_OPERATORS} are accepted (split long expressions, or use IN lists instead of chains of OR)"
+        )));
+    }
+    if deepest > MAX_NESTING {
+        return Err(Error::LimitExceeded(format!(
+            "the statement nests parentheses and brackets {deepest} deep; at most {MAX_NESTING} are accepted"
         )));
     }
     if deepest_case > MAX_CASE_NESTING {
@@ -109,6 +130,10 @@ fn is_operator(token: &Token) -> bool {
                 | Keyword::BETWEEN
                 | Keyword::COLLATE
                 | Keyword::AT
+                // Set operations: a chain of 5,000 `UNION ALL`s overflowed the stack.
+                | Keyword::UNION
+                | Keyword::INTERSECT
+                | Keyword::EXCEPT
         ),
         Token::Plus
         | Token::Minus

@@ -8,14 +8,14 @@
 //! - A number DataFusion would read as a 64-bit float while the float cannot hold it —
 //!   an integer beyond `BIGINT UNSIGNED`, or a decimal with more than 15 significant digits —
 //!   is an exact `DECIMAL`: `99999999999999999999` is not `1e20`, `0.1234567890123456789` keeps
-//!   its digits. An integer of more than 38 digits is refused (no exact type holds it); numbers
-//!   with an exponent (`1e30`) stay floats.
+//!   its digits, `-9223372036854775809` is not `-9.223372036854776e18`. A number of more than 38
+//!   digits is refused (no exact type holds it); numbers with an exponent (`1e30`) stay floats.
 
 use std::ops::ControlFlow;
 
 use datafusion::sql::parser::Statement;
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, CastKind, DataType as SqlType, ExactNumberInfo, Expr, Value,
+    visit_expressions_mut, CastKind, DataType as SqlType, ExactNumberInfo, Expr, UnaryOperator, Value,
 };
 
 use crate::Error;
@@ -79,13 +79,51 @@ fn exact_type(text: &str) -> Result<Option<(u64, u64)>, Error> {
         whole.len() + fraction.len()
     } as u64;
     let (precision, scale) = (whole.len() as u64 + fraction.len() as u64, fraction.len() as u64);
-    if significant <= FLOAT_DIGITS || precision > MAX_DIGITS {
+    if significant <= FLOAT_DIGITS {
         return Ok(None);
+    }
+    if precision > MAX_DIGITS {
+        return Err(Error::Syntax(format!(
+            "the number {text} has more than {MAX_DIGITS} digits: no exact type holds it (write it with an exponent, e.g. 1.5e0, for a float)"
+        )));
     }
     Ok(Some((precision.max(1), scale)))
 }
 
+/// `-n` where `n` fits `BIGINT UNSIGNED` but `-n` does not fit `BIGINT`: DataFusion reads the
+/// negated number as a float (`-9223372036854775809` was `-9.223372036854776e18`).
+fn exact_negative(e: &mut Expr) -> bool {
+    let Expr::UnaryOp {
+        op: UnaryOperator::Minus,
+        expr,
+    } = e
+    else {
+        return false;
+    };
+    let Expr::Value(v) = expr.as_ref() else {
+        return false;
+    };
+    let Value::Number(text, _) = &v.value else {
+        return false;
+    };
+    let negated = format!("-{text}");
+    if text.parse::<u64>().is_err() || negated.parse::<i64>().is_ok() {
+        return false;
+    }
+    *e = Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(Expr::Value(Value::SingleQuotedString(negated).into())),
+        data_type: SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(MAX_DIGITS, 0)),
+        array: false,
+        format: None,
+    };
+    true
+}
+
 fn exact_number(e: &mut Expr) -> ControlFlow<Error> {
+    if exact_negative(e) {
+        return ControlFlow::Continue(());
+    }
     let Expr::Value(v) = e else {
         return ControlFlow::Continue(());
     };
@@ -125,6 +163,7 @@ mod tests {
         assert_eq!(exact_type("0.000000000000000001").expect("valid"), None);
         assert_eq!(exact_type("1e30").expect("valid"), None);
         assert!(exact_type(&"9".repeat(39)).is_err());
-        assert_eq!(exact_type(&format!("0.{}", "1".repeat(40))).expect("valid"), None);
+        assert!(exact_type(&format!("0.{}", "1".repeat(40))).is_err());
+        assert!(exact_type("1.00000000000000000000000000000000000001").is_err());
     }
 }

@@ -104,6 +104,10 @@ enum Size {
     ConcatWs,
 }
 
+/// Functions that fill a template argument, and how many bytes one byte of the template may
+/// become (`%c` is two bytes and 24 characters).
+const TEMPLATES: &[(&str, u128)] = &[("to_char", 16), ("date_format", 16)];
+
 /// The functions checked before their call, by name.
 const SIZES: &[(&str, Size)] = &[
     ("repeat", Size::Repeat),
@@ -845,6 +849,8 @@ impl Bounded {
 
     /// The check made before the call.
     fn check_arguments(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        self.check_repeated_arguments(args)?;
+        self.check_epoch_arguments(args)?;
         let Some(size) = self.size else {
             return Ok(());
         };
@@ -864,6 +870,76 @@ impl Bounded {
             return Err(too_large(name, largest, MAX_VALUE_BYTES, "a value"));
         }
         if total > MAX_CALL_BYTES as u128 {
+            return Err(too_large(name, total, MAX_CALL_BYTES, "the values of one batch"));
+        }
+        Ok(())
+    }
+
+    /// `to_timestamp*` of a float or a decimal: DataFusion 53 converts the number to its
+    /// nanoseconds (or the function's unit) with a saturating or wrapping cast, so `1e19`
+    /// seconds became 2262-04-11, `NaN` 1970-01-01 and `10000000000` as a decimal 1702-05-02.
+    /// A number that is not finite or whose time does not fit the result is an error.
+    fn check_epoch_arguments(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        let name = self.inner.name();
+        // The result's units per unit of the argument.
+        let per_unit = match name {
+            "to_timestamp" => 1e9,
+            "to_timestamp_seconds" | "to_timestamp_millis" | "to_timestamp_micros" | "to_timestamp_nanos" => 1.0,
+            _ => return Ok(()),
+        };
+        let Some(first) = args.args.first() else {
+            return Ok(());
+        };
+        let data_type = first.data_type();
+        if !(data_type.is_floating()
+            || matches!(
+                data_type,
+                DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..)
+            ))
+        {
+            return Ok(());
+        }
+        let values = match first {
+            ColumnarValue::Array(a) => arrow::compute::cast(a, &DataType::Float64)?,
+            ColumnarValue::Scalar(s) => arrow::compute::cast(&s.to_array_of_size(1)?, &DataType::Float64)?,
+        };
+        // Just below 2^63: the largest time of any unit.
+        const LIMIT: f64 = 9.223_372_036_854_775e18;
+        for v in values.as_primitive::<arrow::datatypes::Float64Type>().iter().flatten() {
+            let units = v * per_unit;
+            if !units.is_finite() || units.abs() >= LIMIT {
+                return Err(DataFusionError::Execution(format!(
+                    "{name}({v}) is out of range: the time does not fit a timestamp"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A constant argument goes into every row's value (`to_char(ts, <format>)`, `concat(x,
+    /// <text>)`): refused before the call when the batch's values would take more than
+    /// [`MAX_CALL_BYTES`] (a template's byte counted as what it may become, [`TEMPLATES`]),
+    /// or one value more than [`MAX_VALUE_BYTES`]. The check after the call comes too late for
+    /// those: the values are built by then.
+    fn check_repeated_arguments(&self, args: &ScalarFunctionArgs) -> Result<()> {
+        if !is_variable(args.return_field.data_type()) {
+            return Ok(());
+        }
+        let name = self.inner.name();
+        let factor = TEMPLATES.iter().find(|(n, _)| *n == name).map_or(1, |(_, f)| *f);
+        let rows = args.number_rows.max(1) as u128;
+        let (mut constants, mut columns) = (0u128, 0u128);
+        for a in &args.args {
+            match a {
+                ColumnarValue::Scalar(s) => constants += scalar_bytes(s),
+                ColumnarValue::Array(a) => columns += logical_bytes(a.as_ref()),
+            }
+        }
+        if constants * factor > MAX_VALUE_BYTES as u128 {
+            return Err(too_large(name, constants * factor, MAX_VALUE_BYTES, "a value"));
+        }
+        let total = (constants * rows + columns) * factor;
+        if total > MAX_CALL_BYTES as u128 && (factor > 1 || constants * rows > columns) {
             return Err(too_large(name, total, MAX_CALL_BYTES, "the values of one batch"));
         }
         Ok(())

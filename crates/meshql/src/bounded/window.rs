@@ -5,15 +5,17 @@
 //! partition of 100k rows: 10^10 elements), `max(big) OVER ()` or `first_value(big) OVER ()` one
 //! large text on each, `string_agg(x, ',') OVER (ORDER BY t)` a growing text. DataFusion builds
 //! those arrays outside any memory reservation. So window functions whose values can be of any
-//! size are wrapped ([`window_capped`]), and their results in one partition may total at most
-//! [`MAX_CALL_BYTES`], or twice what the partition's arguments take when that is more
-//! (`max(name) OVER ()` over a large partition of short names stays allowed).
+//! size are wrapped ([`window_capped`]), and the results of one window function of a query, over
+//! all its partitions, may total at most [`MAX_CALL_BYTES`], or twice what its arguments take
+//! when that is more (`max(name) OVER ()` over a large partition of short names stays allowed).
 //!
 //! The wrappers count each value once per row it is given to: an aggregate's value covers the
 //! rows that entered its frame since the previous value (the whole partition for a frame that
 //! does not move, one row for a running frame), a window function's is one row.
 
 use std::any::Any;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::ArrayRef;
@@ -53,7 +55,36 @@ pub(crate) fn scalar_bytes(value: &ScalarValue) -> u128 {
     }
 }
 
-/// The results a window function may build over one partition given `input` bytes of arguments.
+/// What one window function of a query has been given and has built, over all its partitions
+/// (a budget per partition would let a thousand partitions build a thousand times as much).
+#[derive(Debug, Default)]
+struct Budget {
+    input: AtomicU64,
+    built: AtomicU64,
+}
+
+impl Budget {
+    fn input(&self) -> u128 {
+        self.input.load(Ordering::Relaxed) as u128
+    }
+
+    fn add_input(&self, bytes: u128) {
+        self.input
+            .fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Counts `bytes` more built; the total so far.
+    fn add_built(&self, bytes: u128) -> u128 {
+        let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+        self.built.fetch_add(bytes, Ordering::Relaxed).saturating_add(bytes) as u128
+    }
+
+    fn built(&self) -> u128 {
+        self.built.load(Ordering::Relaxed) as u128
+    }
+}
+
+/// The results a window function may build given `input` bytes of arguments.
 fn allowed(input: u128) -> u128 {
     (MAX_CALL_BYTES as u128).max(2 * input)
 }
@@ -88,7 +119,10 @@ pub(super) fn window_capped(
                 )));
             }
             Ok(Some(WindowFunctionDefinition::AggregateUDF(Arc::new(
-                AggregateUDF::new_from_impl(WindowAggregate { inner: f.clone() }),
+                AggregateUDF::new_from_impl(WindowAggregate {
+                    inner: f.clone(),
+                    budget: Arc::default(),
+                }),
             ))))
         }
         WindowFunctionDefinition::WindowUDF(f) => {
@@ -96,16 +130,34 @@ pub(super) fn window_capped(
                 return Ok(None);
             }
             Ok(Some(WindowFunctionDefinition::WindowUDF(Arc::new(
-                WindowUDF::new_from_impl(CappedWindow { inner: f.clone() }),
+                WindowUDF::new_from_impl(CappedWindow {
+                    inner: f.clone(),
+                    budget: Arc::default(),
+                }),
             ))))
         }
     }
 }
 
 /// An aggregate used as a window function.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct WindowAggregate {
     inner: Arc<AggregateUDF>,
+    budget: Arc<Budget>,
+}
+
+impl PartialEq for WindowAggregate {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner && Arc::ptr_eq(&self.budget, &other.budget)
+    }
+}
+
+impl Eq for WindowAggregate {}
+
+impl Hash for WindowAggregate {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.hash(state);
+    }
 }
 
 impl WindowAggregate {
@@ -117,8 +169,7 @@ impl WindowAggregate {
             name: self.inner.name().to_string(),
             inner,
             entered: 0,
-            input: 0,
-            built: 0,
+            budget: self.budget.clone(),
         })
     }
 }
@@ -203,17 +254,16 @@ struct Repeated {
     inner: Box<dyn Accumulator>,
     /// Rows that entered the frame since the last value.
     entered: u128,
-    /// Bytes of the arguments seen.
-    input: u128,
-    /// Bytes of the values returned, each times the rows it covers.
-    built: u128,
+    /// The arguments seen and the values returned (each times the rows it covers), by all of
+    /// the window function's accumulators.
+    budget: Arc<Budget>,
 }
 
 impl Accumulator for Repeated {
     fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
         if let Some(v) = values.first() {
             self.entered += v.len() as u128;
-            self.input += logical_bytes(v.as_ref());
+            self.budget.add_input(logical_bytes(v.as_ref()));
         }
         self.inner.update_batch(values)
     }
@@ -236,21 +286,36 @@ impl Accumulator for Repeated {
 
     fn evaluate(&mut self) -> Result<ScalarValue> {
         let value = self.inner.evaluate()?;
-        self.built += scalar_bytes(&value) * self.entered.max(1);
+        let built = self.budget.add_built(scalar_bytes(&value) * self.entered.max(1));
         self.entered = 0;
-        check(&self.name, self.built, self.input)?;
+        check(&self.name, built, self.budget.input())?;
         Ok(value)
     }
 
     fn size(&self) -> usize {
-        self.inner.size() + 3 * size_of::<u128>()
+        self.inner.size() + size_of::<u128>()
     }
 }
 
 /// A window function (`first_value`, `lag`, …) whose values are counted as it returns them.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct CappedWindow {
     inner: Arc<WindowUDF>,
+    budget: Arc<Budget>,
+}
+
+impl PartialEq for CappedWindow {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner && Arc::ptr_eq(&self.budget, &other.budget)
+    }
+}
+
+impl Eq for CappedWindow {}
+
+impl Hash for CappedWindow {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.inner.hash(state);
+    }
 }
 
 impl WindowUDFImpl for CappedWindow {
@@ -300,7 +365,7 @@ impl WindowUDFImpl for CappedWindow {
             inner,
             constant,
             input: 0,
-            built: 0,
+            budget: self.budget.clone(),
         }))
     }
 
@@ -322,9 +387,10 @@ impl WindowUDFImpl for CappedWindow {
 
     fn reverse_expr(&self) -> ReversedUDWF {
         match self.inner.reverse_expr() {
-            ReversedUDWF::Reversed(f) => {
-                ReversedUDWF::Reversed(Arc::new(WindowUDF::new_from_impl(CappedWindow { inner: f })))
-            }
+            ReversedUDWF::Reversed(f) => ReversedUDWF::Reversed(Arc::new(WindowUDF::new_from_impl(CappedWindow {
+                inner: f,
+                budget: self.budget.clone(),
+            }))),
             other => other,
         }
     }
@@ -345,15 +411,18 @@ struct CappedEvaluator {
     inner: Box<dyn PartitionEvaluator>,
     /// The largest constant argument.
     constant: u128,
-    /// Bytes of the partition's arguments.
+    /// Bytes of this partition's arguments (counted into the budget once).
     input: u128,
-    built: u128,
+    budget: Arc<Budget>,
 }
 
 impl CappedEvaluator {
     fn saw(&mut self, values: &[ArrayRef]) {
         let input: u128 = values.iter().map(|v| logical_bytes(v.as_ref())).sum();
-        self.input = self.input.max(input);
+        if input > self.input {
+            self.budget.add_input(input - self.input);
+            self.input = input;
+        }
     }
 }
 
@@ -373,10 +442,14 @@ impl PartitionEvaluator for CappedEvaluator {
     fn evaluate_all(&mut self, values: &[ArrayRef], num_rows: usize) -> Result<ArrayRef> {
         self.saw(values);
         // Each row may get the constant (a default): refused before it is copied.
-        check(&self.name, self.built + self.constant * num_rows as u128, self.input)?;
+        check(
+            &self.name,
+            self.budget.built() + self.constant * num_rows as u128,
+            self.budget.input(),
+        )?;
         let out = self.inner.evaluate_all(values, num_rows)?;
-        self.built += logical_bytes(out.as_ref());
-        check(&self.name, self.built, self.input)?;
+        let built = self.budget.add_built(logical_bytes(out.as_ref()));
+        check(&self.name, built, self.budget.input())?;
         Ok(out)
     }
 
@@ -385,11 +458,11 @@ impl PartitionEvaluator for CappedEvaluator {
             self.saw(values);
         }
         let value = self.inner.evaluate(values, range)?;
-        self.built += scalar_bytes(&value);
-        if self.built > allowed(self.input) {
+        let built = self.budget.add_built(scalar_bytes(&value));
+        if built > allowed(self.budget.input()) {
             // The partition may have grown since it was measured (bounded execution).
             self.saw(values);
-            check(&self.name, self.built, self.input)?;
+            check(&self.name, built, self.budget.input())?;
         }
         Ok(value)
     }

@@ -534,6 +534,43 @@ mod generated_numbers {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// `-n` for `n` between 2^63 + 1 and 2^64 - 1: a number DataFusion reads as a float.
+        #[test]
+        fn negative_literals_beyond_bigint_are_exact(n in (i64::MAX as u64 + 2)..=u64::MAX) {
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                assert_eq!(one_value(&mesh, &format!("SELECT -{n}")).await, Ok(format!("-{n}")));
+                let sql = format!("SELECT -{n} = -{n} + 1");
+                assert_eq!(one_value(&mesh, &sql).await, Ok("false".into()), "{sql}");
+            });
+        }
+
+        /// `to_timestamp` of a float or a decimal: the time, or an error when it does not fit.
+        #[test]
+        fn epochs_that_do_not_fit_a_timestamp_fail(seconds in prop_oneof![-1e12f64..1e12, 9.3e9f64..1e30, -1e30f64..-9.3e9]) {
+            let whole = seconds.trunc();
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                for (sql, value) in [
+                    (format!("SELECT to_timestamp(CAST({seconds:e} AS DOUBLE)) IS NOT NULL"), seconds),
+                    (format!("SELECT to_timestamp(CAST('{whole:.0}' AS DECIMAL(38, 0))) IS NOT NULL"), whole),
+                ] {
+                    let fits = (value * 1e9).abs() < 9.2e18;
+                    match outcome(&mesh, &sql).await {
+                        Ok(rows) => assert!(fits, "{sql}: {rows:?}"),
+                        Err(e) => {
+                            assert!(!fits, "{sql}: {e}");
+                            assert!(e.to_string().contains("out of range"), "{sql}: {e}");
+                        }
+                    }
+                }
+            });
+        }
+    }
+
     #[test]
     fn numbers_no_exact_type_holds_are_refused() {
         on_query_threads(async {
@@ -542,6 +579,20 @@ mod generated_numbers {
             let e = outcome(&mesh, &sql).await.expect_err(&sql);
             assert_eq!(e.class(), ErrorClass::InvalidQuery, "{e}");
             assert!(e.to_string().contains("more than 38 digits"), "{e}");
+            let sql = "SELECT 1.00000000000000000000000000000000000001";
+            let e = outcome(&mesh, sql).await.expect_err(sql);
+            assert!(e.to_string().contains("more than 38 digits"), "{e}");
+            for sql in [
+                "SELECT to_timestamp(CAST('NaN' AS DOUBLE))",
+                "SELECT to_timestamp(1e19)",
+            ] {
+                let e = outcome(&mesh, sql).await.expect_err(sql);
+                assert!(e.to_string().contains("out of range"), "{sql}: {e}");
+            }
+            assert_eq!(
+                outcome(&mesh, "SELECT to_timestamp(1.5)").await.expect("in range"),
+                [["1970-01-01T00:00:01.500"]]
+            );
             // Decimals a float holds stay floats; longer ones keep their digits.
             assert_eq!(outcome(&mesh, "SELECT 1.5 * 2").await.expect("float"), [["3.0"]]);
             assert_eq!(
@@ -552,6 +603,34 @@ mod generated_numbers {
             );
         });
     }
+}
+
+#[test]
+fn nesting_and_set_operations_beyond_the_limits_fail_before_parsing() {
+    use meshql::limits::MAX_NESTING;
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        let arrays = |n: usize| format!("SELECT cardinality({}1{})", "ARRAY[".repeat(n), "]".repeat(n));
+        let unions = |n: usize| format!("SELECT count(*) FROM ({})", vec!["SELECT 1"; n].join(" UNION ALL "));
+        // ARRAY[ nested 48 deep kept the parser busy for hours; 5,000 UNION ALLs overflowed the
+        // stack (the process aborted).
+        for sql in [
+            arrays(48),
+            arrays(MAX_NESTING + 1),
+            unions(5000),
+            unions(MAX_EXPRESSION_OPERATORS + 2),
+        ] {
+            let e = outcome(&mesh, &sql).await.expect_err(&sql[..60]);
+            assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{e}");
+            assert!(e.to_string().contains("at most"), "{e}");
+        }
+        assert_eq!(
+            outcome(&mesh, &arrays(MAX_NESTING - 2)).await.expect("nested arrays"),
+            [["1"]]
+        );
+        assert_eq!(outcome(&mesh, &unions(900)).await.expect("900 unions"), [["900"]]);
+        bystander_answers(&mesh).await;
+    });
 }
 
 #[test]
@@ -568,6 +647,9 @@ fn window_values_and_large_constants_are_held_to_what_repeating_them_builds() {
             "SELECT max(length(s)) FROM (SELECT first_value(repeat('x', 1000000 + g * 0)) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))",
             "SELECT max(length(s)) FROM (SELECT nth_value(repeat('x', 1000000 + g * 0), 2) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))",
             "SELECT max(length(s)) FROM (SELECT lag(CAST(g AS VARCHAR), 900, repeat('z', 2000000)) OVER (ORDER BY g) s FROM generate_series(1, 1000) t(g))",
+            // Under the limit in each partition, over it in all of them together.
+            "SELECT sum(length(a)) FROM (SELECT lead(s, 1, repeat('y', 20000000)) OVER (PARTITION BY g % 50 ORDER BY g) a FROM (SELECT g, 'x' s FROM generate_series(1, 300) t(g)))",
+            "SELECT sum(length(a)) FROM (SELECT max(s) OVER (PARTITION BY g % 50) a FROM (SELECT g, repeat('x', 1000000 + g * 0) s FROM generate_series(1, 300) t(g)))",
             // A constant folded while planning, then repeated on every row.
             "SELECT max(length(s)) FROM (SELECT repeat('x', 60000000) AS s FROM generate_series(1, 1000) t(g))",
             "SELECT count(*) FROM (SELECT CASE WHEN g > 0 THEN repeat('x', 60000000) END AS s FROM generate_series(1, 1000) t(g)) WHERE s IS NOT NULL",
@@ -656,6 +738,11 @@ fn functions_cannot_build_values_beyond_the_value_limit() {
             "SELECT cardinality(array_replace_all(array_repeat('a', 1000000), 'a', repeat('x', 1000)))".to_string(),
             "SELECT cardinality(string_to_array(repeat(',', 20000000), ','))".to_string(),
             format!("SELECT octet_length(concat_ws(repeat('r', {}), 'a', 'b', 'c', 'd'))", over / 3 + 1),
+            // A constant argument that goes into every row's value, a template most of all
+            // (the stranger's third run: two of these aborted the server).
+            "SELECT max(length(to_char(to_timestamp(g), repeat('%c', 5000)))) FROM generate_series(1, 2000) t(g)".to_string(),
+            "SELECT length(to_char(to_timestamp(g), repeat('%c', 5000000))) FROM generate_series(1, 1) t(g)".to_string(),
+            "SELECT max(length(concat(CAST(g AS VARCHAR), repeat('x', 100000)))) FROM generate_series(1, 20000) t(g)".to_string(),
         ] {
             let e = outcome(&mesh, &sql).await.expect_err(&sql);
             assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
@@ -675,6 +762,7 @@ fn functions_cannot_build_values_beyond_the_value_limit() {
             ("SELECT cardinality(array_repeat(range(10), 10))", "100"),
             ("SELECT cardinality(generate_series(TIMESTAMP '2020-01-01', TIMESTAMP '2020-01-02', INTERVAL '1 minute'))", "1441"),
             ("SELECT levenshtein('kitten', 'sitting')", "3"),
+            ("SELECT max(length(to_char(to_timestamp(g), '%Y-%m-%d %H:%M'))) FROM generate_series(1, 20000) t(g)", "16"),
             ("SELECT length(string_agg(repeat('x', 1000 + g * 0), '')) FROM generate_series(1, 20) t(g)", "20000"),
         ] {
             assert_eq!(outcome(&mesh, sql).await.expect(sql), [[expected]], "{sql}");
