@@ -35,9 +35,52 @@ use meshql_policy::{ColumnAccess, Principal, SelfGovernedTable};
 use crate::governed::Governance;
 use crate::Mesh;
 
-const TABLES: &[&str] = &[
-    "columns", "domains", "lineage", "ports", "problems", "products", "quality", "queries", "usage",
-];
+/// The system tables. Every match on it is exhaustive: a table added here must get its schema
+/// and its rows, and an unknown name is no table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    Columns,
+    Domains,
+    Lineage,
+    Ports,
+    Problems,
+    Products,
+    Quality,
+    Queries,
+    Usage,
+}
+
+impl Table {
+    const ALL: [Table; 9] = [
+        Table::Columns,
+        Table::Domains,
+        Table::Lineage,
+        Table::Ports,
+        Table::Problems,
+        Table::Products,
+        Table::Quality,
+        Table::Queries,
+        Table::Usage,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Table::Columns => "columns",
+            Table::Domains => "domains",
+            Table::Lineage => "lineage",
+            Table::Ports => "ports",
+            Table::Problems => "problems",
+            Table::Products => "products",
+            Table::Quality => "quality",
+            Table::Queries => "queries",
+            Table::Usage => "usage",
+        }
+    }
+
+    fn named(name: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
 
 /// The `mesh.system` schema of one session.
 #[derive(Debug)]
@@ -60,11 +103,11 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_names(&self) -> Vec<String> {
-        TABLES.iter().map(|t| t.to_string()).collect()
+        Table::ALL.iter().map(|t| t.name().to_string()).collect()
     }
 
     async fn table(&self, name: &str) -> DFResult<Option<Arc<dyn TableProvider>>> {
-        let Some(kind) = TABLES.iter().find(|t| **t == name) else {
+        let Some(kind) = Table::named(name) else {
             return Ok(None);
         };
         let table = SystemTable {
@@ -80,7 +123,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        TABLES.contains(&name)
+        Table::named(name).is_some()
     }
 
     fn register_table(&self, name: String, _table: Arc<dyn TableProvider>) -> DFResult<Option<Arc<dyn TableProvider>>> {
@@ -108,12 +151,12 @@ fn ts(name: &str) -> Field {
     )
 }
 
-fn schema_of(kind: &str) -> SchemaRef {
+fn schema_of(kind: Table) -> SchemaRef {
     let b = |n: &str| Field::new(n, DataType::Boolean, true);
     let i = |n: &str| Field::new(n, DataType::Int64, true);
     let f = |n: &str| Field::new(n, DataType::Float64, true);
     let fields = match kind {
-        "domains" => vec![
+        Table::Domains => vec![
             utf8("domain"),
             utf8("title"),
             utf8("description"),
@@ -121,7 +164,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             utf8("support"),
             i("products"),
         ],
-        "products" => vec![
+        Table::Products => vec![
             utf8("domain"),
             utf8("product"),
             utf8("table_name"),
@@ -141,7 +184,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             b("readable"),
             utf8("contact"),
         ],
-        "ports" => vec![
+        Table::Ports => vec![
             utf8("domain"),
             utf8("product"),
             utf8("port"),
@@ -153,7 +196,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             utf8("location"),
             utf8("problem"),
         ],
-        "columns" => vec![
+        Table::Columns => vec![
             utf8("domain"),
             utf8("product"),
             utf8("column_name"),
@@ -169,7 +212,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             b("readable"),
             b("masked"),
         ],
-        "quality" => vec![
+        Table::Quality => vec![
             utf8("domain"),
             utf8("product"),
             utf8("check_name"),
@@ -185,7 +228,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             f("duration_ms"),
             b("latest"),
         ],
-        "lineage" => vec![
+        Table::Lineage => vec![
             utf8("from_domain"),
             utf8("from_product"),
             utf8("to_domain"),
@@ -193,7 +236,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             utf8("input_port"),
             utf8("contract_id"),
         ],
-        "usage" => vec![
+        Table::Usage => vec![
             utf8("domain"),
             utf8("product"),
             utf8("consumer"),
@@ -203,7 +246,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             i("rows"),
             i("bytes"),
         ],
-        "queries" => vec![
+        Table::Queries => vec![
             utf8("query_id"),
             ts("started_at"),
             utf8("principal"),
@@ -219,7 +262,7 @@ fn schema_of(kind: &str) -> SchemaRef {
             f("duration_ms"),
             utf8("warnings"),
         ],
-        _ => vec![ts("at"), utf8("product"), utf8("message")],
+        Table::Problems => vec![ts("at"), utf8("product"), utf8("message")],
     };
     Arc::new(Schema::new(fields))
 }
@@ -234,7 +277,7 @@ struct View {
 
 #[derive(Debug)]
 struct SystemTable {
-    kind: &'static str,
+    kind: Table,
     schema: SchemaRef,
     view: View,
 }
@@ -314,17 +357,17 @@ impl View {
             .collect()
     }
 
-    fn build(&self, kind: &str) -> Vec<ArrayRef> {
+    fn build(&self, kind: Table) -> Vec<ArrayRef> {
         match kind {
-            "domains" => self.domains(),
-            "products" => self.products(),
-            "ports" => self.ports(),
-            "columns" => self.columns(),
-            "quality" => self.quality(),
-            "lineage" => self.lineage(),
-            "usage" => self.usage(),
-            "queries" => self.queries(),
-            _ => self.problems(),
+            Table::Domains => self.domains(),
+            Table::Products => self.products(),
+            Table::Ports => self.ports(),
+            Table::Columns => self.columns(),
+            Table::Quality => self.quality(),
+            Table::Lineage => self.lineage(),
+            Table::Usage => self.usage(),
+            Table::Queries => self.queries(),
+            Table::Problems => self.problems(),
         }
     }
 
