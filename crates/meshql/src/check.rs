@@ -58,7 +58,7 @@ pub struct ProductCheck {
     pub format: Option<Format>,
     pub location: Option<String>,
     pub status: ProductStatus,
-    /// Governance standards the product breaks.
+    /// AccessView standards the product breaks.
     pub compliance: Vec<RuleFailure>,
     pub lifecycle: Lifecycle,
     /// Whom to ask.

@@ -26,11 +26,12 @@ use meshql_policy::{
     TableIdentity,
 };
 
-/// What a principal's catalog knows: the mesh, the policies, the principal, and decisions
+/// What a principal's catalog knows — the mesh under its access policies (not the governance
+/// standards of `meshql_contract::governance`): the mesh, the policies, the principal, and decisions
 /// already taken (the session is bound to one principal and one policy version, so that is the
 /// cache key).
 #[derive(Debug)]
-pub(crate) struct Governance {
+pub(crate) struct AccessView {
     pub catalog: Arc<MeshCatalog>,
     pub policies: Arc<PolicySet>,
     pub principal: Arc<Principal>,
@@ -43,9 +44,9 @@ pub(crate) struct Governance {
 /// A governed table and the storage provider it was built over.
 type BuiltTable = (Arc<dyn TableProvider>, Arc<dyn TableProvider>);
 
-impl Governance {
+impl AccessView {
     pub fn new(catalog: Arc<MeshCatalog>, policies: Arc<PolicySet>, principal: Arc<Principal>) -> Self {
-        Governance {
+        AccessView {
             catalog,
             policies,
             principal,
@@ -230,12 +231,12 @@ fn ask_owner(entry: &TableEntry) -> String {
 /// The principal's `mesh` catalog.
 #[derive(Debug)]
 pub(crate) struct GovernedCatalog {
-    gov: Arc<Governance>,
+    gov: Arc<AccessView>,
     system: Arc<SystemSchema>,
 }
 
 impl GovernedCatalog {
-    pub fn new(gov: Arc<Governance>, system: Arc<SystemSchema>) -> Self {
+    pub fn new(gov: Arc<AccessView>, system: Arc<SystemSchema>) -> Self {
         GovernedCatalog { gov, system }
     }
 }
@@ -288,7 +289,7 @@ pub(crate) const NO_DOMAIN: &str = "public";
 #[derive(Debug)]
 struct GovernedSchema {
     domain: String,
-    gov: Arc<Governance>,
+    gov: Arc<AccessView>,
 }
 
 #[async_trait]

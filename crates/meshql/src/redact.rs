@@ -21,19 +21,19 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::error::{Error, ErrorClass};
-use crate::governed::Governance;
+use crate::governed::AccessView;
 
 /// What one statement's errors are redacted against: the principal's view and the statement.
 #[derive(Debug, Clone)]
 pub(crate) struct Redactor {
-    governance: Arc<Governance>,
+    governance: Arc<AccessView>,
     admin: bool,
     /// The statement, whose identifiers the principal wrote (read only when an error needs it).
     statement: Arc<str>,
 }
 
 impl Redactor {
-    pub fn new(governance: Arc<Governance>, admin: bool, statement: &str) -> Self {
+    pub fn new(governance: Arc<AccessView>, admin: bool, statement: &str) -> Self {
         Redactor {
             governance,
             admin,

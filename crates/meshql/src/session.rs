@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::error::ErrorClass;
-use crate::governed::{refusal_message, refusal_reason, Governance, GovernedCatalog};
+use crate::governed::{refusal_message, refusal_reason, AccessView, GovernedCatalog};
 use crate::limits::{engine_fault, isolated};
 use crate::memory::QueryPool;
 use crate::redact::Redactor;
@@ -57,7 +57,7 @@ struct Bound {
     generation: u64,
     snapshot: Arc<Snapshot>,
     admin: bool,
-    governance: Arc<Governance>,
+    governance: Arc<AccessView>,
     ctx: SessionContext,
 }
 
@@ -133,7 +133,7 @@ impl Bound {
         for (name, f) in crate::bounded::CheckedSeries::all() {
             ctx.register_udtf(name, f);
         }
-        let governance = Arc::new(Governance::new(
+        let governance = Arc::new(AccessView::new(
             snapshot.catalog.clone(),
             snapshot.policies.clone(),
             principal.clone(),
@@ -505,7 +505,7 @@ struct Pending {
     log: Arc<AuditLog>,
     record: AuditRecord,
     started: Instant,
-    governance: Arc<Governance>,
+    governance: Arc<AccessView>,
 }
 
 impl Pending {

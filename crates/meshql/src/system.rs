@@ -32,7 +32,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use meshql_contract::TableEntry;
 use meshql_policy::{ColumnAccess, Principal, SelfGovernedTable};
 
-use crate::governed::Governance;
+use crate::governed::AccessView;
 use crate::Mesh;
 
 /// The system tables. Every match on it is exhaustive: a table added here must get its schema
@@ -86,12 +86,12 @@ impl Table {
 #[derive(Debug)]
 pub(crate) struct SystemSchema {
     mesh: Mesh,
-    gov: Arc<Governance>,
+    gov: Arc<AccessView>,
     admin: bool,
 }
 
 impl SystemSchema {
-    pub fn new(mesh: Mesh, gov: Arc<Governance>, admin: bool) -> Self {
+    pub fn new(mesh: Mesh, gov: Arc<AccessView>, admin: bool) -> Self {
         SystemSchema { mesh, gov, admin }
     }
 }
@@ -271,7 +271,7 @@ fn schema_of(kind: Table) -> SchemaRef {
 #[derive(Debug, Clone)]
 struct View {
     mesh: Mesh,
-    gov: Arc<Governance>,
+    gov: Arc<AccessView>,
     admin: bool,
 }
 
