@@ -12,7 +12,11 @@ used when its library name appears in the crate's sources (`name::…`, `use nam
 cargo-machete finds them, without installing it; a crate that needs one only for its features
 lists it under `[package.metadata.meshql] features-only = [...]` with a comment saying why.
 
-Run by scripts/test.sh before the build; exits 1 and names each violation.
+Also: the crates `cargo run -p meshql-cli` builds (the README's first command) must be resolved
+with the same features as in a workspace build with tests (`scripts/test.sh`), or each rebuilds
+the other's workspace crates (a dev-dependency that turns on a default feature is enough).
+
+Run by .ci/run before the build; exits 1 and names each violation.
 """
 
 import json
@@ -47,6 +51,33 @@ def sources(package_dir, kinds):
     # A package whose library or binaries live elsewhere (benches/: lib.rs at its root).
     files += [p for p in package_dir.glob("*.rs") if p.name != "build.rs"]
     return "\n".join(p.read_text(encoding="utf-8") for p in files)
+
+
+def features(*args):
+    """Each package of a `cargo tree` (with `args`) and the features it is built with."""
+    out = subprocess.run(
+        ["cargo", "tree", "--offline", "--prefix", "none", "-f", "{p}|{f}", *args],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = {}
+    for line in out.splitlines():
+        package, _, feats = line.partition("|")
+        found.setdefault(package.strip(), set()).add(feats.replace("(*)", "").strip())
+    return found
+
+
+def unification_differences():
+    cli = features("-p", "meshql-cli", "-e", "normal")
+    workspace = features("--workspace", "-e", "normal,dev")
+    return [
+        f"{package}: built with features {sorted(cli[package])} by `cargo run -p meshql-cli` but "
+        f"{sorted(workspace[package])} in a workspace build (align them in Cargo.toml)"
+        for package in sorted(cli)
+        if package in workspace and cli[package] != workspace[package]
+    ]
 
 
 def main():
@@ -89,6 +120,7 @@ def main():
                 rf"\buse\s+{re.escape(lib)}\b", text
             ):
                 problems.append(f"{name}: declares {dep_name} ({kind}) but never uses it")
+    problems += unification_differences()
     for p in problems:
         print(f"check-deps: {p}", file=sys.stderr)
     if problems:
