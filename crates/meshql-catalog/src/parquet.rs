@@ -77,6 +77,24 @@ pub async fn open(
         // The session's parallelism (ListingOptions' own default is one group of files; the
         // optimiser re-splits only scans above 10 MB, so small multi-file products stayed serial).
         .with_target_partitions(state.config().target_partitions());
+    // Files in another domain's directory (through a link, a glob) are refused before anything
+    // of them is read: their schema would otherwise reach the product's readers in a mismatch
+    // error, even for a domain they may not discover.
+    if url.scheme() == "file" {
+        use futures::TryStreamExt;
+        let store = state.runtime_env().object_store(&table_url).map_err(err)?;
+        let files: Vec<ObjectMeta> = table_url
+            .list_all_files(state, store.as_ref(), extension)
+            .await
+            .map_err(err)?
+            .try_collect()
+            .await
+            .map_err(err)?;
+        for file in &files {
+            let path = std::path::Path::new("/").join(file.location.as_ref());
+            foreign.check_path(table, &path).map_err(err)?;
+        }
+    }
     // Hive partition columns (`key=value` directories), read as the directories' text: the
     // contract's view decodes and types them (crate::hive). A column that the files hold too
     // (polars writes both) is read from the files.

@@ -459,7 +459,7 @@ async fn explain_for_principal(state: &SessionState, explain: &ExplainStatement)
     };
     let plan = state.statement_to_plan(explain.statement.as_ref().clone()).await?;
     PolicyCheck::check(&plan)?;
-    let optimized = state.optimize(&plan)?;
+    let optimized = crate::bounded::while_folding(|| state.optimize(&plan))?;
     let shown = without_policy_internals(optimized)?;
     let rows = LogicalPlanBuilder::values(vec![vec![lit("logical_plan"), lit(render(&shown))]])?
         .project(vec![col("column1").alias("plan_type"), col("column2").alias("plan")])?
@@ -710,7 +710,7 @@ impl QueryResult {
     /// query reads a column the principal may not read.
     pub fn into_optimized_plan(self) -> Result<LogicalPlan, Error> {
         let redactor = self.redactor;
-        self.df.into_optimized_plan().map_err(|e| redactor.error(e.into()))
+        crate::bounded::while_folding(|| self.df.into_optimized_plan()).map_err(|e| redactor.error(e.into()))
     }
 
     /// Runs the query and gathers every batch.
@@ -747,7 +747,7 @@ impl QueryResult {
         } = self;
         let planned = isolated(async {
             let (state, plan) = df.into_parts();
-            let optimized = state.optimize(&plan)?;
+            let optimized = crate::bounded::while_folding(|| state.optimize(&plan))?;
             if let Some(p) = audit.as_mut() {
                 p.observe(&optimized);
             }

@@ -58,6 +58,54 @@ mod cast;
 mod literal;
 mod window;
 
+thread_local! {
+    /// The bytes of the constants folded so far by the optimisation running on this thread, if
+    /// one is ([`while_folding`]).
+    static FOLDED: std::cell::Cell<Option<u128>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `optimize` (DataFusion's optimiser, which runs on one thread without awaiting) with the
+/// constants it folds held to [`MAX_CALL_BYTES`] together: each may be up to a value's size, and
+/// a statement may fold many (40 `UNION ALL` branches of `repeat('x', 6e7)` built 2.4 GB while
+/// planning). A call that would go past it is not folded: DataFusion leaves a constant whose
+/// folding fails to be evaluated when the query runs, where the run-time limits hold it.
+pub(crate) fn while_folding<T>(optimize: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            FOLDED.set(None);
+        }
+    }
+    FOLDED.set(Some(0));
+    let _reset = Reset;
+    optimize()
+}
+
+/// Counts a constant folded while planning; an error once they are too many.
+fn folded(name: &str, result: &ColumnarValue) -> Result<()> {
+    let Some(total) = FOLDED.get() else {
+        return Ok(());
+    };
+    // Constant folding evaluates a call on one row; functions answer with a scalar or an array
+    // of that one row.
+    let bytes = match result {
+        ColumnarValue::Scalar(value) => scalar_bytes(value),
+        ColumnarValue::Array(a) if a.len() == 1 => logical_bytes(a.as_ref()),
+        ColumnarValue::Array(_) => return Ok(()),
+    };
+    let total = total + bytes;
+    FOLDED.set(Some(total));
+    if total > MAX_CALL_BYTES as u128 {
+        return Err(too_large(
+            name,
+            total,
+            MAX_CALL_BYTES,
+            "constants (folded while planning, together)",
+        ));
+    }
+    Ok(())
+}
+
 pub use literal::SizedLiterals;
 pub(crate) use window::scalar_bytes;
 
@@ -102,6 +150,8 @@ enum Size {
     Concat,
     /// `concat_ws(separator, a, b, …)`: the arguments' and a separator between each two.
     ConcatWs,
+    /// `translate(text, from, to)`: a character may become a wider one.
+    Translate,
 }
 
 /// Functions that fill a template argument, and how many bytes one byte of the template may
@@ -137,6 +187,7 @@ const SIZES: &[(&str, Size)] = &[
     ("string_to_list", Size::StringToArray),
     ("concat", Size::Concat),
     ("concat_ws", Size::ConcatWs),
+    ("translate", Size::Translate),
 ];
 
 /// Built-in functions left unwrapped: `get_field` builds nothing and is recognised by type.
@@ -267,8 +318,13 @@ pub struct BoundFunctions;
 
 impl AnalyzerRule for BoundFunctions {
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| node.map_expressions(wrap_calls)?.transform_data(wrap_windows))
-            .map(|t| t.data)
+        // One budget for all the window functions of the statement.
+        let budget = Arc::new(window::Budget::default());
+        plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(wrap_calls)?
+                .transform_data(|node| wrap_windows(node, &budget))
+        })
+        .map(|t| t.data)
     }
 
     fn name(&self) -> &str {
@@ -277,7 +333,7 @@ impl AnalyzerRule for BoundFunctions {
 }
 
 /// A window node with its window functions held to what they may build ([`window`]).
-fn wrap_windows(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+fn wrap_windows(node: LogicalPlan, budget: &Arc<window::Budget>) -> Result<Transformed<LogicalPlan>> {
     let LogicalPlan::Window(w) = node else {
         return Ok(Transformed::no(node));
     };
@@ -292,7 +348,7 @@ fn wrap_windows(node: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
                 }
                 _ => None,
             };
-            match window::wrap_window(&e, result_type.as_ref())? {
+            match window::wrap_window(&e, result_type.as_ref(), budget)? {
                 Some(wrapped) => Ok(Transformed::new(
                     wrapped,
                     true,
@@ -744,7 +800,24 @@ impl Bounded {
         Ok(match size {
             Size::Repeat => times(count(1)?, bytes(0)?),
             Size::ArrayRepeat => times(count(1)?, bytes(0)?.into_iter().map(|u| u.max(8)).collect()),
-            Size::Pad => count(1)?,
+            // `n` characters, each as wide as the widest of the fill's (or the text's, which may be
+            // cut to them): `lpad('x', 6e7, '😀')` is 240 MB, not 60.
+            Size::Pad => {
+                let widest = |i: usize| -> Result<Vec<u128>> {
+                    Ok(match args.get(i) {
+                        Some(v) => texts_or_scalar(v, rows)?
+                            .into_iter()
+                            .map(|t| t.map_or(1, |t| t.chars().map(|c| c.len_utf8() as u128).max().unwrap_or(1)))
+                            .collect(),
+                        None => vec![1; rows],
+                    })
+                };
+                let (text, fill) = (widest(0)?, widest(2)?);
+                let width: Vec<u128> = text.into_iter().zip(fill).map(|(a, b)| a.max(b)).collect();
+                times(count(1)?, width)
+            }
+            // Each character may become a replacement of up to four bytes.
+            Size::Translate => bytes(0)?.into_iter().map(|b| b.saturating_mul(4)).collect(),
             Size::Resize => times(count(1)?, bytes(2)?.into_iter().map(|u| u.max(8)).collect()),
             Size::Series => series_bytes(args, rows)?,
             Size::Replace => {
@@ -1089,6 +1162,16 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        // While planning, past the budget for folded constants, nothing more is computed
+        // (DataFusion leaves the call to be evaluated when the query runs, under the limits).
+        if FOLDED.get().is_some_and(|total| total > MAX_CALL_BYTES as u128) {
+            return Err(too_large(
+                self.inner.name(),
+                FOLDED.get().unwrap_or(0),
+                MAX_CALL_BYTES,
+                "constants (folded while planning, together)",
+            ));
+        }
         self.check_arguments(&args)?;
         // Kept to measure only when the result is large (the values are shared, not copied).
         let given = args.args.clone();
@@ -1112,6 +1195,7 @@ impl ScalarUDFImpl for Bounded {
             )));
         }
         self.check_result(&result, &given)?;
+        folded(self.inner.name(), &result)?;
         Ok(result)
     }
 

@@ -5,9 +5,9 @@
 //! partition of 100k rows: 10^10 elements), `max(big) OVER ()` or `first_value(big) OVER ()` one
 //! large text on each, `string_agg(x, ',') OVER (ORDER BY t)` a growing text. DataFusion builds
 //! those arrays outside any memory reservation. So window functions whose values can be of any
-//! size are wrapped ([`window_capped`]), and the results of one window function of a query, over
-//! all its partitions, may total at most [`MAX_CALL_BYTES`], or twice what its arguments take
-//! when that is more (`max(name) OVER ()` over a large partition of short names stays allowed).
+//! size are wrapped ([`window_capped`]), and the results of all window functions of a query,
+//! over all their partitions, may total at most [`MAX_CALL_BYTES`], or twice what their arguments
+//! take when that is more (`max(name) OVER ()` over a large partition of short names stays allowed).
 //!
 //! The wrappers count each value once per row it is given to: an aggregate's value covers the
 //! rows that entered its frame since the previous value (the whole partition for a frame that
@@ -55,10 +55,11 @@ pub(crate) fn scalar_bytes(value: &ScalarValue) -> u128 {
     }
 }
 
-/// What one window function of a query has been given and has built, over all its partitions
-/// (a budget per partition would let a thousand partitions build a thousand times as much).
+/// What the window functions of one query have been given and have built, over all their
+/// partitions (a budget per partition, or per function, would let a thousand partitions or
+/// twenty window functions build a thousand or twenty times as much).
 #[derive(Debug, Default)]
-struct Budget {
+pub(super) struct Budget {
     input: AtomicU64,
     built: AtomicU64,
 }
@@ -104,6 +105,7 @@ fn check(name: &str, built: u128, input: u128) -> Result<()> {
 pub(super) fn window_capped(
     w: &WindowFunction,
     result_type: Option<&DataType>,
+    budget: &Arc<Budget>,
 ) -> Result<Option<WindowFunctionDefinition>> {
     match &w.fun {
         WindowFunctionDefinition::AggregateUDF(f) => {
@@ -121,7 +123,7 @@ pub(super) fn window_capped(
             Ok(Some(WindowFunctionDefinition::AggregateUDF(Arc::new(
                 AggregateUDF::new_from_impl(WindowAggregate {
                     inner: f.clone(),
-                    budget: Arc::default(),
+                    budget: budget.clone(),
                 }),
             ))))
         }
@@ -132,7 +134,7 @@ pub(super) fn window_capped(
             Ok(Some(WindowFunctionDefinition::WindowUDF(Arc::new(
                 WindowUDF::new_from_impl(CappedWindow {
                     inner: f.clone(),
-                    budget: Arc::default(),
+                    budget: budget.clone(),
                 }),
             ))))
         }
@@ -489,11 +491,11 @@ impl PartitionEvaluator for CappedEvaluator {
 }
 
 /// `expr` with its window function wrapped, given the type of its result when known.
-pub(super) fn wrap_window(expr: &Expr, result_type: Option<&DataType>) -> Result<Option<Expr>> {
+pub(super) fn wrap_window(expr: &Expr, result_type: Option<&DataType>, budget: &Arc<Budget>) -> Result<Option<Expr>> {
     let Expr::WindowFunction(w) = expr else {
         return Ok(None);
     };
-    Ok(window_capped(w, result_type)?.map(|fun| {
+    Ok(window_capped(w, result_type, budget)?.map(|fun| {
         let mut w = w.as_ref().clone();
         w.fun = fun;
         Expr::WindowFunction(Box::new(w))

@@ -743,6 +743,10 @@ fn functions_cannot_build_values_beyond_the_value_limit() {
             "SELECT max(length(to_char(to_timestamp(g), repeat('%c', 5000)))) FROM generate_series(1, 2000) t(g)".to_string(),
             "SELECT length(to_char(to_timestamp(g), repeat('%c', 5000000))) FROM generate_series(1, 1) t(g)".to_string(),
             "SELECT max(length(concat(CAST(g AS VARCHAR), repeat('x', 100000)))) FROM generate_series(1, 20000) t(g)".to_string(),
+            // Characters wider than a byte (the stranger's fourth run: `translate` aborted the
+            // server, `lpad` built 4× the value limit).
+            "SELECT length(translate(repeat('a', 60000000), 'a', '😀'))".to_string(),
+            "SELECT length(lpad('x', 60000000, '😀'))".to_string(),
         ] {
             let e = outcome(&mesh, &sql).await.expect_err(&sql);
             assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
@@ -763,6 +767,7 @@ fn functions_cannot_build_values_beyond_the_value_limit() {
             ("SELECT cardinality(generate_series(TIMESTAMP '2020-01-01', TIMESTAMP '2020-01-02', INTERVAL '1 minute'))", "1441"),
             ("SELECT levenshtein('kitten', 'sitting')", "3"),
             ("SELECT max(length(to_char(to_timestamp(g), '%Y-%m-%d %H:%M'))) FROM generate_series(1, 20000) t(g)", "16"),
+            ("SELECT octet_length(translate('abc', 'a', '😀')) + octet_length(lpad('x', 3, '😀'))", "15"),
             ("SELECT length(string_agg(repeat('x', 1000 + g * 0), '')) FROM generate_series(1, 20) t(g)", "20000"),
         ] {
             assert_eq!(outcome(&mesh, sql).await.expect(sql), [[expected]], "{sql}");
