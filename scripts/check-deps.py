@@ -56,7 +56,7 @@ def sources(package_dir, kinds):
 def features(*args):
     """Each package of a `cargo tree` (with `args`) and the features it is built with."""
     out = subprocess.run(
-        ["cargo", "tree", "--offline", "--prefix", "none", "-f", "{p}|{f}", *args],
+        ["cargo", "tree", "--locked", "--prefix", "none", "-f", "{p}|{f}", *args],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -83,7 +83,7 @@ def unification_differences():
 def main():
     meta = json.loads(
         subprocess.run(
-            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--offline"],
+            ["cargo", "metadata", "--format-version", "1", "--no-deps", "--locked"],
             cwd=ROOT,
             check=True,
             capture_output=True,

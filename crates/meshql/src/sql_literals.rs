@@ -110,14 +110,19 @@ fn exact_negative(e: &mut Expr) -> bool {
     if text.parse::<u64>().is_err() || negated.parse::<i64>().is_ok() {
         return false;
     }
-    *e = Expr::Cast {
+    *e = exact_decimal(negated, MAX_DIGITS, 0);
+    true
+}
+
+/// `CAST('<text>' AS DECIMAL(precision, scale))`.
+fn exact_decimal(text: String, precision: u64, scale: u64) -> Expr {
+    Expr::Cast {
         kind: CastKind::Cast,
-        expr: Box::new(Expr::Value(Value::SingleQuotedString(negated).into())),
-        data_type: SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(MAX_DIGITS, 0)),
+        expr: Box::new(Expr::Value(Value::SingleQuotedString(text).into())),
+        data_type: SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(precision, scale as i64)),
         array: false,
         format: None,
-    };
-    true
+    }
 }
 
 fn exact_number(e: &mut Expr) -> ControlFlow<Error> {
@@ -134,14 +139,7 @@ fn exact_number(e: &mut Expr) -> ControlFlow<Error> {
         Err(error) => ControlFlow::Break(error),
         Ok(None) => ControlFlow::Continue(()),
         Ok(Some((precision, scale))) => {
-            let text = text.clone();
-            *e = Expr::Cast {
-                kind: CastKind::Cast,
-                expr: Box::new(Expr::Value(Value::SingleQuotedString(text).into())),
-                data_type: SqlType::Decimal(ExactNumberInfo::PrecisionAndScale(precision, scale as i64)),
-                array: false,
-                format: None,
-            };
+            *e = exact_decimal(text.clone(), precision, scale);
             ControlFlow::Continue(())
         }
     }

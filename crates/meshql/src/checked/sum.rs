@@ -163,31 +163,31 @@ fn widen(values: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
 /// 256-bit sums as `data_type`, or an overflow error when one does not fit. (Converted here:
 /// arrow 58's cast from `Decimal256` to `Int64` wraps values between -2^64 and -2^63.)
 fn narrow_array(sums: &ArrayRef, data_type: &DataType) -> Result<ArrayRef> {
-    let sums = sums.as_primitive::<Decimal256Type>();
-    let wide = |v: i256| v.to_i128().ok_or_else(|| overflow("sum"));
+    let sums = sums
+        .as_primitive::<Decimal256Type>()
+        .iter()
+        .map(|v| v.map(|v| v.to_i128().ok_or_else(|| overflow("sum"))).transpose())
+        .collect::<Result<Vec<_>>>()?;
+    narrow(sums, data_type)
+}
+
+/// Sums that fit 128 bits as `data_type`, or an overflow error when one does not fit it.
+fn narrow(sums: Vec<Option<i128>>, data_type: &DataType) -> Result<ArrayRef> {
     Ok(match data_type {
         DataType::UInt64 => Arc::new(
-            sums.iter()
-                .map(|v| {
-                    v.map(|v| wide(v).and_then(|v| u64::try_from(v).map_err(|_| overflow("sum"))))
-                        .transpose()
-                })
+            sums.into_iter()
+                .map(|v| v.map(|v| u64::try_from(v).map_err(|_| overflow("sum"))).transpose())
                 .collect::<Result<arrow::array::UInt64Array>>()?,
         ),
         DataType::Decimal128(p, s) => {
-            let narrowed: arrow::array::Decimal128Array =
-                sums.iter().map(|v| v.map(wide).transpose()).collect::<Result<_>>()?;
-            let narrowed = narrowed.with_precision_and_scale(*p, *s)?;
+            let narrowed = arrow::array::Decimal128Array::from(sums).with_precision_and_scale(*p, *s)?;
             narrowed.validate_decimal_precision(*p).map_err(|_| overflow("sum"))?;
             Arc::new(narrowed)
         }
         _ => {
             let ints: arrow::array::Int64Array = sums
-                .iter()
-                .map(|v| {
-                    v.map(|v| wide(v).and_then(|v| i64::try_from(v).map_err(|_| overflow("sum"))))
-                        .transpose()
-                })
+                .into_iter()
+                .map(|v| v.map(|v| i64::try_from(v).map_err(|_| overflow("sum"))).transpose())
                 .collect::<Result<_>>()?;
             arrow::compute::cast(&ints, data_type)?
         }
@@ -342,29 +342,15 @@ impl WideGroups {
     }
 
     fn narrow(&self, sums: ArrayRef) -> Result<ArrayRef> {
-        let sums = sums.as_primitive::<Decimal128Type>();
-        let fits = |v: i128| if v == OVERFLOWED { Err(overflow("sum")) } else { Ok(v) };
-        Ok(match &self.data_type {
-            DataType::Decimal128(p, s) => {
-                let narrowed: arrow::array::Decimal128Array =
-                    sums.iter().map(|v| v.map(fits).transpose()).collect::<Result<_>>()?;
-                let narrowed = narrowed.with_precision_and_scale(*p, *s)?;
-                narrowed.validate_decimal_precision(*p).map_err(|_| overflow("sum"))?;
-                Arc::new(narrowed)
-            }
-            DataType::UInt64 => Arc::new(
-                sums.iter()
-                    .map(|v| v.map(|v| u64::try_from(v).map_err(|_| overflow("sum"))).transpose())
-                    .collect::<Result<arrow::array::UInt64Array>>()?,
-            ),
-            t => {
-                let ints: arrow::array::Int64Array = sums
-                    .iter()
-                    .map(|v| v.map(|v| i64::try_from(v).map_err(|_| overflow("sum"))).transpose())
-                    .collect::<Result<_>>()?;
-                arrow::compute::cast(&ints, t)?
-            }
-        })
+        let sums = sums
+            .as_primitive::<Decimal128Type>()
+            .iter()
+            .map(|v| {
+                v.map(|v| if v == OVERFLOWED { Err(overflow("sum")) } else { Ok(v) })
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        narrow(sums, &self.data_type)
     }
 }
 

@@ -633,6 +633,41 @@ fn nesting_and_set_operations_beyond_the_limits_fail_before_parsing() {
     });
 }
 
+/// Constants folded while planning are held to the call limit together: past it, calls are left
+/// for the run (where the run-time limits hold them), not computed by the optimiser.
+#[test]
+fn constants_folded_while_planning_are_held_to_a_budget_together() {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        let columns: Vec<String> = (0..6).map(|i| format!("repeat('{i}', 60000000) AS c{i}")).collect();
+        let sql = format!("SELECT {}", columns.join(", "));
+        let plan = mesh
+            .session(analyst())
+            .sql(&sql)
+            .await
+            .expect("plans")
+            .into_optimized_plan()
+            .expect("optimises");
+        let mut unfolded = 0;
+        plan.apply(|node| {
+            node.apply_expressions(|e| {
+                e.apply(|e| {
+                    if matches!(e, Expr::ScalarFunction(f) if f.name() == "repeat") {
+                        unfolded += 1;
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })
+        .expect("walks");
+        // 6 × 57 MiB: four fit 256 MiB, the others stay calls.
+        assert_eq!(unfolded, 2, "repeat calls left unfolded");
+        bystander_answers(&mesh).await;
+    });
+}
+
 #[test]
 fn window_values_and_large_constants_are_held_to_what_repeating_them_builds() {
     on_query_threads(async {
