@@ -169,7 +169,7 @@ impl MeshCatalog {
         let Some(product) = self.product(domain, name) else {
             return Err(ProductUnavailable {
                 table: format!("mesh.{domain}.{name}"),
-                reason: "no such product".into(),
+                source: Arc::new(CatalogError::NoSuchProduct),
                 contact: None,
             });
         };
@@ -202,10 +202,11 @@ pub fn same_entry(a: &TableEntry, b: &TableEntry) -> bool {
 
 /// A product that cannot be served, with the reason and whom to ask.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{table} is unavailable: {reason}{}", contact_suffix(.contact))]
+#[error("{table} is unavailable: {source}{}", contact_suffix(.contact))]
 pub struct ProductUnavailable {
     pub table: String,
-    pub reason: String,
+    #[source]
+    pub source: Arc<CatalogError>,
     pub contact: Option<String>,
 }
 
@@ -217,6 +218,11 @@ fn contact_suffix(contact: &Option<String>) -> String {
 }
 
 impl ProductUnavailable {
+    /// Why, in words (the source's message).
+    pub fn reason(&self) -> String {
+        self.source.to_string()
+    }
+
     pub fn new(entry: &TableEntry, err: CatalogError) -> Self {
         Self::at(entry, None, err)
     }
@@ -226,7 +232,7 @@ impl ProductUnavailable {
         let suffix = as_of.map(|a| a.suffix()).unwrap_or_default();
         ProductUnavailable {
             table: format!("mesh.{}{suffix}", entry.qualified_name()),
-            reason: err.to_string(),
+            source: Arc::new(err),
             contact: Self::contact(entry),
         }
     }
@@ -305,9 +311,9 @@ impl SchemaProvider for DomainSchema {
         match product.open_at(as_of).await {
             Ok(t) => Ok(Some(t.provider)),
             Err(e) => {
-                let reason = ProductUnavailable::at(product.entry(), as_of, e).to_string();
-                tracing::warn!(domain = %self.domain, table = name, %reason, "product unavailable");
-                Ok(Some(Arc::new(UnavailableTable::new(product.entry(), reason))))
+                let unavailable = ProductUnavailable::at(product.entry(), as_of, e);
+                tracing::warn!(domain = %self.domain, table = name, reason = %unavailable, "product unavailable");
+                Ok(Some(Arc::new(UnavailableTable::new(product.entry(), unavailable))))
             }
         }
     }

@@ -188,6 +188,23 @@ pub fn origin(url: &Url) -> String {
 
 /// Credentials and region of an AWS profile, from the shared credentials and config files
 /// (`AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE`, default `~/.aws/…`).
+///
+/// What works: static keys (`aws_access_key_id`, `aws_secret_access_key`, `aws_session_token`),
+/// `region` and `endpoint_url`; a key in both files is taken from the credentials file, as the
+/// AWS CLI does, and explicit store options win over both. A profile that gets its
+/// credentials another way (`role_arn`, `credential_process`, `sso_*`,
+/// `web_identity_token_file`) is refused with a message naming the key: object_store, which
+/// makes the requests, has no assume-role or SSO client, and silently using the profile's other
+/// keys would read with the wrong identity. Use the environment for those (object_store reads
+/// `AWS_WEB_IDENTITY_TOKEN_FILE`/`AWS_ROLE_ARN`, ECS and instance metadata by itself).
+///
+/// Why not the AWS SDK's profile loader: `aws-config` (without default features) adds 25 crates
+/// to the build, among them `aws-sdk-sts` and the smithy runtime (measured with `cargo tree` on
+/// 2026-12-02), for a file format of a few lines; and what it would resolve beyond static keys
+/// object_store cannot use. Why not a generic INI crate: the AWS format is not plain INI —
+/// `[profile x]` in one file and `[x]` in the other, indented sub-properties, `#`/`;` comments
+/// only at the start of a line or after whitespace — so the format is read here, to the AWS CLI's
+/// rules, and tested below.
 fn aws_profile(profile: &str) -> Result<BTreeMap<String, String>, String> {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     let file = |var: &str, default: &str| {
@@ -199,15 +216,13 @@ fn aws_profile(profile: &str) -> Result<BTreeMap<String, String>, String> {
     let config_file = file("AWS_CONFIG_FILE", "config");
     let credentials = std::fs::read_to_string(&credentials_file)
         .ok()
-        .and_then(|text| ini_section(&text, profile));
-    let config_section = if profile == "default" {
-        "default".to_string()
-    } else {
-        format!("profile {profile}")
-    };
-    let config = std::fs::read_to_string(&config_file)
-        .ok()
-        .and_then(|text| ini_section(&text, &config_section));
+        .and_then(|text| profile_section(&text, |name| name == profile));
+    let config = std::fs::read_to_string(&config_file).ok().and_then(|text| {
+        profile_section(&text, |name| match name.strip_prefix("profile") {
+            Some(rest) if rest.starts_with(char::is_whitespace) => rest.trim() == profile,
+            _ => profile == "default" && name == "default",
+        })
+    });
     if credentials.is_none() && config.is_none() {
         return Err(format!(
             "AWS profile `{profile}` is in neither {} nor {}",
@@ -216,6 +231,7 @@ fn aws_profile(profile: &str) -> Result<BTreeMap<String, String>, String> {
         ));
     }
     let mut out = BTreeMap::new();
+    // The config file first, then the credentials file over it (the AWS CLI's precedence).
     for section in [config, credentials].into_iter().flatten() {
         for (key, value) in section {
             let key = match key.as_str() {
@@ -224,6 +240,22 @@ fn aws_profile(profile: &str) -> Result<BTreeMap<String, String>, String> {
                 "aws_session_token" => "session_token",
                 "region" => "region",
                 "endpoint_url" => "endpoint",
+                "role_arn"
+                | "source_profile"
+                | "credential_source"
+                | "credential_process"
+                | "web_identity_token_file"
+                | "sso_session"
+                | "sso_start_url"
+                | "sso_account_id"
+                | "sso_role_name" => {
+                    return Err(format!(
+                        "AWS profile `{profile}` gets its credentials through `{key}`, which meshql \
+                         does not support: give static keys, or leave `profile` out and let the \
+                         environment (AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE, ECS or \
+                         instance metadata) provide them"
+                    ))
+                }
                 _ => continue,
             };
             if is_secret_option(key) {
@@ -235,28 +267,44 @@ fn aws_profile(profile: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-/// The `key = value` pairs of `[section]` in an INI text.
-fn ini_section(text: &str, section: &str) -> Option<Vec<(String, String)>> {
+/// The `key = value` pairs of the first section whose name `wanted` accepts, in an AWS
+/// shared-config text. Keys are case-insensitive; indented lines are sub-properties of the key
+/// above (`s3 =` then `  addressing_style = path`) and are skipped; `#` and `;` start a comment
+/// at the start of a line or after whitespace.
+fn profile_section(text: &str, wanted: impl Fn(&str) -> bool) -> Option<Vec<(String, String)>> {
     let mut inside = false;
     let mut found = false;
     let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+    for raw in text.lines() {
+        let indented = raw.starts_with([' ', '\t']);
+        let line = without_comment(raw).trim();
+        if line.is_empty() {
             continue;
         }
         if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            inside = name.trim() == section;
+            // Only the first matching section counts; later duplicates are ignored, as the CLI does.
+            inside = !found && wanted(name.trim());
             found |= inside;
             continue;
         }
-        if inside {
+        if inside && !indented {
             if let Some((k, v)) = line.split_once('=') {
                 out.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
         }
     }
     found.then_some(out)
+}
+
+/// `line` up to a comment: `#` or `;` at its start or after whitespace.
+fn without_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if (*b == b'#' || *b == b';') && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
 }
 
 #[cfg(test)]
@@ -419,6 +467,26 @@ mod tests {
         s.profile = Some("nope".into());
         let e = StorePlan::configured("p", &s).unwrap_err();
         assert!(e.to_string().contains("AWS profile `nope`"), "{e}");
+
+        // The AWS format: `[profile default]`, sub-properties, comments, duplicates.
+        std::fs::write(&creds, "# keys\n[ci]\naws_access_key_id = FROMCREDS ; old\n").unwrap();
+        std::fs::write(
+            &config,
+            "[profile default]\nregion = ap-south-1\n[profile ci]\nregion = eu-north-1 # here\ns3 =\n  endpoint_url = http://wrong\n\
+             [profile ci]\nregion = ignored-duplicate\n[profile assumed]\nrole_arn = arn:aws:iam::1:role/r\nsource_profile = ci\n",
+        )
+        .unwrap();
+        s.profile = Some("ci".into());
+        s.options.remove("region");
+        let plan = StorePlan::configured("p", &s).unwrap();
+        assert_eq!(plan.options["access_key_id"], "FROMCREDS");
+        assert_eq!(plan.options["region"], "eu-north-1");
+        assert!(!plan.options.contains_key("endpoint"), "{:?}", plan.options);
+        s.profile = Some("default".into());
+        assert_eq!(StorePlan::configured("p", &s).unwrap().options["region"], "ap-south-1");
+        s.profile = Some("assumed".into());
+        let e = StorePlan::configured("p", &s).unwrap_err();
+        assert!(e.to_string().contains("`role_arn`"), "{e}");
         std::env::remove_var("AWS_SHARED_CREDENTIALS_FILE");
         std::env::remove_var("AWS_CONFIG_FILE");
     }

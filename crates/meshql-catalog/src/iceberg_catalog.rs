@@ -28,12 +28,53 @@ use tokio::sync::Mutex;
 
 use crate::secrets;
 
-/// Why a catalog lookup failed (never contains a secret).
+/// Why a catalog lookup failed. Shown redacted: never contains a secret.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("Iceberg catalog `{catalog}`: {reason}")]
+#[error("Iceberg catalog `{catalog}`: {}", secrets::redact(&.source.to_string()))]
 pub struct CatalogLookupError {
     pub catalog: String,
-    pub reason: String,
+    #[source]
+    pub source: Arc<LookupFailure>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What went wrong asking an Iceberg catalog, by kind; the underlying error is the source.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupFailure {
+    /// The catalog's settings in `mesh.yaml` are wrong or incomplete.
+    #[error("{0}")]
+    Settings(String),
+    /// The catalog (or its token endpoint) could not be reached or opened.
+    #[error("{what}: {source}")]
+    Unreachable {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The catalog has no such table.
+    #[error("{0}")]
+    NotFound(String),
+    /// The catalog refused the request or the credentials.
+    #[error("{0}")]
+    Refused(String),
+    /// The catalog answered something that is not what the protocol says.
+    #[error("{what}: {source}")]
+    Malformed {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn unreachable(what: impl Into<String>) -> impl FnOnce(BoxError) -> LookupFailure {
+    let what = what.into();
+    move |source| LookupFailure::Unreachable { what, source }
+}
+
+fn malformed(what: impl Into<String>) -> impl FnOnce(BoxError) -> LookupFailure {
+    let what = what.into();
+    move |source| LookupFailure::Malformed { what, source }
 }
 
 /// The mesh's Iceberg catalogs, connected on first use.
@@ -69,9 +110,9 @@ impl IcebergCatalogs {
 
     /// The current metadata file of `table`, as the catalog records it.
     pub async fn metadata_location(&self, table: &CatalogTable) -> Result<String, CatalogLookupError> {
-        let err = |reason: String| CatalogLookupError {
+        let err = |failure: LookupFailure| CatalogLookupError {
             catalog: table.catalog.clone(),
-            reason: secrets::redact(&reason),
+            source: Arc::new(failure),
         };
         let client = self.client(&table.catalog).await.map_err(err)?;
         let found = match client.as_ref() {
@@ -82,7 +123,7 @@ impl IcebergCatalogs {
         found.map_err(err)
     }
 
-    async fn client(&self, name: &str) -> Result<Arc<Client>, String> {
+    async fn client(&self, name: &str) -> Result<Arc<Client>, LookupFailure> {
         let mut clients = self.clients.lock().await;
         if let Some(c) = clients.get(name) {
             return Ok(c.clone());
@@ -90,37 +131,41 @@ impl IcebergCatalogs {
         let settings = self
             .settings
             .get(name)
-            .ok_or_else(|| "not defined in mesh.yaml (icebergCatalogs)".to_string())?;
+            .ok_or_else(|| LookupFailure::Settings("not defined in mesh.yaml (icebergCatalogs)".into()))?;
         let client = Arc::new(connect(&self.root, name, settings).await?);
         clients.insert(name.to_string(), client.clone());
         Ok(client)
     }
 }
 
-fn option(settings: &IcebergCatalogSettings, key: &str) -> Result<Option<String>, String> {
+fn option(settings: &IcebergCatalogSettings, key: &str) -> Result<Option<String>, LookupFailure> {
     let Some((k, v)) = settings.options.iter().find(|(k, _)| snake_case(k) == key) else {
         return Ok(None);
     };
     secrets::resolve(&v.as_text(), is_secret_option(k))
         .map(Some)
-        .map_err(|e| format!("option `{k}`: {}", e.0))
+        .map_err(|e| LookupFailure::Settings(format!("option `{k}`: {}", e.0)))
 }
 
-async fn connect(root: &Path, name: &str, settings: &IcebergCatalogSettings) -> Result<Client, String> {
+async fn connect(root: &Path, name: &str, settings: &IcebergCatalogSettings) -> Result<Client, LookupFailure> {
     let catalog_name = settings.name.clone().unwrap_or_else(|| name.to_string());
     match settings.kind {
         IcebergCatalogKind::Sql => {
-            let uri = secrets::resolve(&settings.uri, false).map_err(|e| format!("uri: {}", e.0))?;
+            let uri =
+                secrets::resolve(&settings.uri, false).map_err(|e| LookupFailure::Settings(format!("uri: {}", e.0)))?;
             let (scheme, rest) = uri
                 .split_once(':')
-                .ok_or_else(|| format!("uri `{uri}` has no scheme"))?;
+                .ok_or_else(|| LookupFailure::Settings(format!("uri `{uri}` has no scheme")))?;
             // SQLAlchemy spellings (PyIceberg's) are accepted: `postgresql+psycopg2://…`.
             let scheme = scheme.split('+').next().unwrap_or(scheme);
             match scheme {
                 "sqlite" => {
                     let path = sqlite_path(root, rest);
                     if !path.is_file() {
-                        return Err(format!("SQLite catalog file {} does not exist", path.display()));
+                        return Err(LookupFailure::Settings(format!(
+                            "SQLite catalog file {} does not exist",
+                            path.display()
+                        )));
                     }
                     let options = SqliteConnectOptions::new()
                         .filename(&path)
@@ -131,7 +176,7 @@ async fn connect(root: &Path, name: &str, settings: &IcebergCatalogSettings) -> 
                         .acquire_timeout(Duration::from_secs(10))
                         .connect_with(options)
                         .await
-                        .map_err(|e| format!("cannot open SQLite catalog {}: {e}", path.display()))?;
+                        .map_err(|e| unreachable(format!("cannot open SQLite catalog {}", path.display()))(e.into()))?;
                     Ok(Client::Sqlite {
                         pool,
                         name: catalog_name,
@@ -139,7 +184,8 @@ async fn connect(root: &Path, name: &str, settings: &IcebergCatalogSettings) -> 
                 }
                 "postgres" | "postgresql" => {
                     let url = format!("postgresql:{rest}");
-                    let mut options = PgConnectOptions::from_str(&url).map_err(|e| format!("uri: {e}"))?;
+                    let mut options =
+                        PgConnectOptions::from_str(&url).map_err(|e| LookupFailure::Settings(format!("uri: {e}")))?;
                     if let Some(password) = option(settings, "password")? {
                         options = options.password(&password);
                     }
@@ -152,7 +198,9 @@ async fn connect(root: &Path, name: &str, settings: &IcebergCatalogSettings) -> 
                         name: catalog_name,
                     })
                 }
-                other => Err(format!("unsupported SQL catalog `{other}:` (sqlite: or postgresql://)")),
+                other => Err(LookupFailure::Settings(format!(
+                    "unsupported SQL catalog `{other}:` (sqlite: or postgresql://)"
+                ))),
             }
         }
         IcebergCatalogKind::Rest => Ok(Client::Rest(Box::new(RestCatalog::new(settings)?))),
@@ -178,30 +226,32 @@ fn sqlite_path(root: &Path, rest: &str) -> PathBuf {
 const LOOKUP: &str = "SELECT metadata_location FROM iceberg_tables \
      WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3";
 
-fn not_found(_table: &CatalogTable, catalog_name: &str) -> String {
-    format!("not in the catalog (no row for catalog name `{catalog_name}` in iceberg_tables)")
+fn not_found(catalog_name: &str) -> LookupFailure {
+    LookupFailure::NotFound(format!(
+        "not in the catalog (no row for catalog name `{catalog_name}` in iceberg_tables)"
+    ))
 }
 
-async fn sql_lookup_sqlite(pool: &SqlitePool, name: &str, table: &CatalogTable) -> Result<String, String> {
+async fn sql_lookup_sqlite(pool: &SqlitePool, name: &str, table: &CatalogTable) -> Result<String, LookupFailure> {
     let row: Option<Option<String>> = sqlx::query_scalar(LOOKUP)
         .bind(name)
         .bind(table.namespace.join("."))
         .bind(&table.table)
         .fetch_optional(pool)
         .await
-        .map_err(|e| format!("lookup failed: {e}"))?;
-    row.flatten().ok_or_else(|| not_found(table, name))
+        .map_err(|e| unreachable("lookup failed")(e.into()))?;
+    row.flatten().ok_or_else(|| not_found(name))
 }
 
-async fn sql_lookup_postgres(pool: &PgPool, name: &str, table: &CatalogTable) -> Result<String, String> {
+async fn sql_lookup_postgres(pool: &PgPool, name: &str, table: &CatalogTable) -> Result<String, LookupFailure> {
     let row: Option<Option<String>> = sqlx::query_scalar(LOOKUP)
         .bind(name)
         .bind(table.namespace.join("."))
         .bind(&table.table)
         .fetch_optional(pool)
         .await
-        .map_err(|e| format!("lookup failed: {e}"))?;
-    row.flatten().ok_or_else(|| not_found(table, name))
+        .map_err(|e| unreachable("lookup failed")(e.into()))?;
+    row.flatten().ok_or_else(|| not_found(name))
 }
 
 /// A client of the Iceberg REST catalog protocol (only what reading needs).
@@ -243,18 +293,18 @@ struct TokenResponse {
 }
 
 impl RestCatalog {
-    fn new(settings: &IcebergCatalogSettings) -> Result<RestCatalog, String> {
+    fn new(settings: &IcebergCatalogSettings) -> Result<RestCatalog, LookupFailure> {
         let base = secrets::resolve(&settings.uri, false)
-            .map_err(|e| format!("uri: {}", e.0))?
+            .map_err(|e| LookupFailure::Settings(format!("uri: {}", e.0)))?
             .trim_end_matches('/')
             .to_string();
-        url::Url::parse(&base).map_err(|e| format!("uri `{}`: {e}", settings.uri))?;
+        url::Url::parse(&base).map_err(|e| LookupFailure::Settings(format!("uri `{}`: {e}", settings.uri)))?;
         let credential = match option(settings, "credential")? {
             None => None,
             Some(c) => {
-                let (id, secret) = c
-                    .split_once(':')
-                    .ok_or_else(|| "option `credential` must be `client_id:client_secret`".to_string())?;
+                let (id, secret) = c.split_once(':').ok_or_else(|| {
+                    LookupFailure::Settings("option `credential` must be `client_id:client_secret`".into())
+                })?;
                 secrets::register(secret);
                 Some((id.to_string(), secret.to_string()))
             }
@@ -262,7 +312,7 @@ impl RestCatalog {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| unreachable("cannot build an HTTP client")(e.into()))?;
         Ok(RestCatalog {
             http,
             base,
@@ -278,7 +328,7 @@ impl RestCatalog {
         })
     }
 
-    async fn metadata_location(&self, table: &CatalogTable) -> Result<String, String> {
+    async fn metadata_location(&self, table: &CatalogTable) -> Result<String, LookupFailure> {
         let (prefix, token) = self.prepare().await?;
         let namespace = table
             .namespace
@@ -296,14 +346,15 @@ impl RestCatalog {
         let loaded: LoadTableResponse = response
             .json()
             .await
-            .map_err(|e| format!("not a LoadTableResult: {e}"))?;
-        loaded
-            .metadata_location
-            .ok_or_else(|| "the catalog gave no metadata-location for the table".to_string())
+            .map_err(|e| malformed("not a LoadTableResult")(e.into()))?;
+        loaded.metadata_location.ok_or_else(|| LookupFailure::Malformed {
+            what: "the catalog's LoadTableResult".into(),
+            source: "it has no metadata-location for the table".into(),
+        })
     }
 
     /// Fetches the token (OAuth2 client credentials) and the prefix (`/v1/config`) once.
-    async fn prepare(&self) -> Result<(Option<String>, Option<String>), String> {
+    async fn prepare(&self) -> Result<(Option<String>, Option<String>), LookupFailure> {
         let mut state = self.state.lock().await;
         if state.token.is_none() {
             if let Some((id, secret)) = &self.credential {
@@ -322,17 +373,17 @@ impl RestCatalog {
                     ])
                     .send()
                     .await
-                    .map_err(|e| format!("cannot reach the token endpoint: {e}"))?;
+                    .map_err(|e| unreachable("cannot reach the token endpoint")(e.into()))?;
                 if !response.status().is_success() {
-                    return Err(format!(
+                    return Err(LookupFailure::Refused(format!(
                         "the token endpoint refused the client credentials ({})",
                         response.status()
-                    ));
+                    )));
                 }
                 let token: TokenResponse = response
                     .json()
                     .await
-                    .map_err(|e| format!("not an OAuth2 token response: {e}"))?;
+                    .map_err(|e| malformed("not an OAuth2 token response")(e.into()))?;
                 secrets::register(&token.access_token);
                 state.token = Some(token.access_token);
             }
@@ -348,7 +399,7 @@ impl RestCatalog {
             let config: ConfigResponse = response
                 .json()
                 .await
-                .map_err(|e| format!("not a catalog config response: {e}"))?;
+                .map_err(|e| malformed("not a catalog config response")(e.into()))?;
             if state.prefix.is_none() {
                 state.prefix = config
                     .overrides
@@ -367,7 +418,7 @@ impl RestCatalog {
         request: reqwest::RequestBuilder,
         token: Option<&str>,
         what: &str,
-    ) -> Result<reqwest::Response, String> {
+    ) -> Result<reqwest::Response, LookupFailure> {
         let request = match token {
             Some(t) => request.bearer_auth(t),
             None => request,
@@ -375,22 +426,24 @@ impl RestCatalog {
         let response = request
             .send()
             .await
-            .map_err(|e| format!("cannot reach the catalog: {e}"))?;
+            .map_err(|e| unreachable("cannot reach the catalog")(e.into()))?;
         let status = response.status();
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(format!("{what} is not in the catalog (404 Not Found)"));
+            return Err(LookupFailure::NotFound(format!(
+                "{what} is not in the catalog (404 Not Found)"
+            )));
         }
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
-            return Err(format!(
+            return Err(LookupFailure::Refused(format!(
                 "the catalog refused the request ({status}): check its credentials"
-            ));
+            )));
         }
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
-            return Err(format!(
-                "asking for {what}, the catalog answered {status}: {}",
-                truncate(&body)
-            ));
+            return Err(LookupFailure::Malformed {
+                what: format!("asking for {what}, the catalog answered {status}"),
+                source: truncate(&body).into(),
+            });
         }
         Ok(response)
     }

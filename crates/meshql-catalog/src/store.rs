@@ -303,27 +303,13 @@ impl StoreRegistry {
 
     /// A storage error at `url`, saying which store it came from.
     pub fn error(&self, url: &Url, e: object_store::Error) -> CatalogError {
-        CatalogError::storage(url, format!("{} ({})", describe(&e), self.store_name(url)))
-    }
-}
-
-/// What went wrong with an object-store request, in words a product owner acts on.
-pub fn describe(e: &object_store::Error) -> String {
-    let text = e.to_string();
-    let lead = match e {
-        object_store::Error::NotFound { .. } => Some("not found"),
-        object_store::Error::PermissionDenied { .. } => Some("access denied by the store"),
-        object_store::Error::Unauthenticated { .. } => Some("the store rejected the credentials"),
-        _ if text.contains("NoSuchBucket") => Some("the bucket does not exist"),
-        _ if text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch") => {
-            Some("the store rejected the credentials")
-        }
-        _ if text.contains("403") || text.contains("AccessDenied") => Some("access denied by the store"),
-        _ => None,
-    };
-    match lead {
-        Some(lead) => format!("{lead}: {text}"),
-        None => text,
+        CatalogError::storage(
+            url,
+            crate::error::StoreRequestFailed {
+                store: self.store_name(url),
+                source: e,
+            },
+        )
     }
 }
 

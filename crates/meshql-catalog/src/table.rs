@@ -253,7 +253,7 @@ impl ProductTable {
                     .iceberg_catalogs()
                     .metadata_location(table)
                     .await
-                    .map_err(|e| CatalogError::storage(table, e.reason))?;
+                    .map_err(|e| CatalogError::storage(table, e))?;
                 self.ctx.stores.resolve(&location)
             }
             None => {
@@ -526,18 +526,18 @@ impl TableProvider for ContractTable {
 #[derive(Debug)]
 pub struct UnavailableTable {
     schema: SchemaRef,
-    reason: String,
+    why: crate::ProductUnavailable,
 }
 
 impl UnavailableTable {
-    pub fn new(entry: &TableEntry, reason: String) -> Self {
+    pub fn new(entry: &TableEntry, why: crate::ProductUnavailable) -> Self {
         let schema = match &entry.binding {
             Ok(b) => conform::contract_schema(&b.schema),
             Err(_) => arrow::datatypes::Schema::empty(),
         };
         UnavailableTable {
             schema: Arc::new(schema),
-            reason,
+            why,
         }
     }
 }
@@ -563,6 +563,6 @@ impl TableProvider for UnavailableTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> DFResult<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Plan(self.reason.clone()))
+        Err(DataFusionError::External(Box::new(self.why.clone())))
     }
 }

@@ -554,7 +554,7 @@ async fn catalog_show(mesh: &Mesh, name: &str) -> Result<ExitCode> {
         }
         Err(e) => {
             println!();
-            println!("  UNAVAILABLE  {}", e.reason);
+            println!("  UNAVAILABLE  {}", e.reason());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -6,6 +6,7 @@
 //!   the reason.
 //! - [`mesh`]: a mesh directory — settings, domains, products — and the tables it defines.
 //! - [`naming`]: how names become SQL identifiers.
+//! - [`quality`]: ODCS data-quality rules, typed.
 //!
 //! This crate knows nothing about query engines; it is the model every other meshql crate shares.
 
@@ -15,6 +16,7 @@ pub mod mesh;
 pub mod naming;
 pub mod odcs;
 pub mod odps;
+pub mod quality;
 pub mod storage;
 pub mod validate;
 
@@ -26,4 +28,5 @@ pub use mesh::{
 };
 pub use odcs::{DataContract, LogicalType, SchemaObject, SchemaProperty};
 pub use odps::DataProduct;
+pub use quality::{QualityRule, Severity};
 pub use storage::{IcebergCatalogKind, IcebergCatalogSettings, OptionValue, StoreSettings};

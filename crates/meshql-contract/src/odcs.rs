@@ -118,7 +118,7 @@ pub struct SchemaObject {
     #[serde(default)]
     pub properties: Vec<SchemaProperty>,
     #[serde(default)]
-    pub quality: Vec<Value>,
+    pub quality: Vec<crate::quality::QualityRule>,
     #[serde(default)]
     pub tags: Vec<String>,
 }
@@ -153,7 +153,7 @@ pub struct SchemaProperty {
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
-    pub quality: Vec<Value>,
+    pub quality: Vec<crate::quality::QualityRule>,
     #[serde(default)]
     pub items: Option<Value>,
     #[serde(default)]

@@ -124,7 +124,7 @@ pub(crate) async fn run(mesh: &Mesh, options: &CheckOptions) -> CheckReport {
                         };
                         (status, quality)
                     }
-                    Err(e) => (ProductStatus::Unavailable(e.reason), Vec::new()),
+                    Err(e) => (ProductStatus::Unavailable(e.reason()), Vec::new()),
                 };
                 let check = ProductCheck {
                     table: format!("mesh.{}", entry.qualified_name()),

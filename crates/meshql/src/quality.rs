@@ -29,45 +29,25 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type};
+use arrow::datatypes::{DataType, Float64Type, TimeUnit};
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider};
+use datafusion::common::{Column, TableReference};
 use datafusion::execution::context::SQLOptions;
-use datafusion::prelude::SessionContext;
+use datafusion::functions::expr_fn::{coalesce, regexp_like, to_unixtime};
+use datafusion::functions_aggregate::count::count_all;
+use datafusion::functions_aggregate::expr_fn::{max, sum};
+use datafusion::logical_expr::{cast, in_list, lit, not, Expr, ExprFunctionExt};
+use datafusion::prelude::{DataFrame, SessionContext};
 use meshql_catalog::OpenedTable;
 use meshql_catalog::MESH_CATALOG;
+use meshql_contract::quality::{Check, Literal, Metric, QualityRule, Threshold};
 use meshql_contract::{Format, TableEntry};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::audit::{AuditRecord, Journal};
 use crate::Mesh;
 
-/// How much a failed check matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Info,
-    Warning,
-    Error,
-}
-
-impl Severity {
-    fn parse(s: Option<&str>) -> Severity {
-        match s.map(|s| s.to_ascii_lowercase()).as_deref() {
-            Some("info") => Severity::Info,
-            Some("warning") | Some("warn") => Severity::Warning,
-            _ => Severity::Error,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        }
-    }
-}
+pub use meshql_contract::quality::Severity;
 
 /// How a check ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,117 +169,6 @@ impl QualityStore {
     }
 }
 
-/// One ODCS quality rule, as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Rule {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    metric: Option<String>,
-    #[serde(default)]
-    rule: Option<String>,
-    #[serde(default)]
-    arguments: serde_json::Map<String, Value>,
-    #[serde(default)]
-    query: Option<String>,
-    #[serde(default)]
-    engine: Option<String>,
-    #[serde(default)]
-    severity: Option<String>,
-    #[serde(default)]
-    unit: Option<String>,
-    #[serde(default)]
-    dimension: Option<String>,
-    #[serde(default)]
-    must_be: Option<Value>,
-    #[serde(default)]
-    must_not_be: Option<Value>,
-    #[serde(default)]
-    must_be_greater_than: Option<f64>,
-    #[serde(default, alias = "mustBeGreaterThanOrEqualTo")]
-    must_be_greater_or_equal_to: Option<f64>,
-    #[serde(default)]
-    must_be_less_than: Option<f64>,
-    #[serde(default, alias = "mustBeLessThanOrEqualTo")]
-    must_be_less_or_equal_to: Option<f64>,
-    #[serde(default)]
-    must_be_between: Option<[f64; 2]>,
-    #[serde(default)]
-    must_not_be_between: Option<[f64; 2]>,
-}
-
-/// A threshold the measured value must meet.
-#[derive(Debug, Clone, PartialEq)]
-enum Threshold {
-    Eq(f64),
-    Ne(f64),
-    Gt(f64),
-    Ge(f64),
-    Lt(f64),
-    Le(f64),
-    Between(f64, f64),
-    NotBetween(f64, f64),
-}
-
-impl Threshold {
-    fn holds(&self, v: f64) -> bool {
-        match *self {
-            Threshold::Eq(x) => v == x,
-            Threshold::Ne(x) => v != x,
-            Threshold::Gt(x) => v > x,
-            Threshold::Ge(x) => v >= x,
-            Threshold::Lt(x) => v < x,
-            Threshold::Le(x) => v <= x,
-            Threshold::Between(a, b) => a <= v && v <= b,
-            Threshold::NotBetween(a, b) => !(a <= v && v <= b),
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Threshold::Eq(x) => format!("mustBe {x}"),
-            Threshold::Ne(x) => format!("mustNotBe {x}"),
-            Threshold::Gt(x) => format!("mustBeGreaterThan {x}"),
-            Threshold::Ge(x) => format!("mustBeGreaterOrEqualTo {x}"),
-            Threshold::Lt(x) => format!("mustBeLessThan {x}"),
-            Threshold::Le(x) => format!("mustBeLessOrEqualTo {x}"),
-            Threshold::Between(a, b) => format!("mustBeBetween [{a}, {b}]"),
-            Threshold::NotBetween(a, b) => format!("mustNotBeBetween [{a}, {b}]"),
-        }
-    }
-}
-
-impl Rule {
-    fn threshold(&self) -> Result<Option<Threshold>, String> {
-        let num = |v: &Value, field: &str| {
-            v.as_f64()
-                .ok_or_else(|| format!("{field}: {v} is not a number (meshql compares numbers)"))
-        };
-        Ok(Some(if let Some(v) = &self.must_be {
-            Threshold::Eq(num(v, "mustBe")?)
-        } else if let Some(v) = &self.must_not_be {
-            Threshold::Ne(num(v, "mustNotBe")?)
-        } else if let Some(x) = self.must_be_greater_than {
-            Threshold::Gt(x)
-        } else if let Some(x) = self.must_be_greater_or_equal_to {
-            Threshold::Ge(x)
-        } else if let Some(x) = self.must_be_less_than {
-            Threshold::Lt(x)
-        } else if let Some(x) = self.must_be_less_or_equal_to {
-            Threshold::Le(x)
-        } else if let Some([a, b]) = self.must_be_between {
-            Threshold::Between(a.min(b), a.max(b))
-        } else if let Some([a, b]) = self.must_not_be_between {
-            Threshold::NotBetween(a.min(b), a.max(b))
-        } else {
-            return Ok(None);
-        }))
-    }
-}
-
 /// What one rule asks, ready to run.
 struct Planned {
     check: String,
@@ -311,10 +180,17 @@ struct Planned {
 }
 
 enum Measure {
-    /// SQL whose first row has the value (and, for percentages, the total in the 2nd column).
+    /// A library metric over `columns`, built as a DataFusion plan: the first row has the value
+    /// and the total (for percentages).
+    Metric {
+        metric: Metric,
+        columns: Vec<String>,
+        percent: bool,
+        threshold: Threshold,
+    },
+    /// A contract's own SQL (`type: sql`): its first value.
     Sql {
         sql: String,
-        percent: bool,
         threshold: Threshold,
     },
     /// Maximum age in milliseconds; measured by `max(column)` or the last commit.
@@ -330,182 +206,176 @@ fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn literal(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(format!("'{}'", s.replace('\'', "''"))),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
-}
-
-fn plan_rule(table: &str, names: &[&str], column: Option<&str>, raw: &Value, index: usize) -> Planned {
-    let rule: Rule = serde_json::from_value(raw.clone()).unwrap_or_default();
-    let severity = Severity::parse(rule.severity.as_deref());
-    let kind = rule
-        .metric
-        .clone()
-        .or_else(|| rule.rule.clone())
-        .or_else(|| rule.kind.clone())
-        .unwrap_or_else(|| "library".to_string());
+fn plan_rule(table: &str, names: &[&str], column: Option<&str>, rule: &QualityRule, index: usize) -> Planned {
+    let kind = rule.kind.clone();
     let check = rule.name.clone().unwrap_or_else(|| match column {
         Some(c) => format!("{c} {kind}"),
         None => format!("{kind} #{}", index + 1),
     });
-    let base = |what| Planned {
-        check: check.clone(),
-        column: column.map(str::to_string),
-        kind: kind.clone(),
-        dimension: rule.dimension.clone(),
-        severity,
-        what,
-    };
-    let threshold = match rule.threshold() {
-        Ok(t) => t,
-        Err(e) => return base(Err(e)),
-    };
-    let percent = rule
-        .unit
-        .as_deref()
-        .is_some_and(|u| u.eq_ignore_ascii_case("percent") || u == "%");
-    let kind_str = rule.kind.as_deref().unwrap_or("library");
-    if kind_str == "text" {
-        return base(Ok(Measure::Skip("a text rule, for people".into())));
-    }
-    if kind_str == "custom" {
-        return base(Ok(Measure::Skip(format!(
+    let what = match &rule.check {
+        Err(e) => Err(e.clone()),
+        Ok(Check::Text) => Ok(Measure::Skip("a text rule, for people".into())),
+        Ok(Check::Custom { engine }) => Ok(Measure::Skip(format!(
             "a custom rule for {}",
-            rule.engine.as_deref().unwrap_or("another engine")
-        ))));
-    }
-    if kind_str == "sql" {
-        let Some(query) = &rule.query else {
-            return base(Err("a sql rule needs a query".into()));
-        };
-        let Some(threshold) = threshold else {
-            return base(Err("a sql rule needs a threshold (mustBe, mustBeLessThan, …)".into()));
-        };
-        let mut sql = query.clone();
-        for key in ["${table}", "{table}", "${object}", "{object}"] {
-            sql = sql.replace(key, table);
-        }
-        // The official examples also name the table itself, by its schema object's name or its
-        // physical name.
-        let mut sql = name_the_product(&sql, names, table);
-        if let Some(c) = column {
-            for key in ["${column}", "{column}", "${property}", "{property}"] {
-                sql = sql.replace(key, &ident(c));
+            engine.as_deref().unwrap_or("another engine")
+        ))),
+        Ok(Check::Sql { query, threshold }) => {
+            let mut sql = query.clone();
+            for key in ["${table}", "{table}", "${object}", "{object}"] {
+                sql = sql.replace(key, table);
             }
-        }
-        return base(Ok(Measure::Sql {
-            sql,
-            percent: false,
-            threshold,
-        }));
-    }
-    let arg_properties: Option<Vec<String>> = rule.arguments.get("properties").and_then(|v| {
-        v.as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
-    });
-    let columns: Vec<String> = match (column, &arg_properties) {
-        (Some(c), _) => vec![c.to_string()],
-        (None, Some(p)) if !p.is_empty() => p.clone(),
-        _ => Vec::new(),
-    };
-    let need_column = || -> Result<&str, String> {
-        column
-            .or(arg_properties.as_ref().and_then(|p| p.first()).map(String::as_str))
-            .ok_or_else(|| {
-                format!("metric {kind} needs a column: put it under a property, or name arguments.properties")
-            })
-    };
-    let counted = |predicate: String| {
-        format!("SELECT CAST(count(*) FILTER (WHERE {predicate}) AS DOUBLE) AS v, CAST(count(*) AS DOUBLE) AS n FROM {table}")
-    };
-    let sql = match kind.as_str() {
-        "rowCount" => Ok(format!("SELECT CAST(count(*) AS DOUBLE) AS v, CAST(count(*) AS DOUBLE) AS n FROM {table}")),
-        "nullValues" => need_column().map(|c| counted(format!("{} IS NULL", ident(c)))),
-        "missingValues" => need_column().map(|c| {
-            let missing: Vec<String> = rule
-                .arguments
-                .get("missingValues")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(literal).collect())
-                .unwrap_or_default();
-            let c = ident(c);
-            if missing.is_empty() {
-                counted(format!("{c} IS NULL"))
-            } else {
-                counted(format!("{c} IS NULL OR {c} IN ({})", missing.join(", ")))
-            }
-        }),
-        "invalidValues" => need_column().and_then(|c| {
-            let c = ident(c);
-            let mut invalid = Vec::new();
-            if let Some(valid) = rule.arguments.get("validValues").and_then(Value::as_array) {
-                let list: Vec<String> = valid.iter().filter_map(literal).collect();
-                if !list.is_empty() {
-                    invalid.push(format!("{c} NOT IN ({})", list.join(", ")));
+            // The official examples also name the table itself, by its schema object's name or
+            // its physical name.
+            let mut sql = name_the_product(&sql, names, table);
+            if let Some(c) = column {
+                for key in ["${column}", "{column}", "${property}", "{property}"] {
+                    sql = sql.replace(key, &ident(c));
                 }
             }
-            if let Some(pattern) = rule.arguments.get("pattern").and_then(Value::as_str) {
-                invalid.push(format!(
-                    "NOT regexp_like(CAST({c} AS VARCHAR), '{}')",
-                    pattern.replace('\'', "''")
-                ));
-            }
-            if invalid.is_empty() {
-                return Err("invalidValues needs arguments.validValues or arguments.pattern".to_string());
-            }
-            Ok(counted(format!("{c} IS NOT NULL AND ({})", invalid.join(" OR "))))
-        }),
-        "duplicateValues" => {
-            if columns.is_empty() {
-                Err("duplicateValues needs a column or arguments.properties".to_string())
-            } else {
-                let cols: Vec<String> = columns.iter().map(|c| ident(c)).collect();
-                let not_null = cols
-                    .iter()
-                    .map(|c| format!("{c} IS NOT NULL"))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                Ok(format!(
-                    "SELECT CAST(n - d AS DOUBLE) AS v, CAST(n AS DOUBLE) AS total FROM \
-                     (SELECT count(*) AS n FROM {table} WHERE {not_null}) \
-                     CROSS JOIN (SELECT count(*) AS d FROM (SELECT DISTINCT {} FROM {table} WHERE {not_null}))",
-                    cols.join(", ")
+            Ok(Measure::Sql {
+                sql,
+                threshold: *threshold,
+            })
+        }
+        Ok(Check::Metric {
+            metric,
+            percent,
+            threshold,
+        }) => {
+            let columns: Vec<String> = match column {
+                Some(c) => vec![c.to_string()],
+                None => rule.properties.clone(),
+            };
+            if columns.is_empty() && *metric != Metric::RowCount {
+                Err(format!(
+                    "metric {kind} needs a column: put it under a property, or name arguments.properties"
                 ))
+            } else {
+                Ok(Measure::Metric {
+                    metric: metric.clone(),
+                    columns,
+                    percent: *percent,
+                    threshold: *threshold,
+                })
             }
         }
-        other => Err(format!("unknown metric {other:?} (ODCS metrics: nullValues, missingValues, invalidValues, duplicateValues, rowCount)")),
     };
-    let default = if kind == "rowCount" {
-        Threshold::Gt(0.0)
-    } else {
-        Threshold::Eq(0.0)
-    };
-    base(sql.map(|sql| Measure::Sql {
-        sql,
-        percent: percent && kind != "rowCount",
-        threshold: threshold.unwrap_or(default),
-    }))
+    Planned {
+        check,
+        column: column.map(str::to_string),
+        kind,
+        dimension: rule.dimension.clone(),
+        severity: rule.severity,
+        what,
+    }
 }
 
-/// `value` `unit` → milliseconds.
-fn duration_ms(value: &Value, unit: Option<&str>) -> Option<i64> {
-    let v = value
-        .as_f64()
-        .or_else(|| value.as_str().and_then(|s| s.trim().parse().ok()))?;
-    let unit = unit.unwrap_or("d").to_ascii_lowercase();
-    let ms = match unit.as_str() {
-        "y" | "yr" | "year" | "years" => 365.0 * 86_400_000.0,
-        "d" | "day" | "days" => 86_400_000.0,
-        "h" | "hr" | "hour" | "hours" => 3_600_000.0,
-        "m" | "min" | "minute" | "minutes" => 60_000.0,
-        "s" | "sec" | "second" | "seconds" => 1000.0,
-        _ => return None,
+/// A column of the product by its exact name (no parsing of dots or case).
+fn column_named(name: &str) -> Expr {
+    Expr::Column(Column::new_unqualified(name))
+}
+
+fn literal(v: &Literal) -> Expr {
+    match v {
+        Literal::Text(s) => lit(s.clone()),
+        Literal::Int(i) => lit(*i),
+        Literal::Float(f) => lit(*f),
+        Literal::Bool(b) => lit(*b),
+    }
+}
+
+/// The plan measuring `metric` over `columns` of `product`: one row, the value (`v`) and the
+/// total it is a share of (`n`), as doubles. Built from expressions, so no name or value of
+/// the contract is ever parsed as SQL.
+async fn metric_plan(
+    ctx: &SessionContext,
+    product: TableReference,
+    metric: &Metric,
+    columns: &[String],
+) -> datafusion::error::Result<DataFrame> {
+    let df = ctx.table(product).await?;
+    let double = |e: Expr| cast(e, DataType::Float64);
+    // Aggregates first, conversions after: DataFusion's DataFrame wants bare aggregates.
+    let as_doubles = |df: DataFrame| {
+        df.select(vec![
+            double(column_named("v")).alias("v"),
+            double(column_named("n")).alias("n"),
+        ])
     };
-    Some((v * ms) as i64)
+    let counted = |df: DataFrame, predicate: Expr| -> datafusion::error::Result<DataFrame> {
+        as_doubles(df.aggregate(
+            vec![],
+            vec![
+                count_all().unalias().filter(predicate).build()?.alias("v"),
+                count_all().alias("n"),
+            ],
+        )?)
+    };
+    let first = || column_named(columns.first().map(String::as_str).unwrap_or_default());
+    match metric {
+        Metric::RowCount => as_doubles(
+            df.aggregate(vec![], vec![count_all().alias("n")])?
+                .select(vec![column_named("n").alias("v"), column_named("n")])?,
+        ),
+        Metric::NullValues => counted(df, first().is_null()),
+        Metric::MissingValues { missing } => {
+            let mut predicate = first().is_null();
+            if !missing.is_empty() {
+                predicate = predicate.or(in_list(first(), missing.iter().map(literal).collect(), false));
+            }
+            counted(df, predicate)
+        }
+        Metric::InvalidValues { valid, pattern } => {
+            let mut invalid = Vec::new();
+            if !valid.is_empty() {
+                invalid.push(in_list(first(), valid.iter().map(literal).collect(), true));
+            }
+            if let Some(pattern) = pattern {
+                invalid.push(not(regexp_like(
+                    cast(first(), DataType::Utf8),
+                    lit(pattern.clone()),
+                    None,
+                )));
+            }
+            let any_invalid = invalid.into_iter().reduce(Expr::or).unwrap_or(lit(false));
+            counted(df, first().is_not_null().and(any_invalid))
+        }
+        Metric::DuplicateValues => {
+            let cols: Vec<Expr> = columns.iter().map(|c| column_named(c)).collect();
+            let not_null = cols
+                .iter()
+                .map(|c| c.clone().is_not_null())
+                .reduce(Expr::and)
+                .unwrap_or(lit(true));
+            df.filter(not_null)?
+                .aggregate(cols, vec![count_all().alias("k")])?
+                .aggregate(
+                    vec![],
+                    vec![
+                        coalesce(vec![sum(column_named("k")), lit(0i64)]).alias("n"),
+                        count_all().alias("d"),
+                    ],
+                )?
+                .select(vec![
+                    double(column_named("n") - column_named("d")).alias("v"),
+                    double(column_named("n")).alias("n"),
+                ])
+        }
+    }
+}
+
+/// The newest value of `column` as epoch milliseconds (one row, one double).
+async fn newest_plan(
+    ctx: &SessionContext,
+    product: TableReference,
+    column: &str,
+) -> datafusion::error::Result<DataFrame> {
+    let timestamp = cast(column_named(column), DataType::Timestamp(TimeUnit::Nanosecond, None));
+    let newest = to_unixtime(vec![column_named("newest")]);
+    ctx.table(product)
+        .await?
+        .aggregate(vec![], vec![max(timestamp).alias("newest")])?
+        .select(vec![(cast(newest, DataType::Float64) * lit(1000.0)).alias("newest")])
 }
 
 /// `sql` with the table names of `names` (case-insensitive, quoted or not) replaced by `table`
@@ -584,7 +454,7 @@ fn plan_product(entry: &TableEntry) -> Vec<Planned> {
                 .map_or_else(|| named.to_string(), |p| p.name.clone())
         });
         let expectation = format!("age <= {} {}", sla.value, sla.unit.as_deref().unwrap_or("d"));
-        let what = match duration_ms(&sla.value, sla.unit.as_deref()) {
+        let what = match meshql_contract::quality::duration_ms(&sla.value, sla.unit.as_deref()) {
             Some(max_age_ms) => Ok(Measure::Freshness {
                 max_age_ms,
                 column: column.clone(),
@@ -628,6 +498,7 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry, opened: &Opened
         tracing::error!(%product, error = %e, "quality checks cannot register the product");
     }
     ctx.register_catalog(MESH_CATALOG, cat);
+    let product_ref = TableReference::full(MESH_CATALOG, entry.domain.as_str(), entry.name.as_str());
     let mut statements = Vec::new();
     let mut results = Vec::with_capacity(planned.len());
     for p in planned {
@@ -641,56 +512,33 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry, opened: &Opened
                 format!("rule cannot run: {e}"),
             ),
             Ok(Measure::Skip(why)) => (QualityOutcome::Skipped, None, String::new(), format!("not run: {why}")),
-            Ok(Measure::Sql {
-                sql,
+            Ok(Measure::Sql { sql, threshold }) => {
+                let measured = scalar_sql(&ctx, sql, &mut statements).await;
+                judged(measured, false, "value: ", threshold)
+            }
+            Ok(Measure::Metric {
+                metric,
+                columns,
                 percent,
                 threshold,
-            }) => match scalar(&ctx, sql, &mut statements).await {
-                Ok((v, total)) => {
-                    let v = if *percent {
-                        if total.unwrap_or(0.0) > 0.0 {
-                            100.0 * v / total.unwrap_or(1.0)
-                        } else {
-                            0.0
-                        }
-                    } else {
-                        v
-                    };
-                    let unit = if *percent { " %" } else { "" };
-                    let ok = threshold.holds(v);
-                    (
-                        if ok {
-                            QualityOutcome::Passed
-                        } else {
-                            QualityOutcome::Failed
-                        },
-                        Some(v),
-                        threshold.describe(),
-                        format!("{}{v}{unit}, expected {}", measured_what(&p.kind), threshold.describe()),
-                    )
-                }
-                Err(e) => (QualityOutcome::Error, None, threshold.describe(), e),
-            },
+            }) => {
+                let df = metric_plan(&ctx, product_ref.clone(), metric, columns).await;
+                let measured = scalar(df, &mut statements).await;
+                judged(measured, *percent, metric.counts(), threshold)
+            }
             Ok(Measure::Freshness {
                 max_age_ms,
                 column,
                 expectation,
             }) => {
                 let newest = match column {
-                    Some(c) => scalar(
-                        &ctx,
-                        &format!(
-                            "SELECT CAST(to_unixtime(max(CAST({} AS TIMESTAMP))) AS DOUBLE) * 1000.0 AS newest FROM {}.{}.{}",
-                            ident(c),
-                            ident(MESH_CATALOG),
-                            ident(&entry.domain),
-                            ident(&entry.name)
-                        ),
-                        &mut statements,
-                    )
-                    .await
-                    .map(|(v, _)| Some(v as i64)),
-                    None => match (opened.committed_ms, entry.binding.as_ref().ok().map(|b| b.storage.format)) {
+                    Some(c) => scalar(newest_plan(&ctx, product_ref.clone(), c).await, &mut statements)
+                        .await
+                        .map(|(v, _)| Some(v as i64)),
+                    None => match (
+                        opened.committed_ms,
+                        entry.binding.as_ref().ok().map(|b| b.storage.format),
+                    ) {
                         (Some(ms), _) => Ok(Some(ms)),
                         (None, Some(Format::Parquet)) => Ok(None),
                         (None, _) => Err("the table has no commit to date it by".to_string()),
@@ -762,14 +610,34 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry, opened: &Opened
     results
 }
 
-fn measured_what(kind: &str) -> &'static str {
-    match kind {
-        "nullValues" => "null values: ",
-        "missingValues" => "missing values: ",
-        "invalidValues" => "invalid values: ",
-        "duplicateValues" => "duplicate values: ",
-        "rowCount" => "rows: ",
-        _ => "value: ",
+/// The outcome, value, expectation and message of a measured rule.
+fn judged(
+    measured: Result<(f64, Option<f64>), String>,
+    percent: bool,
+    counts: &str,
+    threshold: &Threshold,
+) -> (QualityOutcome, Option<f64>, String, String) {
+    match measured {
+        Ok((v, total)) => {
+            let v = match (percent, total) {
+                (true, Some(total)) if total > 0.0 => 100.0 * v / total,
+                (true, _) => 0.0,
+                (false, _) => v,
+            };
+            let unit = if percent { " %" } else { "" };
+            let outcome = if threshold.holds(v) {
+                QualityOutcome::Passed
+            } else {
+                QualityOutcome::Failed
+            };
+            (
+                outcome,
+                Some(v),
+                threshold.to_string(),
+                format!("{counts}{v}{unit}, expected {threshold}"),
+            )
+        }
+        Err(e) => (QualityOutcome::Error, None, threshold.to_string(), e),
     }
 }
 
@@ -784,21 +652,40 @@ fn human_age(ms: i64) -> String {
     }
 }
 
-/// Runs `sql` and reads the first row: (first column, second column if numeric).
-/// Only queries: a contract's `sql` rule must not create tables over arbitrary files, write
-/// files or change settings.
-async fn scalar(ctx: &SessionContext, sql: &str, ran: &mut Vec<String>) -> Result<(f64, Option<f64>), String> {
+/// Runs a contract's `sql` rule and reads its first row (see [`scalar`]). Only queries: a
+/// contract's `sql` rule must not create tables over arbitrary files, write files or change
+/// settings, and it reads only the product it checks.
+async fn scalar_sql(ctx: &SessionContext, sql: &str, ran: &mut Vec<String>) -> Result<(f64, Option<f64>), String> {
     ran.push(sql.to_string());
     let only_queries = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
     only_the_product(ctx, sql)?;
-    let df = ctx
-        .sql_with_options(sql, only_queries)
+    let df = ctx.sql_with_options(sql, only_queries).await;
+    first_row(df).await
+}
+
+/// Runs a plan meshql built and reads its first row; the audit trail gets the plan as SQL
+/// (DataFusion's unparser), or as a plan where it has no SQL form.
+async fn scalar(df: datafusion::error::Result<DataFrame>, ran: &mut Vec<String>) -> Result<(f64, Option<f64>), String> {
+    if let Ok(df) = &df {
+        let plan = df.logical_plan();
+        ran.push(match datafusion::sql::unparser::plan_to_sql(plan) {
+            Ok(sql) => sql.to_string(),
+            Err(_) => plan.display_indent().to_string(),
+        });
+    }
+    first_row(df).await
+}
+
+/// The first row's first column, and its second if numeric.
+async fn first_row(df: datafusion::error::Result<DataFrame>) -> Result<(f64, Option<f64>), String> {
+    let batches = df
+        .map_err(|e| e.to_string())?
+        .collect()
         .await
         .map_err(|e| e.to_string())?;
-    let batches = df.collect().await.map_err(|e| e.to_string())?;
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
         return Err("the query returned no rows".into());
     };
@@ -857,29 +744,5 @@ mod tests {
             super::name_the_product("SELECT shipments FROM x WHERE y = 'shp_events'", &names, t),
             "SELECT shipments FROM x WHERE y = 'shp_events'"
         );
-    }
-
-    use super::*;
-
-    #[test]
-    fn thresholds() {
-        let rule = |v: serde_json::Value| serde_json::from_value::<Rule>(v).unwrap().threshold().unwrap();
-        assert_eq!(rule(serde_json::json!({"mustBe": 0})), Some(Threshold::Eq(0.0)));
-        assert_eq!(
-            rule(serde_json::json!({"mustBeBetween": [5, 1]})),
-            Some(Threshold::Between(1.0, 5.0))
-        );
-        assert_eq!(
-            rule(serde_json::json!({"mustBeLessThanOrEqualTo": 3})),
-            Some(Threshold::Le(3.0))
-        );
-        assert!(Threshold::NotBetween(1.0, 5.0).holds(6.0) && !Threshold::NotBetween(1.0, 5.0).holds(5.0));
-        assert!(serde_json::from_value::<Rule>(serde_json::json!({"mustBe": "x"}))
-            .unwrap()
-            .threshold()
-            .is_err());
-        assert_eq!(duration_ms(&serde_json::json!(2), Some("h")), Some(7_200_000));
-        assert_eq!(duration_ms(&serde_json::json!("1"), Some("d")), Some(86_400_000));
-        assert_eq!(duration_ms(&serde_json::json!(1), Some("fortnight")), None);
     }
 }
