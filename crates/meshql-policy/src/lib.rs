@@ -20,6 +20,7 @@ pub mod load;
 pub mod mask;
 pub mod model;
 mod principal;
+pub mod sql_text;
 
 pub use decide::{Access, ColumnAccess, Decision, ProductRef, Refusal, RowFilter};
 pub use enforce::{GovernedTable, PolicyCheck, SelfGovernedTable};

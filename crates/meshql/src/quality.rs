@@ -383,16 +383,16 @@ async fn newest_plan(
 fn name_the_product(sql: &str, names: &[&str], table: &str) -> String {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let Ok(tokens) = meshql_policy::sql_text::tokens(sql, &GenericDialect {}) else {
         return sql.to_string();
     };
-    let significant = |i: usize| !matches!(tokens[i], Token::Whitespace(_));
+    let significant = |i: usize| !matches!(tokens[i].token, Token::Whitespace(_));
     let mut out = String::with_capacity(sql.len());
-    for (i, token) in tokens.iter().enumerate() {
-        let previous = (0..i).rev().find(|&j| significant(j)).map(|j| &tokens[j]);
-        let next = (i + 1..tokens.len()).find(|&j| significant(j)).map(|j| &tokens[j]);
-        let names_table = match token {
+    for (i, t) in tokens.iter().enumerate() {
+        let previous = (0..i).rev().find(|&j| significant(j)).map(|j| &tokens[j].token);
+        let next = (i + 1..tokens.len()).find(|&j| significant(j)).map(|j| &tokens[j].token);
+        let names_table = match &t.token {
             Token::Word(w) if names.iter().any(|n| n.eq_ignore_ascii_case(&w.value)) => {
                 let after_from =
                     matches!(previous, Some(Token::Word(p)) if matches!(p.keyword, Keyword::FROM | Keyword::JOIN));
@@ -401,11 +401,7 @@ fn name_the_product(sql: &str, names: &[&str], table: &str) -> String {
             }
             _ => false,
         };
-        if names_table {
-            out.push_str(table);
-        } else {
-            out.push_str(&token.to_string());
-        }
+        out.push_str(if names_table { table } else { &sql[t.range.clone()] });
     }
     out
 }
@@ -743,6 +739,11 @@ mod tests {
         assert_eq!(
             super::name_the_product("SELECT shipments FROM x WHERE y = 'shp_events'", &names, t),
             "SELECT shipments FROM x WHERE y = 'shp_events'"
+        );
+        // The rest of the text is kept byte for byte: doubled quotes stay doubled.
+        assert_eq!(
+            super::name_the_product("SELECT count(*) FROM shipments WHERE note = 'o''brien' -- x\n", &names, t),
+            "SELECT count(*) FROM mesh.logistics.shipments WHERE note = 'o''brien' -- x\n"
         );
     }
 }

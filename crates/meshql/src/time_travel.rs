@@ -19,8 +19,7 @@
 use std::borrow::Cow;
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::keywords::Keyword;
-use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer, Word};
+use datafusion::sql::sqlparser::tokenizer::Token;
 use meshql_catalog::AsOf;
 
 use crate::Error;
@@ -31,41 +30,40 @@ pub(crate) fn rewrite(sql: &str) -> Result<Cow<'_, str>, Error> {
         return Ok(Cow::Borrowed(sql));
     }
     let dialect = GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+    let Ok(spanned) = meshql_policy::sql_text::tokens(sql, &dialect) else {
         // The parser reports the problem with its own message.
         return Ok(Cow::Borrowed(sql));
     };
-    let mut out: Vec<Token> = Vec::with_capacity(tokens.len());
+    let tokens: Vec<Token> = spanned.iter().map(|t| t.token.clone()).collect();
+    // The output as pieces of text, each with the token it came from; a clause replaces the
+    // table name before it. Everything else is the original text, byte for byte.
+    let mut out: Vec<(&Token, Cow<'_, str>)> = Vec::with_capacity(tokens.len());
     let mut changed = false;
     let mut i = 0;
     while i < tokens.len() {
         if let Some((as_of, consumed)) = clause_at(&tokens, i)? {
             // The clause follows the table name (whitespace between).
-            while matches!(out.last(), Some(Token::Whitespace(_))) {
+            while matches!(out.last(), Some((Token::Whitespace(_), _))) {
                 out.pop();
             }
-            let Some(Token::Word(name)) = out.pop() else {
+            let Some((Token::Word(name), _)) = out.pop() else {
                 return Err(invalid(
                     "a version clause (FOR VERSION/TIMESTAMP AS OF) must follow a table name",
                 ));
             };
-            let value = format!("{}{}", name.value, as_of.suffix());
-            out.push(Token::Word(Word {
-                value,
-                quote_style: Some('"'),
-                keyword: Keyword::NoKeyword,
-            }));
+            let renamed = meshql_policy::sql_text::quoted(&format!("{}{}", name.value, as_of.suffix()));
+            out.push((&tokens[i], Cow::Owned(renamed)));
             i += consumed;
             changed = true;
             continue;
         }
-        out.push(tokens[i].clone());
+        out.push((&tokens[i], Cow::Borrowed(&sql[spanned[i].range.clone()])));
         i += 1;
     }
     if !changed {
         return Ok(Cow::Borrowed(sql));
     }
-    Ok(Cow::Owned(out.iter().map(ToString::to_string).collect()))
+    Ok(Cow::Owned(out.into_iter().map(|(_, text)| text).collect()))
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -200,6 +198,16 @@ mod tests {
         assert!(matches!(rewrite(sql).unwrap(), Cow::Borrowed(_)));
         let sql = "SELECT 'VERSION AS OF 3' FROM t";
         assert_eq!(rw(sql), sql);
+    }
+
+    #[test]
+    fn the_rest_of_the_statement_is_kept_byte_for_byte() {
+        // Rejoining tokens would print `'a'' OR 1=1 --'` as `'a' OR 1=1 --'`: SQL out of a string.
+        assert_eq!(
+            rw("SELECT * FROM t VERSION AS OF 3 WHERE s = 'a'' OR 1=1 --' AND \"q\"\"c\" = 1 -- note\n"),
+            "SELECT * FROM \"t@v3\" WHERE s = 'a'' OR 1=1 --' AND \"q\"\"c\" = 1 -- note\n"
+        );
+        assert_eq!(rw("SELECT * FROM \"we\"\"ird\" VERSION AS OF 1"), "SELECT * FROM \"we\"\"ird@v1\"");
     }
 
     #[test]

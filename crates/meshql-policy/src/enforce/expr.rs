@@ -147,17 +147,28 @@ pub fn parse_policy_expr(
     Ok(expr)
 }
 
+/// `sql` with `${principal.id}`, `${principal.<attribute>}` and `{column}` replaced, where
+/// the tokenizer finds them: never inside a string literal, a quoted identifier or a comment.
 fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::Token;
+    let tokens = crate::sql_text::tokens(sql, &GenericDialect {}).map_err(|e| format!("`{sql}`: {e}"))?;
+    let word = |i: usize, w: &str| {
+        matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value == w)
+    };
+    let is = |i: usize, t: Token| tokens.get(i).map(|s| &s.token) == Some(&t);
     let mut out = String::with_capacity(sql.len());
-    let mut rest = sql;
-    while let Some(start) = rest.find(['$', '{']) {
-        out.push_str(&rest[..start]);
-        let tail = &rest[start..];
-        if let Some(after) = tail.strip_prefix("${principal.") {
-            let end = after
-                .find('}')
+    let mut i = 0;
+    while i < tokens.len() {
+        let dollar = matches!(&tokens[i].token, Token::Placeholder(p) if p == "$");
+        if dollar && is(i + 1, Token::LBrace) && word(i + 2, "principal") && is(i + 3, Token::Period) {
+            let close = (i + 4..tokens.len())
+                .find(|&k| tokens[k].token == Token::RBrace)
                 .ok_or_else(|| format!("`{sql}`: unclosed ${{principal.…}}"))?;
-            let key = &after[..end];
+            let key = match tokens.get(i + 4) {
+                Some(first) if close > i + 4 => &sql[first.range.start..tokens[close].range.start],
+                _ => "",
+            };
             if key.is_empty()
                 || !key
                     .chars()
@@ -170,20 +181,17 @@ fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String
             } else {
                 out.push_str(&format!("principal_attribute('{key}')"));
             }
-            rest = &after[end + 1..];
-        } else if let Some(after) = tail.strip_prefix("{column}") {
+            i = close + 1;
+        } else if is(i, Token::LBrace) && word(i + 1, "column") && is(i + 2, Token::RBrace) {
             let Some(c) = column else {
                 return Err(format!("`{sql}`: {{column}} is only meaningful in tag rules and masks"));
             };
-            out.push('"');
-            out.push_str(&c.replace('"', "\"\""));
-            out.push('"');
-            rest = after;
+            out.push_str(&crate::sql_text::quoted(c));
+            i += 3;
         } else {
-            out.push_str(&tail[..1]);
-            rest = &tail[1..];
+            out.push_str(&sql[tokens[i].range.clone()]);
+            i += 1;
         }
     }
-    out.push_str(rest);
     Ok(out)
 }

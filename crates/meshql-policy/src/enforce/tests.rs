@@ -40,6 +40,29 @@ fn principal_values_become_literals_not_sql() {
 }
 
 #[test]
+fn placeholders_are_found_by_the_tokenizer_not_in_literals() {
+    let p = Principal::new("a").with_attribute("region", "EU");
+    // Inside a string literal a placeholder is text; doubled quotes survive the expansion.
+    let e = parse_policy_expr(
+        "region = '${principal.region}' OR region = 'o''brien {column}' OR region = ${principal.region}",
+        &schema(),
+        &p,
+        Some("region"),
+    )
+    .expect("parses");
+    let text = e.to_string();
+    assert!(text.contains("Utf8(\"${principal.region}\")"), "{text}");
+    assert!(text.contains("Utf8(\"o'brien {column}\")"), "{text}");
+    assert!(text.contains("Utf8(\"EU\")"), "{text}");
+    // An identifier that looks like a placeholder is an identifier.
+    assert!(parse_policy_expr("\"{column}\" = 1", &schema(), &p, Some("region")).is_err());
+    // Hyphenated and dotted attribute names.
+    let e = parse_policy_expr("region = ${principal.cost-center.eu}", &schema(), &p, None).expect("parses");
+    assert!(e.to_string().contains("Utf8(NULL)"), "{e}");
+    assert!(parse_policy_expr("region = ${principal.a b}", &schema(), &p, None).is_err());
+}
+
+#[test]
 fn policy_expressions_fail_closed() {
     let p = Principal::new("a");
     for bad in [
