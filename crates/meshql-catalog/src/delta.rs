@@ -245,8 +245,8 @@ pub async fn open(
                 &url,
                 format!(
                     "the table has no version at or before {} (its first is from {})",
-                    crate::table::format_ms(ms),
-                    crate::table::format_ms(committed)
+                    crate::time::rfc3339(ms),
+                    crate::time::rfc3339(committed)
                 ),
             ));
         }

@@ -173,8 +173,8 @@ fn snapshot_as_of(metadata: &TableMetadata, as_of: AsOf) -> std::result::Result<
                 match first {
                     Some(first) => format!(
                         "the table has no snapshot at or before {} (its first is from {})",
-                        crate::table::format_ms(ms),
-                        crate::table::format_ms(first)
+                        crate::time::rfc3339(ms),
+                        crate::time::rfc3339(first)
                     ),
                     None => "the table has no snapshots".to_string(),
                 }

@@ -66,7 +66,7 @@ impl AsOf {
     pub fn suffix(&self) -> String {
         match self {
             AsOf::Version(v) => format!("@v{v}"),
-            AsOf::Timestamp(ms) => format!("@{}", format_ms(*ms)),
+            AsOf::Timestamp(ms) => format!("@{}", crate::time::rfc3339(*ms)),
         }
     }
 
@@ -90,38 +90,10 @@ impl AsOf {
                 .map(AsOf::Version)
                 .map_err(|_| format!("version `{spec}` is out of range"));
         }
-        parse_time(spec).map(AsOf::Timestamp).ok_or_else(|| {
+        crate::time::parse(spec).map(AsOf::Timestamp).ok_or_else(|| {
             format!("`{spec}` is neither a version (v12) nor a time (2024-06-01T12:00:00Z, 2024-06-01 12:00:00, 2024-06-01)")
         })
     }
-}
-
-fn parse_time(spec: &str) -> Option<i64> {
-    use chrono::{DateTime, NaiveDate, NaiveDateTime};
-    if let Ok(t) = DateTime::parse_from_rfc3339(spec) {
-        return Some(t.timestamp_millis());
-    }
-    for format in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-        "%Y-%m-%dT%H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(spec, format) {
-            return Some(t.and_utc().timestamp_millis());
-        }
-    }
-    NaiveDate::parse_from_str(spec, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc().timestamp_millis())
-}
-
-/// Milliseconds since the epoch as an RFC 3339 UTC time.
-pub fn format_ms(ms: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 /// Versions read by time travel, kept open; bounded.

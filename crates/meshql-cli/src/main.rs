@@ -412,7 +412,8 @@ fn catalog_list(mesh: &Mesh) -> Result<ExitCode> {
             "FORMAT".into(),
             "LOCATION".into(),
         ]];
-        for t in def.tables_in(&domain.name) {
+        let all = mesh.search_as_operator(&meshql::discovery::Search::all());
+        for t in all.iter().filter(|t| t.domain == domain.name) {
             let (format, location) = match &t.binding {
                 Ok(b) => (b.storage.format.to_string(), b.storage.location.clone()),
                 Err(_) => ("-".to_string(), "-".to_string()),
@@ -423,7 +424,7 @@ fn catalog_list(mesh: &Mesh) -> Result<ExitCode> {
             };
             rows.push(vec![
                 format!("mesh.{}", t.qualified_name()),
-                t.product.owner().unwrap_or("-").to_string(),
+                meshql::discovery::owner(&def, t).unwrap_or("-").to_string(),
                 status,
                 format,
                 location,
@@ -597,8 +598,7 @@ async fn check(args: CheckArgs) -> Result<ExitCode> {
 fn catalog_search(args: &SearchArgs) -> Result<ExitCode> {
     let mesh = open(&args.mesh)?;
     let def = mesh.definition();
-    let words: Vec<String> = args.text.iter().map(|w| w.to_lowercase()).collect();
-    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let words: Vec<String> = args.text.clone();
     let mut rows = vec![vec![
         "TABLE".to_string(),
         "OWNER".into(),
@@ -606,49 +606,18 @@ fn catalog_search(args: &SearchArgs) -> Result<ExitCode> {
         "TAGS".into(),
         "DESCRIPTION".into(),
     ]];
-    for t in &def.tables {
+    let search = meshql::discovery::Search {
+        words,
+        domain: args.domain.clone(),
+        owner: args.owner.clone(),
+        tag: args.tag.clone(),
+        classification: args.classification.clone(),
+    };
+    // The operator's view: the CLI runs where the mesh's files are.
+    for t in mesh.search_as_operator(&search) {
         let p = &t.product;
-        let binding = t.binding.as_ref().ok();
-        let columns = binding.map(|b| b.schema.properties.as_slice()).unwrap_or_default();
-        let owner = p
-            .owner()
-            .or_else(|| def.domain(&t.domain).and_then(|d| d.descriptor.owner.as_deref()));
-        if args.domain.as_deref().is_some_and(|d| !eq(d, &t.domain))
-            || args.owner.as_deref().is_some_and(|o| !owner.is_some_and(|x| eq(o, x)))
-            || args.tag.as_deref().is_some_and(|tag| {
-                !p.tags.iter().any(|x| eq(x, tag)) && !columns.iter().any(|c| c.tags.iter().any(|x| eq(x, tag)))
-            })
-            || args.classification.as_deref().is_some_and(|cl| {
-                !columns
-                    .iter()
-                    .any(|c| c.classification.as_deref().is_some_and(|x| eq(x, cl)))
-            })
-        {
-            continue;
-        }
+        let owner = meshql::discovery::owner(&def, &t);
         let description = p.description.as_ref();
-        let mut haystack = vec![
-            t.qualified_name(),
-            p.display_name().to_string(),
-            p.id.clone(),
-            p.tags.join(" "),
-        ];
-        haystack.extend(description.and_then(|d| d.purpose.clone()));
-        haystack.extend(description.and_then(|d| d.usage.clone()));
-        haystack.extend(description.and_then(|d| d.limitations.clone()));
-        if let Some(b) = binding {
-            haystack.extend(b.schema.description.clone());
-            haystack.extend(b.contract.description.as_ref().and_then(|d| d.purpose.clone()));
-            for c in columns {
-                haystack.push(c.name.clone());
-                haystack.extend(c.description.clone());
-                haystack.extend(c.business_name.clone());
-            }
-        }
-        let haystack = haystack.join("\n").to_lowercase();
-        if !words.iter().all(|w| haystack.contains(w.as_str())) {
-            continue;
-        }
         rows.push(vec![
             format!("mesh.{}", t.qualified_name()),
             owner.unwrap_or("-").to_string(),

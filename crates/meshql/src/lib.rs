@@ -27,6 +27,7 @@ pub mod audit;
 mod bounded;
 mod check;
 mod checked;
+pub mod discovery;
 pub mod compact;
 mod error;
 mod governed;
@@ -39,7 +40,7 @@ pub mod results;
 mod session;
 mod sql_literals;
 pub mod system;
-mod time;
+use meshql_catalog::time;
 mod time_travel;
 
 use std::path::{Path, PathBuf};
@@ -191,6 +192,17 @@ impl Mesh {
     /// What the mesh defines now: settings, domains, products, contracts, load problems.
     pub fn definition(&self) -> Arc<MeshDefinition> {
         self.snapshot().catalog.definition().clone()
+    }
+
+    /// Every product matching `search`, whatever the policies say, including products that do
+    /// not load: the operator's view of a mesh directory (`meshql catalog list|search`). What a
+    /// principal may find is [`Session::search`].
+    pub fn search_as_operator(&self, search: &discovery::Search) -> Vec<meshql_contract::TableEntry> {
+        let def = self.definition();
+        discovery::find(&def, discovery::Viewer::Operator, search)
+            .into_iter()
+            .cloned()
+            .collect()
     }
 
     /// The unrestricted DataFusion catalog of the mesh: every product, no policies. For trusted

@@ -554,7 +554,7 @@ pub(crate) async fn run_product(mesh: &Mesh, entry: &TableEntry, opened: &Opened
                             expectation.clone(),
                             format!(
                                 "newest data from {} ({} old), expected {expectation}",
-                                crate::time::rfc3339(newest),
+                                crate::time::rfc3339_millis(newest),
                                 human_age(age)
                             ),
                         )

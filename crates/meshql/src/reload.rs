@@ -379,37 +379,8 @@ pub(crate) fn fingerprint(root: &Path) -> u64 {
             }
         }
     };
-    stat(&root.join(meshql_contract::mesh::SETTINGS_FILE), &mut h);
-    stat(&root.join("policies.yaml"), &mut h);
-    let domains_dir = MeshDefinition::domains_dir_of(root);
-    let mut dirs: Vec<_> = std::fs::read_dir(&domains_dir)
-        .map(|rd| {
-            rd.filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir())
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    for dir in dirs {
-        for sub in [dir.clone(), dir.join("products"), dir.join("contracts")] {
-            let mut files: Vec<_> = std::fs::read_dir(&sub)
-                .map(|rd| {
-                    rd.filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| {
-                            p.extension()
-                                .and_then(|e| e.to_str())
-                                .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            files.sort();
-            for f in files {
-                stat(&f, &mut h);
-            }
-        }
+    for file in meshql_contract::mesh::mesh_documents(root) {
+        stat(&file, &mut h);
     }
     h.finish()
 }

@@ -192,6 +192,17 @@ impl Session {
         self.bound().snapshot.catalog.definition().clone()
     }
 
+    /// The products the principal may discover that match `search`, in catalog order (see
+    /// [`crate::discovery`]).
+    pub fn search(&self, search: &crate::discovery::Search) -> Vec<meshql_contract::TableEntry> {
+        let bound = self.bound();
+        let def = bound.snapshot.catalog.definition();
+        crate::discovery::find(def, crate::discovery::Viewer::Principal(&bound.governance), search)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
     /// The domains in which the principal may discover at least one product.
     pub fn domains(&self) -> Vec<String> {
         let mut names = Self::catalog(&self.bound())

@@ -30,9 +30,10 @@ use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use meshql_contract::TableEntry;
-use meshql_policy::{ColumnAccess, Principal, SelfGovernedTable};
+use meshql_policy::{ColumnAccess, SelfGovernedTable};
 
 use crate::governed::AccessView;
+use crate::discovery::{self, Search, Viewer};
 use crate::Mesh;
 
 /// The system tables. Every match on it is exhaustive: a table added here must get its schema
@@ -340,21 +341,10 @@ fn join(v: &[String]) -> Option<String> {
     (!v.is_empty()).then(|| v.join(", "))
 }
 
-/// Whether `p` owns the product: a member (group) of the owning team or of the domain's owner.
-fn is_owner(p: &Principal, entry: &TableEntry, domain_owner: Option<&str>) -> bool {
-    let owner_groups = entry.product.owner().into_iter().chain(domain_owner);
-    owner_groups.into_iter().any(|o| p.in_group(o) || p.id() == o)
-}
-
 impl View {
     fn entries(&self) -> Vec<&TableEntry> {
-        self.gov
-            .catalog
-            .definition()
-            .tables
-            .iter()
-            .filter(|e| self.gov.discoverable(&e.domain, &e.name))
-            .collect()
+        let def = self.gov.catalog.definition();
+        discovery::find(def, Viewer::Principal(&self.gov), &Search::all())
     }
 
     fn build(&self, kind: Table) -> Vec<ArrayRef> {
@@ -558,9 +548,7 @@ impl View {
     }
 
     fn owns(&self, e: &TableEntry) -> bool {
-        let def = self.gov.catalog.definition();
-        let domain_owner = def.domain(&e.domain).and_then(|d| d.descriptor.owner.as_deref());
-        is_owner(&self.gov.principal, e, domain_owner)
+        discovery::is_owner(&self.gov.principal, self.gov.catalog.definition(), e)
     }
 
     fn quality(&self) -> Vec<ArrayRef> {

@@ -13,28 +13,63 @@ pub(super) fn is_hidden(p: &Path) -> bool {
         .is_some_and(|n| n.starts_with('.'))
 }
 
+/// The document files (YAML or JSON, not hidden) directly in `dir`, sorted.
+fn document_files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            !is_hidden(p)
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+                && p.is_file()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The domain directories under `domains_dir` (not hidden), sorted.
+pub(super) fn domain_dirs(domains_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(domains_dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !is_hidden(p))
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
 /// Files ending in `<kind>.yaml|.yml|.json` directly in `dir` or in `dir/<sub>`, sorted.
 pub(super) fn documents(dir: &Path, sub: &str, kind: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for d in [dir.to_path_buf(), dir.join(sub)] {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for entry in rd.filter_map(Result::ok) {
-            let p = entry.path();
-            let Some(name) = p.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            if name.starts_with('.') || !p.is_file() {
-                continue;
-            }
-            if [".yaml", ".yml", ".json"]
-                .iter()
-                .any(|ext| name.ends_with(&format!("{kind}{ext}")))
-            {
-                out.push(p);
-            }
+    let mut out: Vec<PathBuf> = [dir.to_path_buf(), dir.join(sub)]
+        .iter()
+        .flat_map(|d| document_files_in(d))
+        .filter(|p| {
+            p.file_stem()
+                .and_then(|n| n.to_str())
+                .is_some_and(|stem| stem.ends_with(kind))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every document file the mesh at `root` may read, in a stable order: its settings and global
+/// policies, and in every domain directory the documents there and under `products/` and
+/// `contracts/`. The loader reads these directories with the same rules ([`domain_dirs`],
+/// [`documents`]); live reload fingerprints this list.
+pub fn mesh_documents(root: &Path) -> Vec<PathBuf> {
+    let mut out = vec![root.join(super::SETTINGS_FILE), root.join("policies.yaml")];
+    for dir in domain_dirs(&super::MeshDefinition::domains_dir_of(root)).unwrap_or_default() {
+        for sub in [dir.clone(), dir.join("products"), dir.join("contracts")] {
+            out.extend(document_files_in(&sub));
         }
     }
-    out.sort();
     out
 }
 

@@ -24,7 +24,7 @@ mod model;
 mod settings;
 
 pub use binding::lexically_normal;
-pub use documents::read_document;
+pub use documents::{mesh_documents, read_document};
 pub use model::{
     CatalogTable, Domain, DomainDescriptor, Format, MeshDefinition, PortBinding, StorageSpec, TableEntry, VersionPin,
 };

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::documents::{is_hidden, read_typed};
+use super::documents::{domain_dirs, read_typed};
 use super::load::Loader;
 use super::settings::{default_domains_dir, MeshSettings};
 use super::SETTINGS_FILE;
@@ -203,20 +203,10 @@ impl MeshDefinition {
             .map_err(|reason| ContractError::invalid(&settings_path, "/governance", reason))?;
         let mut loader = Loader::default();
         let domains_dir = root.join(&settings.domains_dir);
-        let mut domain_dirs: Vec<PathBuf> = match std::fs::read_dir(&domains_dir) {
-            Ok(rd) => rd
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir() && !is_hidden(p))
-                .collect(),
-            Err(e) => {
-                return Err(MeshError::NotAMesh {
-                    path: root,
-                    reason: format!("cannot read domains directory {}: {e}", domains_dir.display()),
-                })
-            }
-        };
-        domain_dirs.sort();
+        let domain_dirs = domain_dirs(&domains_dir).map_err(|e| MeshError::NotAMesh {
+            path: root.clone(),
+            reason: format!("cannot read domains directory {}: {e}", domains_dir.display()),
+        })?;
         for dir in domain_dirs {
             loader.load_domain(&dir);
         }
