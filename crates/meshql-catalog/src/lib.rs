@@ -16,7 +16,6 @@ pub mod convert;
 pub mod delta;
 pub mod delta_stats;
 pub mod error;
-pub mod time;
 pub mod glob;
 pub mod hive;
 pub mod iceberg;
@@ -27,6 +26,7 @@ pub mod parquet;
 pub mod secrets;
 pub mod store;
 pub mod table;
+pub mod time;
 
 pub use catalog::{same_entry, DomainSchema, MeshCatalog, ProductUnavailable, MESH_CATALOG};
 pub use error::CatalogError;

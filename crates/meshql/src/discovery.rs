@@ -73,7 +73,12 @@ impl Search {
             return true;
         }
         let description = p.description.as_ref();
-        let mut haystack = vec![t.qualified_name(), p.display_name().to_string(), p.id.clone(), p.tags.join(" ")];
+        let mut haystack = vec![
+            t.qualified_name(),
+            p.display_name().to_string(),
+            p.id.clone(),
+            p.tags.join(" "),
+        ];
         haystack.extend(description.and_then(|d| d.purpose.clone()));
         haystack.extend(description.and_then(|d| d.usage.clone()));
         haystack.extend(description.and_then(|d| d.limitations.clone()));

@@ -391,7 +391,9 @@ fn name_the_product(sql: &str, names: &[&str], table: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     for (i, t) in tokens.iter().enumerate() {
         let previous = (0..i).rev().find(|&j| significant(j)).map(|j| &tokens[j].token);
-        let next = (i + 1..tokens.len()).find(|&j| significant(j)).map(|j| &tokens[j].token);
+        let next = (i + 1..tokens.len())
+            .find(|&j| significant(j))
+            .map(|j| &tokens[j].token);
         let names_table = match &t.token {
             Token::Word(w) if names.iter().any(|n| n.eq_ignore_ascii_case(&w.value)) => {
                 let after_from =
@@ -742,7 +744,11 @@ mod tests {
         );
         // The rest of the text is kept byte for byte: doubled quotes stay doubled.
         assert_eq!(
-            super::name_the_product("SELECT count(*) FROM shipments WHERE note = 'o''brien' -- x\n", &names, t),
+            super::name_the_product(
+                "SELECT count(*) FROM shipments WHERE note = 'o''brien' -- x\n",
+                &names,
+                t
+            ),
             "SELECT count(*) FROM mesh.logistics.shipments WHERE note = 'o''brien' -- x\n"
         );
     }

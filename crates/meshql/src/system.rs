@@ -32,8 +32,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use meshql_contract::TableEntry;
 use meshql_policy::{ColumnAccess, SelfGovernedTable};
 
-use crate::governed::AccessView;
 use crate::discovery::{self, Search, Viewer};
+use crate::governed::AccessView;
 use crate::Mesh;
 
 /// The system tables. Every match on it is exhaustive: a table added here must get its schema

@@ -207,7 +207,10 @@ mod tests {
             rw("SELECT * FROM t VERSION AS OF 3 WHERE s = 'a'' OR 1=1 --' AND \"q\"\"c\" = 1 -- note\n"),
             "SELECT * FROM \"t@v3\" WHERE s = 'a'' OR 1=1 --' AND \"q\"\"c\" = 1 -- note\n"
         );
-        assert_eq!(rw("SELECT * FROM \"we\"\"ird\" VERSION AS OF 1"), "SELECT * FROM \"we\"\"ird@v1\"");
+        assert_eq!(
+            rw("SELECT * FROM \"we\"\"ird\" VERSION AS OF 1"),
+            "SELECT * FROM \"we\"\"ird@v1\""
+        );
     }
 
     #[test]

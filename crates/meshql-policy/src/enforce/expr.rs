@@ -153,9 +153,7 @@ fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::tokenizer::Token;
     let tokens = crate::sql_text::tokens(sql, &GenericDialect {}).map_err(|e| format!("`{sql}`: {e}"))?;
-    let word = |i: usize, w: &str| {
-        matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value == w)
-    };
+    let word = |i: usize, w: &str| matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value == w);
     let is = |i: usize, t: Token| tokens.get(i).map(|s| &s.token) == Some(&t);
     let mut out = String::with_capacity(sql.len());
     let mut i = 0;

@@ -41,7 +41,7 @@ fn inventory_snapshots() -> Vec<(i64, i64)> {
 
 /// An RFC 3339 time (meshql's own formatter: only the parsing side is under test here).
 fn iso(ms: i64) -> String {
-    meshql_catalog::table::format_ms(ms)
+    meshql_catalog::time::rfc3339(ms)
 }
 
 #[tokio::test]
