@@ -85,6 +85,9 @@ struct MeshInner {
     pending: Mutex<Option<(u64, std::time::Instant)>>,
     /// Serialises reloads.
     reloading: tokio::sync::Mutex<()>,
+    /// The policies were given by the embedding code ([`Mesh::with_policies`]): a reload keeps
+    /// them and never reads policy files over them.
+    policies_from_code: bool,
 }
 
 /// One consistent version of the mesh: documents, catalog and policies that belong together.
@@ -113,22 +116,29 @@ impl Mesh {
             tracing::warn!(%problem, "mesh document not loaded");
         }
         let policies = PolicySet::load(&definition);
-        Self::build(definition, policies, fingerprint)
+        Self::build(definition, policies, fingerprint, false)
     }
 
     /// Serves an already loaded definition, with the policy files found in its directory.
     pub fn from_definition(definition: MeshDefinition) -> Result<Mesh, Error> {
         let policies = PolicySet::load(&definition);
-        Self::with_policies(definition, policies)
+        let fingerprint = reload::fingerprint(&definition.root);
+        Self::build(definition, policies, fingerprint, false)
     }
 
-    /// Serves an already loaded definition under `policies`.
+    /// Serves an already loaded definition under `policies`. They stay in force across live
+    /// reloads (the mesh's documents reload; policy files in its directory are not read).
     pub fn with_policies(definition: MeshDefinition, policies: PolicySet) -> Result<Mesh, Error> {
         let fingerprint = reload::fingerprint(&definition.root);
-        Self::build(definition, policies, fingerprint)
+        Self::build(definition, policies, fingerprint, true)
     }
 
-    fn build(definition: MeshDefinition, policies: PolicySet, fingerprint: u64) -> Result<Mesh, Error> {
+    fn build(
+        definition: MeshDefinition,
+        policies: PolicySet,
+        fingerprint: u64,
+        policies_from_code: bool,
+    ) -> Result<Mesh, Error> {
         let config = session::session_config(&definition.settings)?;
         let (stores, runtime) = MeshCatalog::runtime_for(&definition)?;
         let root = definition.root.clone();
@@ -168,6 +178,7 @@ impl Mesh {
                 loosened: Mutex::new(Vec::new()),
                 pending: Mutex::new(None),
                 reloading: tokio::sync::Mutex::new(()),
+                policies_from_code,
             }),
         })
     }

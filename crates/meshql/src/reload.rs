@@ -86,9 +86,14 @@ impl Mesh {
         if stable_for < settle {
             return ReloadOutcome::default();
         }
+        let from_code = self.inner.policies_from_code;
         let loaded = tokio::task::spawn_blocking(move || {
             let def = MeshDefinition::load(&root);
-            let policies = def.as_ref().ok().map(PolicySet::load);
+            let policies = match from_code {
+                // The embedding code's policies stand; an empty set stands for "unchanged".
+                true => def.as_ref().ok().map(|_| None),
+                false => def.as_ref().ok().map(|d| Some(PolicySet::load(d))),
+            };
             (def, policies)
         })
         .await;
@@ -154,42 +159,47 @@ impl Mesh {
             .tables
             .sort_by(|a, b| (&a.domain, &a.name).cmp(&(&b.domain, &b.name)));
 
-        let policies = if policies.problems().is_empty() {
-            outcome.policies_changed = policies.version() != current.policies.version();
-            let removed = current.policies.removed_restrictions(&policies);
-            if !removed.is_empty() {
-                if stable_for < settle * LOOSENING_SETTLE_FACTOR {
-                    // Loosening waits longer: a file cut halfway loads as a laxer prefix.
-                    return ReloadOutcome::default();
-                }
-                let message = format!(
+        let policies = match policies {
+            // Policies given by the embedding code stay.
+            None => current.policies.clone(),
+            Some(policies) if policies.problems().is_empty() => {
+                outcome.policies_changed = policies.version() != current.policies.version();
+                let removed = current.policies.removed_restrictions(&policies);
+                if !removed.is_empty() {
+                    if stable_for < settle * LOOSENING_SETTLE_FACTOR {
+                        // Loosening waits longer: a file cut halfway loads as a laxer prefix.
+                        return ReloadOutcome::default();
+                    }
+                    let message = format!(
                     "a policy reload removed restrictions: {} (if unintended, restore the files; publish policy files by writing a temporary file and renaming it over the old one)",
                     removed.join(", ")
                 );
-                tracing::warn!(%message, "reload");
-                outcome.loosened = removed;
-                if let Ok(mut loosened) = self.inner.loosened.lock() {
-                    loosened.retain(|p| now - p.at_ms < LOOSENING_SHOWN_MS);
-                    loosened.push(ReloadProblem {
+                    tracing::warn!(%message, "reload");
+                    outcome.loosened = removed;
+                    if let Ok(mut loosened) = self.inner.loosened.lock() {
+                        loosened.retain(|p| now - p.at_ms < LOOSENING_SHOWN_MS);
+                        loosened.push(ReloadProblem {
+                            at_ms: now,
+                            product: String::new(),
+                            message,
+                        });
+                    }
+                }
+                Arc::new(policies)
+            }
+            Some(policies) => {
+                for p in policies.problems() {
+                    let message = format!("policy edit rejected, previous policies still enforced: {p}");
+                    tracing::error!(%message, "reload");
+                    problems.push(ReloadProblem {
                         at_ms: now,
                         product: String::new(),
                         message,
                     });
                 }
+                outcome.rejected.push("policies".to_string());
+                current.policies.clone()
             }
-            Arc::new(policies)
-        } else {
-            for p in policies.problems() {
-                let message = format!("policy edit rejected, previous policies still enforced: {p}");
-                tracing::error!(%message, "reload");
-                problems.push(ReloadProblem {
-                    at_ms: now,
-                    product: String::new(),
-                    message,
-                });
-            }
-            outcome.rejected.push("policies".to_string());
-            current.policies.clone()
         };
 
         for t in &definition.tables {

@@ -774,3 +774,49 @@ async fn a_server_runs_quality_checks_on_a_schedule() {
         "{latest:#?}"
     );
 }
+
+/// Policies given by the embedding code are the ones enforced, before and after a live reload:
+/// a policy file written into the mesh directory cannot replace them (it could loosen them).
+#[tokio::test]
+async fn policies_given_in_code_survive_live_reload() {
+    let dir = copy_of_sample();
+    let d = dir.path();
+    // In code: the analysts may discover and read the customer profiles; nobody else reads.
+    let global = "rules:\n  - name: analysts-read-profiles\n    principals: { groups: [analysts] }\n    resource: customer.profiles\n    grant: [discover, select]\n";
+    let policies = meshql::PolicySet::from_yaml(global, &[]).expect("policies");
+    let def = meshql::contract::MeshDefinition::load(d).expect("mesh");
+    let mesh = Mesh::with_policies(def, policies).expect("mesh");
+    let refused = |mesh: &Mesh| {
+        let session = mesh.session(Principal::new("carl").with_group("contractors"));
+        async move {
+            match session.sql("SELECT count(*) FROM mesh.customer.profiles").await {
+                Ok(r) => r.collect().await.is_err(),
+                Err(e) => matches!(
+                    e.class(),
+                    meshql::ErrorClass::AccessDenied | meshql::ErrorClass::InvalidQuery
+                ),
+            }
+        }
+    };
+    assert!(refused(&mesh).await);
+
+    // The files on disk say anyone may read everything; a contract edit triggers a reload.
+    write(
+        &d.join("policies.yaml"),
+        "rules:\n  - name: open\n    principals: \"*\"\n    resource: \"*\"\n    grant: [discover, select]\n",
+    );
+    edit(
+        &d.join("domains/customer/contracts/profiles.odcs.yaml"),
+        "description: First and last name.",
+        "description: Given and family name.",
+    );
+    let outcome = mesh.reload().await;
+    assert!(outcome.applied && !outcome.policies_changed, "{outcome:?}");
+    assert!(refused(&mesh).await, "the file's policies replaced the code's");
+    let desc = query(
+        &mesh,
+        "SELECT description FROM mesh.system.columns WHERE column_name = 'full_name'",
+    )
+    .await;
+    assert_eq!(desc, vec![vec!["Given and family name."]]);
+}
