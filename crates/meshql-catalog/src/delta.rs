@@ -175,6 +175,21 @@ fn check_data_files(
 
 /// Opens the Delta table at `url`: its latest version, or the one `as_of` names (a version
 /// number, or the last version committed at or before a time). Scans follow `engine`'s settings.
+/// [`crate::format`]'s entrance: the product's Delta table at the version asked for.
+pub(crate) async fn open_stored(r: crate::format::OpenRequest<'_>) -> Result<crate::format::Stored> {
+    let url = r.stores.resolve(&r.storage.location)?;
+    let d = open(r.state, r.stores, &url, r.as_of, &r.foreign, r.table).await?;
+    Ok(crate::format::Stored {
+        location: url.clone(),
+        provider: d.provider.clone(),
+        version: d.version().and_then(|v| i64::try_from(v).ok()),
+        committed_ms: d.committed_ms(),
+        hive_columns: Vec::new(),
+        renamed: Vec::new(),
+        source: crate::format::Source::Delta(d),
+    })
+}
+
 pub async fn open(
     engine: Arc<SessionState>,
     stores: &StoreRegistry,

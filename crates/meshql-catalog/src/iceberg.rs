@@ -53,6 +53,43 @@ pub struct IcebergTable {
 
 /// Opens the table whose current metadata file is `metadata_file`: its current snapshot, or
 /// the one `as_of` names (a snapshot id, or the snapshot current at a time).
+/// [`crate::format`]'s entrance: the product's Iceberg table (its current metadata file, from
+/// its catalog or its directory) at the snapshot asked for.
+pub(crate) async fn open_stored(r: crate::format::OpenRequest<'_>) -> Result<crate::format::Stored> {
+    let metadata_file = current_metadata(r.stores, r.storage).await?;
+    let t = open(r.stores, &metadata_file, r.as_of, r.ident, r.foreign, r.table).await?;
+    Ok(crate::format::Stored {
+        location: metadata_file,
+        provider: t.provider,
+        version: t.snapshot_id,
+        committed_ms: t.committed_ms,
+        hive_columns: Vec::new(),
+        renamed: t.renamed,
+        source: crate::format::Source::Iceberg {
+            metadata_file: t.metadata_file,
+        },
+    })
+}
+
+/// The current metadata file of an Iceberg product: from its catalog, or the newest in its
+/// table directory.
+pub(crate) async fn current_metadata(stores: &StoreRegistry, storage: &meshql_contract::StorageSpec) -> Result<Url> {
+    match &storage.catalog_table {
+        Some(table) => {
+            let location = stores
+                .iceberg_catalogs()
+                .metadata_location(table)
+                .await
+                .map_err(|e| CatalogError::storage(table, e))?;
+            stores.resolve(&location)
+        }
+        None => {
+            let url = stores.resolve(&storage.location)?;
+            find_metadata(stores, &url).await
+        }
+    }
+}
+
 pub async fn open(
     stores: &Arc<StoreRegistry>,
     metadata_file: &Url,

@@ -16,6 +16,7 @@ pub mod convert;
 pub mod delta;
 pub mod delta_stats;
 pub mod error;
+mod format;
 pub mod glob;
 pub mod hive;
 pub mod iceberg;

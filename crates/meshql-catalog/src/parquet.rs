@@ -61,8 +61,9 @@ pub async fn open(
         None if single_file => ListingTableUrl::parse(url.as_str()).map_err(err)?,
         None => ListingTableUrl::parse(as_directory(url).as_str()).map_err(err)?,
     }
-    // DataFusion caches listings by path alone (53.1): two stores or two globs over one
-    // directory would share one listing. The location names the cache entry.
+    // DataFusion caches listings by path, scoped only by the table reference (53.1; the scope
+    // came with apache/datafusion#19616): two stores or two globs over one directory would
+    // share one listing. The location names the cache entry.
     .with_table_ref(TableReference::bare(url.as_str()));
     // The engine's Parquet options (`datafusion.execution.parquet.*` in mesh.yaml): pushdown,
     // view types, metadata hints. `ParquetFormat::default()` would ignore them.
@@ -221,6 +222,21 @@ impl FileFormat for SaneStats {
 }
 
 /// An opened Parquet port.
+/// [`crate::format`]'s entrance: the product's Parquet files as a table.
+pub(crate) async fn open_stored(r: crate::format::OpenRequest<'_>) -> Result<crate::format::Stored> {
+    let url = r.stores.resolve(&r.storage.location)?;
+    let p = open(r.state.as_ref(), r.stores, &url, r.table, r.foreign).await?;
+    Ok(crate::format::Stored {
+        location: url.clone(),
+        provider: p.provider,
+        version: None,
+        committed_ms: None,
+        hive_columns: p.hive_columns,
+        renamed: Vec::new(),
+        source: crate::format::Source::Parquet,
+    })
+}
+
 pub struct Parquet {
     pub provider: Arc<dyn TableProvider>,
     /// The hive partition columns, whose values are the directories' text (see crate::hive).

@@ -17,15 +17,14 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
-use meshql_contract::{Format, PortBinding, TableEntry, VersionPin};
+use meshql_contract::{PortBinding, TableEntry, VersionPin};
 use tokio::sync::Mutex;
-use url::Url;
 
 use crate::conform::{self, Conformance};
 use crate::error::{CatalogError, Result};
+use crate::format::{self, OpenRequest, Source};
 use crate::ownership::ForeignDirs;
 use crate::store::StoreRegistry;
-use crate::{delta, iceberg, parquet};
 
 /// What every product table shares: where the mesh is, its stores, the runtime, the refresh rule.
 #[derive(Debug)]
@@ -107,12 +106,6 @@ fn pinned(storage: &meshql_contract::StorageSpec) -> Option<AsOf> {
     }
 }
 
-enum Source {
-    Parquet,
-    Delta(delta::DeltaSource),
-    Iceberg { metadata_file: Url },
-}
-
 struct Loaded {
     opened: OpenedTable,
     source: Source,
@@ -185,7 +178,7 @@ impl ProductTable {
     /// version only (its contract describes no other).
     pub async fn open_as_of(&self, as_of: AsOf) -> Result<OpenedTable> {
         let binding = self.servable()?;
-        if binding.storage.format == Format::Parquet {
+        if !format::has_versions(binding.storage.format) {
             return Err(CatalogError::storage(
                 &binding.storage.location,
                 "a Parquet product has no versions to travel to (only Delta and Iceberg products do)",
@@ -214,27 +207,6 @@ impl ProductTable {
         Ok(opened)
     }
 
-    /// The current metadata file of an Iceberg product: from its catalog, or the newest in its
-    /// table directory.
-    async fn iceberg_metadata(&self, binding: &PortBinding) -> Result<Url> {
-        match &binding.storage.catalog_table {
-            Some(table) => {
-                let location = self
-                    .ctx
-                    .stores
-                    .iceberg_catalogs()
-                    .metadata_location(table)
-                    .await
-                    .map_err(|e| CatalogError::storage(table, e))?;
-                self.ctx.stores.resolve(&location)
-            }
-            None => {
-                let url = self.ctx.stores.resolve(&binding.storage.location)?;
-                iceberg::find_metadata(&self.ctx.stores, &url).await
-            }
-        }
-    }
-
     /// The binding of a product that may be served at all (its contract loaded; not retired or
     /// blocked by the governance standards).
     fn servable(&self) -> Result<&Arc<PortBinding>> {
@@ -251,34 +223,17 @@ impl ProductTable {
 
     /// Pinned versions and metadata-file locations never change.
     fn may_change(&self, binding: &PortBinding) -> bool {
-        binding.storage.pin.is_none()
-            && !(binding.storage.format == Format::Iceberg && binding.storage.location.ends_with(".metadata.json"))
+        binding.storage.pin.is_none() && !format::fixed_location(&binding.storage)
     }
 
     async fn has_new_commits(&self, loaded: &Loaded) -> Result<bool> {
-        match &loaded.source {
-            // The listing table lists files on every scan; re-opening re-reads the schema.
-            Source::Parquet => Ok(true),
-            Source::Delta(d) => Ok(Some(d.latest_version().await?) != d.version()),
-            Source::Iceberg { metadata_file } => {
-                let binding = self
-                    .entry
-                    .binding
-                    .as_ref()
-                    .map_err(|e| CatalogError::Contract(e.clone()))?;
-                Ok(&self.iceberg_metadata(binding).await? != metadata_file)
-            }
-        }
+        let binding = self.servable()?;
+        loaded.source.has_new_commits(&self.ctx.stores, &binding.storage).await
     }
 
     async fn load(&self, binding: &PortBinding, as_of: Option<AsOf>) -> Result<Loaded> {
         let started = Instant::now();
         let storage = &binding.storage;
-        // Iceberg: the current metadata file (from the catalog or the table directory).
-        let url = match storage.format {
-            Format::Iceberg => self.iceberg_metadata(binding).await?,
-            Format::Parquet | Format::Delta => self.ctx.stores.resolve(&storage.location)?,
-        };
         let as_of = as_of.or_else(|| pinned(storage));
         // The engine's options decide how storage is read (parallelism, Parquet options).
         let state = Arc::new(
@@ -292,37 +247,20 @@ impl ProductTable {
             self.ctx.domains.iter().map(|(d, dir)| (d.as_str(), dir.as_path())),
             &self.entry.domain,
         );
-        let mut hive: Vec<String> = Vec::new();
-        let mut renamed: Vec<(String, String)> = Vec::new();
-        let (provider, source, version, committed_ms): (Arc<dyn TableProvider>, Source, Option<i64>, Option<i64>) =
-            match storage.format {
-                Format::Parquet => {
-                    let p = parquet::open(state.as_ref(), &self.ctx.stores, &url, &table, foreign).await?;
-                    hive = p.hive_columns;
-                    (p.provider, Source::Parquet, None, None)
-                }
-                Format::Delta => {
-                    let d = delta::open(state, &self.ctx.stores, &url, as_of, &foreign, &table).await?;
-                    let version = d.version().and_then(|v| i64::try_from(v).ok());
-                    let committed = d.committed_ms();
-                    (d.provider.clone(), Source::Delta(d), version, committed)
-                }
-                Format::Iceberg => {
-                    let ident = (self.entry.domain.as_str(), self.entry.name.as_str());
-                    let t = iceberg::open(&self.ctx.stores, &url, as_of, ident, foreign, &table).await?;
-                    renamed = t.renamed;
-                    let version = t.snapshot_id;
-                    let committed = t.committed_ms;
-                    (
-                        t.provider,
-                        Source::Iceberg {
-                            metadata_file: t.metadata_file,
-                        },
-                        version,
-                        committed,
-                    )
-                }
-            };
+        let stored = format::open(OpenRequest {
+            state,
+            stores: &self.ctx.stores,
+            storage,
+            as_of,
+            foreign,
+            table: &table,
+            ident: (self.entry.domain.as_str(), self.entry.name.as_str()),
+        })
+        .await?;
+        let url = stored.location;
+        let (provider, source, version, committed_ms) =
+            (stored.provider, stored.source, stored.version, stored.committed_ms);
+        let (hive, renamed) = (stored.hive_columns, stored.renamed);
         // Partition directories hold text that the view turns into the contract's type.
         let hive: Vec<(String, DataType)> = hive
             .into_iter()

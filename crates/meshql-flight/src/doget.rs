@@ -100,14 +100,16 @@ async fn read_ticket(headers: &http::HeaderMap, mut body: Body) -> Result<Ticket
         .get("grpc-encoding")
         .is_some_and(|e| e.as_bytes() != b"identity")
     {
-        return Err(Status::unimplemented("compressed requests are not supported"));
+        return Err(crate::service::status::unsupported(
+            "compressed requests are not supported",
+        ));
     }
     let mut bytes = BytesMut::new();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let frame = frame.map_err(|e| Status::internal(format!("reading the request: {e}")))?;
+        let frame = frame.map_err(|e| crate::service::status::internal(format!("reading the request: {e}")))?;
         if let Ok(mut data) = frame.into_data() {
             if bytes.len() + data.remaining() > MAX_REQUEST_BYTES + 5 {
-                return Err(Status::resource_exhausted("the request message is too large"));
+                return Err(crate::service::status::busy("the request message is too large"));
             }
             while data.has_remaining() {
                 let chunk = data.chunk();
@@ -117,18 +119,21 @@ async fn read_ticket(headers: &http::HeaderMap, mut body: Body) -> Result<Ticket
             }
         }
     }
-    let malformed = || Status::invalid_argument("malformed DoGet request: expected one gRPC message holding a Ticket");
+    let malformed =
+        || crate::service::status::bad_request("malformed DoGet request: expected one gRPC message holding a Ticket");
     if bytes.len() < 5 {
         return Err(malformed());
     }
     if bytes[0] != 0 {
-        return Err(Status::unimplemented("compressed requests are not supported"));
+        return Err(crate::service::status::unsupported(
+            "compressed requests are not supported",
+        ));
     }
     let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
     if bytes.len() != 5 + len {
         return Err(malformed());
     }
-    Ticket::decode(&bytes[5..]).map_err(|e| Status::invalid_argument(format!("malformed Ticket: {e}")))
+    Ticket::decode(&bytes[5..]).map_err(|e| crate::service::status::bad_request(format!("malformed Ticket: {e}")))
 }
 
 /// A DoGet response body: the schema, the result's messages as they are produced, then the
@@ -170,7 +175,7 @@ fn trailers(status: &Status) -> http::HeaderMap {
     let mut map = http::HeaderMap::new();
     if status.add_header(&mut map).is_err() {
         map.clear();
-        let _ = Status::internal("the error could not be encoded").add_header(&mut map);
+        let _ = crate::service::status::internal("the error could not be encoded").add_header(&mut map);
     }
     map
 }
@@ -195,7 +200,7 @@ impl http_body::Body for ResultBody {
                     Poll::Ready(Some(Ok(batch))) => Some(
                         encoder
                             .batch(&batch, &mut this.pending)
-                            .map_err(|e| Status::internal(format!("encoding the result: {e}"))),
+                            .map_err(|e| crate::service::status::internal(format!("encoding the result: {e}"))),
                     ),
                     Poll::Ready(Some(Err(status))) => Some(Err(status)),
                 },

@@ -653,14 +653,14 @@ pub fn filter_like(pattern: Option<&str>, names: Vec<String>) -> Result<Vec<Stri
         return Ok(names);
     };
     if pattern.chars().count() > MAX_PATTERN_CHARS {
-        return Err(tonic::Status::invalid_argument(format!(
+        return Err(crate::service::status::bad_request(format!(
             "a name pattern may have at most {MAX_PATTERN_CHARS} characters"
         )));
     }
     let candidates = arrow::array::StringArray::from_iter_values(names.iter());
     let pattern = arrow::array::Scalar::new(arrow::array::StringArray::from_iter_values([pattern]));
     let matched = arrow::compute::kernels::comparison::like(&candidates, &pattern)
-        .map_err(|e| tonic::Status::invalid_argument(format!("name pattern: {e}")))?;
+        .map_err(|e| crate::service::status::bad_request(format!("name pattern: {e}")))?;
     Ok(names
         .into_iter()
         .zip(matched.iter())

@@ -16,7 +16,7 @@ mod dispatch;
 mod keys;
 mod run;
 mod statements;
-mod status;
+pub(crate) mod status;
 
 use std::collections::HashMap;
 use std::pin::Pin;

@@ -15,6 +15,13 @@
 //! into the last form: the table name with a version suffix, which the catalog resolves to the
 //! same product at that version — so the same grants, row filters and masks apply, and a
 //! product the principal cannot read at its current version cannot be read at any other.
+//!
+//! Why a token pass and not the parser: sqlparser 0.61 parses `FOR SYSTEM_TIME AS OF`,
+//! `TIMESTAMP AS OF` and `VERSION AS OF` into a table's `version` only in dialects with table
+//! versioning (BigQuery, Databricks, MsSql, Snowflake — not the generic dialect meshql serves),
+//! and Trino's `FOR VERSION AS OF`/`FOR TIMESTAMP AS OF` in none. The pass finds the clauses by
+//! their tokens and splices the new table name into the original text
+//! (`meshql_policy::sql_text`), so the rest of the statement is kept byte for byte.
 
 use std::borrow::Cow;
 

@@ -161,7 +161,7 @@ fn authorization(md: &MetadataMap) -> Result<Option<String>, ()> {
 }
 
 fn unauthenticated() -> Status {
-    Status::unauthenticated("authentication failed")
+    crate::service::status::unauthenticated("authentication failed")
 }
 
 #[tonic::async_trait]
@@ -200,7 +200,7 @@ impl FlightService for MeshFlightService {
                     tracing::warn!(rpc = "Handshake", source = ?source, reason = %why, "login refused");
                     match why {
                         GateRefusal::TooManyFailures => unauthenticated(),
-                        GateRefusal::Busy => Status::unavailable(why.to_string()),
+                        GateRefusal::Busy => crate::service::status::unavailable(why.to_string()),
                     }
                 })?;
                 // argon2 is deliberately slow: keep it off the async workers.
@@ -210,7 +210,7 @@ impl FlightService for MeshFlightService {
                     h.auth.login_basic(&basic)
                 })
                 .await
-                .map_err(|_| Status::internal("login failed"))?
+                .map_err(|_| crate::service::status::internal("login failed"))?
                 .map(|(p, token)| (p, Some(token)));
                 self.h.logins.record(source, outcome.is_ok());
                 outcome
@@ -233,7 +233,8 @@ impl FlightService for MeshFlightService {
         };
         let mut response = Response::new(Box::pin(futures::stream::iter([Ok(reply)])) as Self::HandshakeStream);
         if let Some(token) = token {
-            let value = MetadataValue::try_from(format!("Bearer {token}")).map_err(|_| Status::internal("token"))?;
+            let value = MetadataValue::try_from(format!("Bearer {token}"))
+                .map_err(|_| crate::service::status::internal("token"))?;
             response.metadata_mut().insert("authorization", value);
         }
         Ok(response)
@@ -241,7 +242,7 @@ impl FlightService for MeshFlightService {
 
     async fn list_flights(&self, req: Request<Criteria>) -> Result<Response<Self::ListFlightsStream>, Status> {
         let _ = self.authed(req, "ListFlights")?;
-        Err(Status::unimplemented(
+        Err(crate::service::status::unsupported(
             "ListFlights is not supported: list products with Flight SQL GetTables, or query information_schema",
         ))
     }
@@ -253,7 +254,7 @@ impl FlightService for MeshFlightService {
 
     async fn poll_flight_info(&self, req: Request<FlightDescriptor>) -> Result<Response<PollInfo>, Status> {
         let _ = self.authed(req, "PollFlightInfo")?;
-        Err(Status::unimplemented(
+        Err(crate::service::status::unsupported(
             "PollFlightInfo is not supported: use GetFlightInfo",
         ))
     }
@@ -290,7 +291,7 @@ impl FlightService for MeshFlightService {
         req: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
         let _ = self.authed(req, "DoExchange")?;
-        Err(Status::unimplemented("DoExchange is not supported"))
+        Err(crate::service::status::unsupported("DoExchange is not supported"))
     }
 }
 

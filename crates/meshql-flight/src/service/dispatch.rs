@@ -71,7 +71,9 @@ impl FlightSqlService for Handlers {
         _query: CommandStatementSubstraitPlan,
         _req: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        Err(Status::unimplemented("Substrait plans are not supported: send SQL"))
+        Err(crate::service::status::unsupported(
+            "Substrait plans are not supported: send SQL",
+        ))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -372,7 +374,9 @@ impl FlightSqlService for Handlers {
         _q: CommandStatementSubstraitPlan,
         _r: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        Err(Status::unimplemented("Substrait plans are not supported: send SQL"))
+        Err(crate::service::status::unsupported(
+            "Substrait plans are not supported: send SQL",
+        ))
     }
 
     /// Binds parameters: returns a new handle carrying them (stateless), which the client uses
@@ -392,13 +396,13 @@ impl FlightSqlService for Handlers {
         while let Some(batch) = stream
             .try_next()
             .await
-            .map_err(|e| Status::invalid_argument(format!("reading bound parameters: {e}")))?
+            .map_err(|e| crate::service::status::bad_request(format!("reading bound parameters: {e}")))?
         {
             if batch.num_rows() == 0 {
                 continue;
             }
             if row.is_some() || batch.num_rows() > 1 {
-                return Err(Status::invalid_argument(
+                return Err(crate::service::status::bad_request(
                     "several parameter rows were bound to a query; bind one row per execution",
                 ));
             }
@@ -458,7 +462,9 @@ impl FlightSqlService for Handlers {
         caller(&req)?;
         self.signer()
             .open::<proto::Statement>(Kind::PreparedStatement, &query.prepared_statement_handle)
-            .map_err(|_| Status::invalid_argument("this prepared statement handle was not issued by this server"))?;
+            .map_err(|_| {
+                crate::service::status::bad_request("this prepared statement handle was not issued by this server")
+            })?;
         self.bindings.forget(&query.prepared_statement_handle);
         Ok(())
     }
@@ -468,7 +474,9 @@ impl FlightSqlService for Handlers {
         _q: ActionCreatePreparedSubstraitPlanRequest,
         _r: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        Err(Status::unimplemented("Substrait plans are not supported: send SQL"))
+        Err(crate::service::status::unsupported(
+            "Substrait plans are not supported: send SQL",
+        ))
     }
 
     async fn do_action_begin_transaction(
@@ -506,7 +514,7 @@ impl FlightSqlService for Handlers {
         req: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
         let caller = caller(&req)?;
-        let info = FlightInfo::decode(&*query.info).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let info = FlightInfo::decode(&*query.info).map_err(|e| crate::service::status::bad_request(e.to_string()))?;
         self.cancel_info(&caller, &info)?;
         Ok(ActionCancelQueryResult {
             // CANCEL_RESULT_CANCELLED (the enum is not exported by arrow-flight).
@@ -523,10 +531,10 @@ impl FlightSqlService for Handlers {
         match action.r#type.as_str() {
             "CancelFlightInfo" => {
                 let request = CancelFlightInfoRequest::decode(&*action.body)
-                    .map_err(|e| Status::invalid_argument(format!("CancelFlightInfoRequest: {e}")))?;
+                    .map_err(|e| crate::service::status::bad_request(format!("CancelFlightInfoRequest: {e}")))?;
                 let info = request
                     .info
-                    .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest without info"))?;
+                    .ok_or_else(|| crate::service::status::bad_request("CancelFlightInfoRequest without info"))?;
                 self.cancel_info(&caller, &info)?;
                 let result = CancelFlightInfoResult {
                     status: CancelStatus::Cancelled as i32,
@@ -570,7 +578,7 @@ impl FlightSqlService for Handlers {
                 }
                 Ok(response)
             }
-            other => Err(Status::invalid_argument(format!("unknown action {other:?}"))),
+            other => Err(crate::service::status::bad_request(format!("unknown action {other:?}"))),
         }
     }
 
@@ -640,7 +648,7 @@ impl Handlers {
         body: &[u8],
     ) -> Result<Response<BoxStream<arrow_flight::Result>>, Status> {
         let request = SetSessionOptionsRequest::decode(body)
-            .map_err(|e| Status::invalid_argument(format!("SetSessionOptionsRequest: {e}")))?;
+            .map_err(|e| crate::service::status::bad_request(format!("SetSessionOptionsRequest: {e}")))?;
         let session = self.session(&caller.principal);
         let mut schema = caller.schema.clone();
         let mut errors = HashMap::new();
@@ -681,11 +689,11 @@ impl Handlers {
             let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(self.signer().seal(Kind::SessionCookie, &cookie));
             let value = MetadataValue::try_from(format!("{SESSION_COOKIE}={sealed}; Path=/; HttpOnly"))
-                .map_err(|_| Status::internal("cookie"))?;
+                .map_err(|_| crate::service::status::internal("cookie"))?;
             response.metadata_mut().insert("set-cookie", value);
             if let Some(bearer) = &caller.bearer {
                 let value = MetadataValue::try_from(format!("{bearer}{SESSION_SEPARATOR}{sealed}"))
-                    .map_err(|_| Status::internal("authorization"))?;
+                    .map_err(|_| crate::service::status::internal("authorization"))?;
                 response.metadata_mut().insert("authorization", value);
             }
         }

@@ -48,16 +48,19 @@ impl Handlers {
     pub(super) async fn execute(&self, caller: Caller, stmt: proto::Statement) -> Result<DoGetResults, Status> {
         Span::current().record("query_id", stmt.query_id.as_str());
         if self.is_cancelled(&stmt.query_id) {
-            return Err(Status::cancelled(format!("query {} was cancelled", stmt.query_id)));
+            return Err(crate::service::status::cancelled(format!(
+                "query {} was cancelled",
+                stmt.query_id
+            )));
         }
         let limits = &self.config.limits;
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + limits.query_timeout;
         let permit = match tokio::time::timeout_at(deadline, self.slots.clone().acquire_owned()).await {
             Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(Status::unavailable("the server is shutting down")),
+            Ok(Err(_)) => return Err(crate::service::status::unavailable("the server is shutting down")),
             Err(_) => {
-                return Err(Status::resource_exhausted(format!(
+                return Err(crate::service::status::busy(format!(
                     "all {} query slots stayed busy for the query time limit; try again later",
                     limits.max_concurrent_queries
                 )))
@@ -111,7 +114,10 @@ impl Handlers {
         // A cancel that arrived while this query was being planned found nothing to stop; it
         // left the id in the cancelled set, which is checked again now that the query listens.
         if self.is_cancelled(&stmt.query_id) {
-            return Err(Status::cancelled(format!("query {} was cancelled", stmt.query_id)));
+            return Err(crate::service::status::cancelled(format!(
+                "query {} was cancelled",
+                stmt.query_id
+            )));
         }
         let run = Run {
             inner: stream,
@@ -144,10 +150,10 @@ impl Handlers {
         let until = unix_now().saturating_add(self.config.auth.handle_ttl.as_secs() as i64);
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else { continue };
-            let any = Any::decode(&*ticket.ticket).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let any = Any::decode(&*ticket.ticket).map_err(|e| crate::service::status::bad_request(e.to_string()))?;
             let Some(t) = any
                 .unpack::<TicketStatementQuery>()
-                .map_err(|e| Status::invalid_argument(e.to_string()))?
+                .map_err(|e| crate::service::status::bad_request(e.to_string()))?
             else {
                 // Metadata requests have nothing to cancel.
                 continue;
@@ -259,7 +265,7 @@ impl Query {
             // Past the deadline (the caller may not have noticed yet). Its planning may go on:
             // the record is written now, not when that ends.
             Err(_) => {
-                let status = Status::deadline_exceeded(format!(
+                let status = crate::service::status::deadline(format!(
                     "planning the query took longer than the time limit of {} s",
                     self.timeout_secs
                 ));
@@ -331,7 +337,7 @@ async fn plan_runnable(
         // byte ranges the ticket was issued for.
         let partitions = runnable.independent_partitions();
         if partitions != stmt.plan_partitions as usize || runnable.fingerprint()[..] != stmt.fingerprint[..] {
-            return Err(Status::failed_precondition(
+            return Err(crate::service::status::precondition(
                 "the data of this query changed since its endpoints were issued (a new commit, a \
                  changed policy or configuration): run the query again",
             ));
@@ -429,13 +435,13 @@ impl Run {
         let query_id = self.registration.query_id.clone();
         let item = tokio::select! {
             biased;
-            _ = cancelled(&mut self.cancel) => Err(Status::cancelled(format!("query {query_id} was cancelled"))),
-            _ = tokio::time::sleep_until(self.deadline) => Err(Status::deadline_exceeded(format!(
+            _ = cancelled(&mut self.cancel) => Err(crate::service::status::cancelled(format!("query {query_id} was cancelled"))),
+            _ = tokio::time::sleep_until(self.deadline) => Err(crate::service::status::deadline(format!(
                 "query {query_id} exceeded the time limit of {} s", self.timeout_secs
             ))),
             next = self.inner.next() => match next {
                 None if !self.completed.load(std::sync::atomic::Ordering::Acquire) => {
-                    Err(Status::deadline_exceeded(format!(
+                    Err(crate::service::status::deadline(format!(
                         "query {query_id} exceeded the time limit of {} s", self.timeout_secs
                     )))
                 }

@@ -46,16 +46,16 @@ impl Handlers {
             "prepared statement handle"
         };
         let stmt: proto::Statement = self.signer().open(kind, bytes).map_err(|_| {
-            Status::invalid_argument(format!("this {what} was not issued by this server, or was altered"))
+            crate::service::status::bad_request(format!("this {what} was not issued by this server, or was altered"))
         })?;
         if stmt.expires_at <= unix_now() {
-            return Err(Status::invalid_argument(format!(
+            return Err(crate::service::status::bad_request(format!(
                 "this {what} has expired: run or prepare the statement again"
             )));
         }
         if stmt.principal != caller.principal.id() {
             tracing::warn!(owner = %stmt.principal, "a {what} was presented by another principal");
-            return Err(Status::permission_denied(format!(
+            return Err(crate::service::status::denied(format!(
                 "this {what} belongs to another principal"
             )));
         }
@@ -83,7 +83,7 @@ impl Handlers {
     }
 
     pub(super) fn planning_too_long(&self) -> Status {
-        Status::deadline_exceeded(format!(
+        crate::service::status::deadline(format!(
             "planning the query took longer than the time limit of {} s",
             self.config.limits.query_timeout.as_secs()
         ))
@@ -192,14 +192,14 @@ impl Handlers {
 
     pub(super) async fn get_schema(&self, req: Request<FlightDescriptor>) -> Result<Response<SchemaResult>, Status> {
         let caller = caller(&req)?;
-        let any = Any::decode(&*req.get_ref().cmd).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let stmt = match Command::try_from(any).map_err(|e| Status::invalid_argument(e.to_string()))? {
+        let any = Any::decode(&*req.get_ref().cmd).map_err(|e| crate::service::status::bad_request(e.to_string()))?;
+        let stmt = match Command::try_from(any).map_err(|e| crate::service::status::bad_request(e.to_string()))? {
             Command::CommandStatementQuery(q) => self.new_statement(&caller, q.query),
             Command::CommandPreparedStatementQuery(q) => {
                 self.open_statement(Kind::PreparedStatement, &q.prepared_statement_handle, &caller)?
             }
             other => {
-                return Err(Status::invalid_argument(format!(
+                return Err(crate::service::status::bad_request(format!(
                     "GetSchema answers statements and prepared statements, not {}",
                     other.type_url()
                 )))
@@ -221,8 +221,8 @@ pub(super) async fn plan_statement(session: &Session, stmt: &proto::Statement) -
         query_id: (!stmt.query_id.is_empty()).then(|| stmt.query_id.clone()),
     };
     let query = session.sql_with(&stmt.sql, &options).await.map_err(status_of)?;
-    let values =
-        decode_parameters(&stmt.parameters).map_err(|e| Status::invalid_argument(format!("bound parameters: {e}")))?;
+    let values = decode_parameters(&stmt.parameters)
+        .map_err(|e| crate::service::status::bad_request(format!("bound parameters: {e}")))?;
     if values.is_empty() {
         Ok(query)
     } else {

@@ -1,5 +1,6 @@
-//! Errors as gRPC statuses: the one place that maps meshql's and Arrow's errors to status codes,
-//! bounding and redacting their messages.
+//! Errors as gRPC statuses: the one place that maps meshql's errors (by their class) and the
+//! server's own refusals (by what they mean) to status codes, bounding and redacting every
+//! message. Nothing else in the crate names a status code.
 
 use datafusion::error::DataFusionError;
 use tonic::Status;
@@ -8,7 +9,7 @@ use tonic::Status;
 const MAX_STATUS_MESSAGE: usize = 4000;
 
 pub(super) fn read_only() -> Status {
-    Status::unimplemented("meshql serves the mesh read-only: updates, ingestion and transactions are not supported")
+    unsupported("meshql serves the mesh read-only: updates, ingestion and transactions are not supported")
 }
 
 /// The gRPC status for an embedded-API error: the code from the error's class (its type, never
@@ -51,10 +52,45 @@ fn truncate(status: Status) -> Status {
     Status::new(status.code(), format!("{} …", &status.message()[..end]))
 }
 
-pub(super) fn arrow_status(e: impl std::fmt::Display) -> Status {
-    Status::internal(e.to_string())
+pub(crate) fn arrow_status(e: impl std::fmt::Display) -> Status {
+    internal(e.to_string())
 }
 
 pub(super) fn planning_lost(why: String) -> Status {
-    Status::internal(format!("the query's planning task ended abnormally: {why}"))
+    internal(format!("the query's planning task ended abnormally: {why}"))
+}
+
+/// Every status the server sends, by what it means. Each bounds and redacts its message.
+macro_rules! statuses {
+    ($($(#[$doc:meta])* $name:ident => $code:ident;)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) fn $name(message: impl Into<String>) -> Status {
+                truncate(Status::$code(message.into()))
+            }
+        )*
+    };
+}
+
+statuses! {
+    /// The request is malformed, or names a handle, ticket or option that is not valid.
+    bad_request => invalid_argument;
+    /// Something Flight SQL defines that a read-only mesh does not do.
+    unsupported => unimplemented;
+    /// The caller cancelled the query (or its handle was cancelled).
+    cancelled => cancelled;
+    /// The query ran past its time limit.
+    deadline => deadline_exceeded;
+    /// The server is at a limit (running queries, request size).
+    busy => resource_exhausted;
+    /// The server is shutting down or cannot serve the request now.
+    unavailable => unavailable;
+    /// The caller has no (valid) credentials.
+    unauthenticated => unauthenticated;
+    /// The caller may not do this.
+    denied => permission_denied;
+    /// The request needs a state the session is not in.
+    precondition => failed_precondition;
+    /// A fault of the server.
+    internal => internal;
 }

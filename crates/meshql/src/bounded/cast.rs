@@ -1,7 +1,8 @@
 //! Casts to 32- and 64-bit decimals, checked through 128 bits.
 //!
 //! arrow 58 casts an integer to `Decimal32`/`Decimal64` by converting it to the target's
-//! storage width first, wrapping: `arrow_cast(4294967301, 'Decimal32(9,0)')` is 5. Every cast to
+//! storage width first, wrapping: `arrow_cast(4294967301, 'Decimal32(9,0)')` is 5
+//! (apache/arrow-rs#10706, fixed after arrow 59.2; remove this when meshql moves past it). Every cast to
 //! those types (`arrow_cast` becomes a cast while planning) is replaced by [`DecimalCast`], which
 //! casts to `Decimal128(38, scale)` first and then narrows with arrow's checked decimal cast.
 //! It keeps the cast's column name and display.

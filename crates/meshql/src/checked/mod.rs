@@ -3,8 +3,8 @@
 //! DataFusion evaluates `+`, `-`, `*` and unary `-` with wrapping arithmetic and sums integers
 //! and decimals the same way: `9223372036854775807 + 1` is `-9223372036854775808`, the `sum`
 //! of ten `i64::MAX` is `-10`, the sum of two maxima of `DECIMAL(38, 0)` is negative, and
-//! `1 << 64` is 1. An analytics engine must not answer that; PostgreSQL and DuckDB raise an
-//! error. So every session of a mesh
+//! `1 << 64` is 1 (DataFusion 53.1; apache/datafusion#17539 and #21318 are open). An analytics
+//! engine must not answer that; PostgreSQL and DuckDB raise an error. So every session of a mesh
 //!
 //! - rewrites, after type coercion ([`CheckedArithmetic`], an analyzer rule), `a + b`, `a - b`,
 //!   `a * b` and `-a` on integers and decimals, `+` and `-` on dates, times and intervals, `<<`
