@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// One way a document breaks its JSON Schema: where in the document, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,11 +22,21 @@ impl fmt::Display for Violation {
 /// Why a mesh document (settings, domain, product or contract) could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ContractError {
-    #[error("{path}: cannot read: {message}")]
-    Read { path: PathBuf, message: String },
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
 
-    #[error("{path}: not a valid YAML/JSON document: {message}")]
-    Parse { path: PathBuf, message: String },
+    /// Not YAML or JSON, or not the shape a typed document needs; the parser's error is the
+    /// source.
+    #[error("{path}: not a valid YAML/JSON document: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
 
     #[error("{path}: does not conform to {standard}: {}", join(.violations))]
     Schema {

@@ -53,7 +53,7 @@ impl PolicySet {
                     }
                     if let Some(f) = row_filter {
                         if let Err(why) = parse_policy_expr(f, &df_schema, &someone, None) {
-                            problem(why);
+                            problem(why.to_string());
                         }
                     }
                 }
@@ -64,7 +64,7 @@ impl PolicySet {
                 }
                 Effect::Restrict { row_filter } => {
                     if let Err(why) = parse_policy_expr(row_filter, &df_schema, &someone, None) {
-                        problem(why);
+                        problem(why.to_string());
                     }
                 }
                 Effect::Mask { masks } => {

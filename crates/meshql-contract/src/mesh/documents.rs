@@ -79,21 +79,22 @@ pub fn read_document(path: &Path) -> Result<Value, (ContractError, Option<String
         (
             ContractError::Read {
                 path: path.to_path_buf(),
-                message: e.to_string(),
+                source: std::sync::Arc::new(e),
             },
             None,
         )
     })?;
+    type Source = std::sync::Arc<dyn std::error::Error + Send + Sync>;
     let parsed = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str::<Value>(&text).map_err(|e| e.to_string())
+        serde_json::from_str::<Value>(&text).map_err(|e| -> Source { std::sync::Arc::new(e) })
     } else {
-        serde_yaml::from_str::<Value>(&text).map_err(|e| e.to_string())
+        serde_yaml::from_str::<Value>(&text).map_err(|e| -> Source { std::sync::Arc::new(e) })
     };
-    parsed.map_err(|message| {
+    parsed.map_err(|source| {
         (
             ContractError::Parse {
                 path: path.to_path_buf(),
-                message,
+                source,
             },
             None,
         )
@@ -103,17 +104,17 @@ pub fn read_document(path: &Path) -> Result<Value, (ContractError, Option<String
 pub(super) fn from_value<T: serde::de::DeserializeOwned>(path: &Path, doc: &Value) -> Result<T, ContractError> {
     T::deserialize(doc).map_err(|e| ContractError::Parse {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        source: std::sync::Arc::new(e),
     })
 }
 
 pub(super) fn read_typed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ContractError> {
     let doc = read_document(path).map_err(|(e, _)| e)?;
     from_value(path, &doc).map_err(|e| match e {
-        ContractError::Parse { path, message } => ContractError::Invalid {
+        ContractError::Parse { path, source } => ContractError::Invalid {
             path,
             field: "/".into(),
-            reason: message,
+            reason: source.to_string(),
         },
         other => other,
     })

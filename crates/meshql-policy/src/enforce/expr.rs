@@ -76,6 +76,31 @@ static POLICY_PARSER: LazyLock<SessionState> = LazyLock::new(|| {
         .build()
 });
 
+/// Why a policy expression cannot be used; the expression is part of every message.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyExprError {
+    /// A placeholder (`${principal.…}`, `{column}`) is malformed or out of place.
+    #[error("`{expression}`: {reason}")]
+    Placeholder { expression: String, reason: String },
+    /// The expression does not tokenize.
+    #[error("`{expression}`: {source}")]
+    Tokens {
+        expression: String,
+        #[source]
+        source: datafusion::sql::sqlparser::tokenizer::TokenizerError,
+    },
+    /// It does not parse, names what the product does not have, or its types do not meet.
+    #[error("`{expression}`: {}", .source.strip_backtrace())]
+    Plan {
+        expression: String,
+        #[source]
+        source: datafusion::error::DataFusionError,
+    },
+    /// A subquery, aggregate or window function: a policy is a condition on one row.
+    #[error("`{expression}`: subqueries, aggregates and window functions are not allowed in policies")]
+    NotARowCondition { expression: String },
+}
+
 /// Parses a row filter or custom mask over `schema`, with the principal's values substituted
 /// as literals (never as SQL text) and `{column}` standing for `column`.
 ///
@@ -87,11 +112,13 @@ pub fn parse_policy_expr(
     schema: &DFSchemaRef,
     principal: &Principal,
     column: Option<&str>,
-) -> Result<Expr, String> {
+) -> Result<Expr, PolicyExprError> {
+    let plan = |source| PolicyExprError::Plan {
+        expression: sql.to_string(),
+        source,
+    };
     let text = expand_placeholders(sql, column)?;
-    let expr = POLICY_PARSER
-        .create_logical_expr(&text, schema)
-        .map_err(|e| format!("`{sql}`: {e}"))?;
+    let expr = POLICY_PARSER.create_logical_expr(&text, schema).map_err(plan)?;
     let expr = expr
         .transform(|e| {
             let Expr::ScalarFunction(ScalarFunction { func, args }) = &e else {
@@ -113,9 +140,9 @@ pub fn parse_policy_expr(
             };
             Ok(Transformed::yes(value))
         })
-        .map_err(|e| format!("`{sql}`: {e}"))?
+        .map_err(plan)?
         .data;
-    let mut bad = None;
+    let mut bad = false;
     expr.apply(|e| {
         if matches!(
             e,
@@ -125,16 +152,16 @@ pub fn parse_policy_expr(
                 | Expr::AggregateFunction(_)
                 | Expr::WindowFunction(_)
         ) {
-            bad = Some(format!(
-                "`{sql}`: subqueries, aggregates and window functions are not allowed in policies"
-            ));
+            bad = true;
             return Ok(TreeNodeRecursion::Stop);
         }
         Ok(TreeNodeRecursion::Continue)
     })
-    .map_err(|e| e.to_string())?;
-    if let Some(b) = bad {
-        return Err(b);
+    .map_err(plan)?;
+    if bad {
+        return Err(PolicyExprError::NotARowCondition {
+            expression: sql.to_string(),
+        });
     }
     // Types and constants are settled now, not while a user's query is optimised: a policy
     // whose literal does not convert (`order_date = 'zz'`) or whose types do not meet fails as
@@ -143,16 +170,23 @@ pub fn parse_policy_expr(
     simplifier
         .coerce(expr.clone(), schema)
         .and_then(|e| simplifier.simplify(e))
-        .map_err(|e| format!("`{sql}`: {}", e.strip_backtrace()))?;
+        .map_err(plan)?;
     Ok(expr)
 }
 
 /// `sql` with `${principal.id}`, `${principal.<attribute>}` and `{column}` replaced, where
 /// the tokenizer finds them: never inside a string literal, a quoted identifier or a comment.
-fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String> {
+fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, PolicyExprError> {
     use datafusion::sql::sqlparser::dialect::GenericDialect;
     use datafusion::sql::sqlparser::tokenizer::Token;
-    let tokens = crate::sql_text::tokens(sql, &GenericDialect {}).map_err(|e| format!("`{sql}`: {e}"))?;
+    let placeholder = |reason: String| PolicyExprError::Placeholder {
+        expression: sql.to_string(),
+        reason,
+    };
+    let tokens = crate::sql_text::tokens(sql, &GenericDialect {}).map_err(|source| PolicyExprError::Tokens {
+        expression: sql.to_string(),
+        source,
+    })?;
     let word = |i: usize, w: &str| matches!(tokens.get(i).map(|t| &t.token), Some(Token::Word(x)) if x.quote_style.is_none() && x.value == w);
     let is = |i: usize, t: Token| tokens.get(i).map(|s| &s.token) == Some(&t);
     let mut out = String::with_capacity(sql.len());
@@ -162,7 +196,7 @@ fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String
         if dollar && is(i + 1, Token::LBrace) && word(i + 2, "principal") && is(i + 3, Token::Period) {
             let close = (i + 4..tokens.len())
                 .find(|&k| tokens[k].token == Token::RBrace)
-                .ok_or_else(|| format!("`{sql}`: unclosed ${{principal.…}}"))?;
+                .ok_or_else(|| placeholder("unclosed ${principal.…}".into()))?;
             let key = match tokens.get(i + 4) {
                 Some(first) if close > i + 4 => &sql[first.range.start..tokens[close].range.start],
                 _ => "",
@@ -172,7 +206,7 @@ fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
             {
-                return Err(format!("`{sql}`: '{key}' is not an attribute name"));
+                return Err(placeholder(format!("'{key}' is not an attribute name")));
             }
             if key == "id" {
                 out.push_str("principal_id()");
@@ -182,7 +216,7 @@ fn expand_placeholders(sql: &str, column: Option<&str>) -> Result<String, String
             i = close + 1;
         } else if is(i, Token::LBrace) && word(i + 1, "column") && is(i + 2, Token::RBrace) {
             let Some(c) = column else {
-                return Err(format!("`{sql}`: {{column}} is only meaningful in tag rules and masks"));
+                return Err(placeholder("{column} is only meaningful in tag rules and masks".into()));
             };
             out.push_str(&crate::sql_text::quoted(c));
             i += 3;

@@ -43,7 +43,7 @@ mod tests;
 pub use barrier::{as_barrier, without_policy_internals, AppliedPolicy, PolicyBarrier};
 pub use barrier_exec::{GovernedQueryPlanner, PolicyBarrierExec};
 pub use checks::{analyzer_rules, optimizer_rules, DeniedColumnCheck, PolicyCheck};
-pub use expr::parse_policy_expr;
+pub use expr::{parse_policy_expr, PolicyExprError};
 pub use plan::governed_plan;
 pub use pushdown::{is_leakproof, LeakproofPushdown};
 pub use table::{GovernedTable, SelfGovernedTable};

@@ -72,7 +72,7 @@ pub fn governed_plan(
         parse_policy_expr(&f.sql, &schema, principal, f.column.as_deref()).map_err(|reason| PolicyError::Inapplicable {
             rule: f.rule.clone(),
             table: name.clone(),
-            reason,
+            reason: reason.to_string(),
         })
     };
     let mut predicates = Vec::new();
@@ -110,7 +110,7 @@ pub fn governed_plan(
                     col.clone(),
                     field.data_type(),
                     |k| policies.hash_key(k),
-                    |sql| parse_policy_expr(sql, &schema, principal, Some(column)),
+                    |sql| parse_policy_expr(sql, &schema, principal, Some(column)).map_err(|e| e.to_string()),
                 );
                 match masked {
                     Ok(e) => {
