@@ -203,11 +203,27 @@ pub async fn open(
     let store = stores.store_for(&url)?;
     let mut builder = DeltaTableBuilder::from_url(url.clone())
         .map_err(|e| CatalogError::storage(&url, e))?
-        .with_storage_backend(store, url.clone());
+        .with_storage_backend(store.clone(), url.clone());
     match as_of {
         None => {}
         Some(AsOf::Version(v)) => {
             let v = u64::try_from(v).map_err(|_| CatalogError::storage(&url, format!("no Delta version {v}")))?;
+            // delta-rs 0.32 looks for a version beyond the newest in time linear in the number
+            // (21 s for 1e8; i64::MAX never ends): ask for the newest first.
+            let newest = DeltaTableBuilder::from_url(url.clone())
+                .map_err(|e| CatalogError::storage(&url, e))?
+                .with_storage_backend(store.clone(), url.clone())
+                .build()
+                .map_err(|e| CatalogError::storage(&url, e))?
+                .get_latest_version()
+                .await
+                .map_err(|e| CatalogError::storage(&url, e))?;
+            if v > newest {
+                return Err(CatalogError::storage(
+                    &url,
+                    format!("no Delta version {v} (the newest is {newest})"),
+                ));
+            }
             builder = builder.with_version(v);
         }
         Some(AsOf::Timestamp(ms)) => {

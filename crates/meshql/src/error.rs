@@ -161,7 +161,9 @@ impl From<DataFusionError> for Error {
 
 /// `e` without the names of the planning steps it failed in: a constant that overflows while
 /// it is folded reads `Optimizer rule 'simplify_expressions' failed caused by …`, one of meshql's
-/// checks `meshql_bound_functions caused by …`. The cause is what the user needs.
+/// checks `meshql_bound_functions caused by …`. The cause is what the user needs. DataFusion
+/// names the step only as text (`DataFusionError::Context(String, _)`, 53.1), so the step is
+/// recognised by its name; this shapes the message and never decides an error's class.
 fn without_planner_steps(e: DataFusionError) -> DataFusionError {
     match e {
         DataFusionError::Context(step, inner)

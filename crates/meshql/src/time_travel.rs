@@ -26,6 +26,7 @@
 use std::borrow::Cow;
 
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::Token;
 use meshql_catalog::AsOf;
 
@@ -42,35 +43,109 @@ pub(crate) fn rewrite(sql: &str) -> Result<Cow<'_, str>, Error> {
         return Ok(Cow::Borrowed(sql));
     };
     let tokens: Vec<Token> = spanned.iter().map(|t| t.token.clone()).collect();
-    // The output as pieces of text, each with the token it came from; a clause replaces the
-    // table name before it. Everything else is the original text, byte for byte.
-    let mut out: Vec<(&Token, Cow<'_, str>)> = Vec::with_capacity(tokens.len());
-    let mut changed = false;
+    // Each clause renames the table before it: (index of the name's last word, new text), and
+    // its own tokens are dropped. Everything else is the original text, byte for byte.
+    let mut renamed: Vec<(usize, String)> = Vec::new();
+    let mut dropped: Vec<std::ops::Range<usize>> = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
-        if let Some((as_of, consumed)) = clause_at(&tokens, i)? {
-            // The clause follows the table name (whitespace between).
-            while matches!(out.last(), Some((Token::Whitespace(_), _))) {
-                out.pop();
-            }
-            let Some((Token::Word(name), _)) = out.pop() else {
-                return Err(invalid(
-                    "a version clause (FOR VERSION/TIMESTAMP AS OF) must follow a table name",
-                ));
-            };
-            let renamed = meshql_policy::sql_text::quoted(&format!("{}{}", name.value, as_of.suffix()));
-            out.push((&tokens[i], Cow::Owned(renamed)));
-            i += consumed;
-            changed = true;
+        let Some((as_of, consumed)) = clause_at(&tokens, i)? else {
+            i += 1;
             continue;
-        }
-        out.push((&tokens[i], Cow::Borrowed(&sql[spanned[i].range.clone()])));
-        i += 1;
+        };
+        let name = table_name_before(&tokens, i)
+            .filter(|k| !dropped.iter().any(|r| r.contains(k)))
+            .ok_or_else(|| {
+                invalid(
+                    "a version clause must directly follow a table name in FROM or JOIN, once: \
+                     FROM t FOR VERSION AS OF 3 [AS alias]",
+                )
+            })?;
+        let Token::Word(word) = &tokens[name] else {
+            return Err(invalid("a version clause must follow a table name"));
+        };
+        renamed.push((
+            name,
+            meshql_policy::sql_text::quoted(&format!("{}{}", word.value, as_of.suffix())),
+        ));
+        // The whitespace before the clause goes with it.
+        dropped.push(name + 1..i + consumed);
+        i += consumed;
     }
-    if !changed {
+    if renamed.is_empty() {
         return Ok(Cow::Borrowed(sql));
     }
-    Ok(Cow::Owned(out.into_iter().map(|(_, text)| text).collect()))
+    let mut out = String::with_capacity(sql.len() + 16 * renamed.len());
+    for (j, t) in spanned.iter().enumerate() {
+        if dropped.iter().any(|r| r.contains(&j)) {
+            continue;
+        }
+        match renamed.iter().find(|(k, _)| *k == j) {
+            Some((_, text)) => out.push_str(text),
+            None => out.push_str(&sql[t.range.clone()]),
+        }
+    }
+    Ok(Cow::Owned(out))
+}
+
+/// The index of the table name's last word when the significant token before `clause` ends a
+/// table name in a FROM list or after JOIN (`FROM a.b.t`, `JOIN t`, `FROM x, t`); `None` when it
+/// is anything else (an alias, a column, another clause).
+fn table_name_before(tokens: &[Token], clause: usize) -> Option<usize> {
+    let significant_before = |mut k: usize| loop {
+        if k == 0 {
+            return None;
+        }
+        k -= 1;
+        if !matches!(tokens[k], Token::Whitespace(_)) {
+            return Some(k);
+        }
+    };
+    let last = significant_before(clause)?;
+    if !matches!(tokens[last], Token::Word(_)) {
+        return None;
+    }
+    // Back over `a.b.` to the first part of the name.
+    let mut first = last;
+    while let Some(dot) = significant_before(first).filter(|&d| tokens[d] == Token::Period) {
+        first = significant_before(dot).filter(|&w| matches!(tokens[w], Token::Word(_)))?;
+    }
+    let keyword =
+        |k: usize, kw: Keyword| matches!(&tokens[k], Token::Word(w) if w.quote_style.is_none() && w.keyword == kw);
+    let before = significant_before(first)?;
+    if keyword(before, Keyword::FROM) || keyword(before, Keyword::JOIN) {
+        return Some(last);
+    }
+    if tokens[before] != Token::Comma {
+        return None;
+    }
+    // After a comma: only in a FROM list (back at the same depth to FROM, before any other clause).
+    let mut depth = 0i32;
+    let mut k = before;
+    while let Some(p) = significant_before(k) {
+        k = p;
+        match &tokens[k] {
+            Token::RParen => depth += 1,
+            Token::LParen if depth == 0 => return None,
+            Token::LParen => depth -= 1,
+            Token::Word(w) if depth == 0 && w.quote_style.is_none() => match w.keyword {
+                Keyword::FROM => return Some(last),
+                Keyword::SELECT
+                | Keyword::WHERE
+                | Keyword::GROUP
+                | Keyword::HAVING
+                | Keyword::ORDER
+                | Keyword::ON
+                | Keyword::USING
+                | Keyword::BY
+                | Keyword::VALUES
+                | Keyword::SET => return None,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    None
 }
 
 fn invalid(message: impl Into<String>) -> Error {
@@ -205,6 +280,38 @@ mod tests {
         assert!(matches!(rewrite(sql).unwrap(), Cow::Borrowed(_)));
         let sql = "SELECT 'VERSION AS OF 3' FROM t";
         assert_eq!(rw(sql), sql);
+    }
+
+    #[test]
+    fn a_clause_must_follow_the_table_name_itself() {
+        // Comma-separated tables and joins, schemas and quoting.
+        assert_eq!(
+            rw("SELECT * FROM a, mesh.d.b FOR VERSION AS OF 2 x, c"),
+            "SELECT * FROM a, mesh.d.\"b@v2\" x, c"
+        );
+        assert_eq!(
+            rw("SELECT * FROM (SELECT 1) s, b VERSION AS OF 2"),
+            "SELECT * FROM (SELECT 1) s, \"b@v2\""
+        );
+        // After an alias, a column, a subquery, another clause or outside FROM: refused, never
+        // applied to the wrong name or silently ignored.
+        for sql in [
+            "SELECT count(*) FROM mesh.order.shipments s FOR VERSION AS OF 0",
+            "SELECT count(*) FROM mesh.order.shipments AS s VERSION AS OF 0",
+            "SELECT count(*) FROM (SELECT * FROM t) x FOR VERSION AS OF 0",
+            "SELECT carrier FOR VERSION AS OF 0 FROM t",
+            "SELECT * FROM a JOIN b ON a.k = b.k FOR VERSION AS OF 0",
+            "SELECT c FROM t GROUP BY c FOR VERSION AS OF 0",
+            "SELECT * FROM t FOR VERSION AS OF 0 VERSION AS OF 1",
+            "SELECT a, b FOR VERSION AS OF 0 FROM t",
+            "SELECT * FROM t WHERE x IN (1, y) FOR VERSION AS OF 0",
+        ] {
+            let e = rewrite(sql).expect_err(sql);
+            assert!(
+                e.to_string().contains("must directly follow a table name"),
+                "{sql}: {e}"
+            );
+        }
     }
 
     #[test]

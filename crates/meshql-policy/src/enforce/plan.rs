@@ -121,10 +121,13 @@ pub fn governed_plan(
                         e
                     }
                     Err(why) => {
+                        // The reason may name a key file, an environment variable or the
+                        // mask's expression: the server log gets it, the principal does not.
+                        tracing::error!(table = %name, %column, %rule, reason = %why, "mask cannot be applied");
                         exprs.push(
                             DeniedColumn::expr(
                                 format!(
-                                    "column '{column}' of {name} cannot be read: policy rule '{rule}' cannot mask it ({why})"
+                                    "column '{column}' of {name} cannot be read: policy rule '{rule}' cannot mask it (the reason is in the server log)"
                                 ),
                                 col,
                             )

@@ -870,3 +870,44 @@ async fn a_hidden_rows_partition_directory_stays_out_of_errors() {
         assert!(e.contains("details are withheld"), "{sql}: {e}");
     }
 }
+
+/// A mask that cannot be applied (its key is missing, its expression does not parse) refuses
+/// the column and says so, without naming the key's file or variable or quoting the mask.
+#[tokio::test]
+async fn a_mask_that_cannot_be_applied_names_no_key_file_variable_or_expression() {
+    let global = "hashKeys:
+  default: { env: MESHQL_TEST_SURELY_UNSET_KEY_9 }
+  other: { file: /no/such/dir/secret-key-file }
+rules:
+  - name: readers
+    principals: \"*\"
+    resource: customer.profiles
+    grant: [discover, select]
+  - name: hashed-email
+    principals: \"*\"
+    resource: customer.profiles
+    masks:
+      email: { type: hash }
+      full_name: { type: hash, key: other }
+      region: { type: sql, expression: \"concat(region, 'zz-secret-expression'\" }
+";
+    let mesh = with_policies(&sample_dir(), global, &[]);
+    for column in ["email", "full_name", "region"] {
+        let e = query_as(
+            &mesh,
+            Principal::new("p"),
+            &format!("SELECT {column} FROM mesh.customer.profiles"),
+        )
+        .await
+        .expect_err(column);
+        assert!(e.contains("cannot mask it"), "{column}: {e}");
+        for secret in [
+            "MESHQL_TEST_SURELY_UNSET_KEY_9",
+            "secret-key-file",
+            "zz-secret-expression",
+            "/no/such",
+        ] {
+            assert!(!e.contains(secret), "{column}: {e}");
+        }
+    }
+}

@@ -95,6 +95,19 @@ async fn delta_versions_in_every_spelling() {
     );
     let e = query_error(&mesh, "SELECT count(*) FROM mesh.product.catalog FOR VERSION AS OF 7").await;
     assert!(e.contains("mesh.product.catalog@v7 is unavailable"), "{e}");
+    // Versions far beyond the newest are refused at once (delta-rs alone takes time linear in
+    // the number: i64::MAX never ends).
+    for v in [100_000_000i64, 2_147_483_648, i64::MAX] {
+        let e = query_error(
+            &mesh,
+            &format!("SELECT count(*) FROM mesh.product.catalog FOR VERSION AS OF {v}"),
+        )
+        .await;
+        assert!(e.contains(&format!("no Delta version {v} (the newest is")), "{e}");
+    }
+    // A clause after an alias is refused, never ignored (it used to read the newest version).
+    let e = query_error(&mesh, "SELECT count(*) FROM mesh.product.catalog c FOR VERSION AS OF 0").await;
+    assert!(e.contains("must directly follow a table name"), "{e}");
 }
 
 #[tokio::test]
