@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand};
 
 // The allocator of the `meshql` binary, so embedded numbers match what the server does.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: meshql::memory::Counting<mimalloc::MiMalloc> = meshql::memory::Counting::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

@@ -547,6 +547,49 @@ def test_glob_with_a_character_class(duck):
     assert_same_rows(got, want, key="event_id", reader="DuckDB", what="glob day=2026-01-0[12]/*.parquet")
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [
+        # `a/k=1/…` beside `k=3/…` under `**` (the stranger's case): DuckDB reads k=1 from a
+        # deeper directory, DataFusion gave a file no partition value.
+        ["k=1/f.parquet", "a/k=2/f.parquet", "k=3/f.parquet"],
+        # Twelve partitions and one file outside them: DataFusion infers the keys from ten files.
+        [f"k={i}/f.parquet" for i in range(12)] + ["zz-loose.parquet"],
+        # Another key at the same depth.
+        ["k=1/f.parquet", "j=2/f.parquet"],
+        # A directory that is not a partition, and one below a partition, under a plain
+        # directory location: DataFusion's listing skipped them without a word (the stranger's
+        # fifth run).
+        ["k=1/f.parquet", "other/f.parquet", "DIR"],
+        ["k=1/f.parquet", "k=2/sub/f.parquet", "DIR"],
+    ],
+    ids=["deeper", "one-of-thirteen", "other-key", "plain-directory-beside", "below-a-partition"],
+)
+def test_hive_directories_that_disagree_are_refused_naming_the_file(tmp_path_factory, meshql_bin, layout):
+    """Partition directories at different depths or with other keys: the product is refused with
+    the file named, never served with rows missing or partition values left empty."""
+    mesh = new_mesh(tmp_path_factory, meshql_bin, "hive-depths")
+    con = duckdb.connect()
+    root = mesh.data("mixed")
+    as_directory = layout[-1] == "DIR"
+    layout = [rel for rel in layout if rel != "DIR"]
+    for n, rel in enumerate(layout):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(f"COPY (SELECT {n} * 10 + i AS id FROM range(5) r(i)) TO '{path}' (FORMAT parquet)")
+    name = mesh.add_product(
+        "mixed",
+        {"server": "local", "type": "local", "format": "parquet", "path": mesh.rel(root) + ("" if as_directory else "/**/*.parquet")},
+        [{"name": "id", "logicalType": "integer"}, {"name": "k", "logicalType": "string", "partitioned": True, "partitionKeyPosition": 1}],
+    )
+    table, stderr = mesh.try_query(f"SELECT count(*) FROM {name}")
+    assert table is None, f"meshql served {name} over disagreeing partition directories {layout}: {table}"
+    text = ANSI.sub("", stderr)
+    assert "not below the hive partition directories" in text, short(stderr)
+    odd = [rel for rel in layout if not rel.startswith("k=") or rel.count("/") > 1]
+    assert any(o in text for o in odd), f"the message names none of {odd}: {short(stderr)}"
+
+
 def test_glob_with_a_character_class_and_its_hive_partition(duck):
     """The same glob, with the `day` partition column in the contract: typed from the path."""
     want = duckdb_dicts(

@@ -81,17 +81,22 @@ pub async fn open(
     // Files in another domain's directory (through a link, a glob) are refused before anything
     // of them is read: their schema would otherwise reach the product's readers in a mismatch
     // error, even for a domain they may not discover.
-    if url.scheme() == "file" {
+    let mut listed: Option<Vec<ObjectMeta>> = None;
+    let list_all = || async {
         use futures::TryStreamExt;
         let store = state.runtime_env().object_store(&table_url).map_err(err)?;
-        let files: Vec<ObjectMeta> = table_url
+        let files = table_url
             .list_all_files(state, store.as_ref(), extension)
             .await
             .map_err(err)?
-            .try_collect()
+            .try_collect::<Vec<ObjectMeta>>()
             .await
-            .map_err(err)?;
-        for file in &files {
+            .map_err(err);
+        files
+    };
+    if url.scheme() == "file" {
+        let files = listed.insert(list_all().await?);
+        for file in files.iter() {
             let path = std::path::Path::new("/").join(file.location.as_ref());
             foreign.check_path(table, &path).map_err(err)?;
         }
@@ -99,10 +104,21 @@ pub async fn open(
     // Hive partition columns (`key=value` directories), read as the directories' text: the
     // contract's view decodes and types them (crate::hive). A column that the files hold too
     // (polars writes both) is read from the files.
+    // DataFusion infers them from ten files and reads a file's values only from `key=value`
+    // directories directly below the location, in that order: a file elsewhere (`a/k=1/…`
+    // beside `k=3/…`, the eleventh file, another key) would get no values and fail the query,
+    // or be left out. Every file is looked at here, and a product whose files disagree is
+    // refused, naming a file that does not fit.
     let partition_names = if single_file {
         Vec::new()
     } else {
-        options.infer_partitions(state, &table_url).await.map_err(err)?
+        let files = match listed.take() {
+            Some(files) => files,
+            None => list_all().await?,
+        };
+        let names = hive_keys(&table_url, &files).map_err(|e| CatalogError::storage(url, e))?;
+        listed = Some(files);
+        names
     };
     let file_schema = options
         .infer_schema(state, &table_url)
@@ -115,6 +131,30 @@ pub async fn open(
         .into_iter()
         .filter(|name| file_schema.field_with_name(name).is_err())
         .collect();
+    if let Some(files) = listed.as_deref().filter(|_| !partition_columns.is_empty()) {
+        check_partition_directories(&table_url, files, &partition_columns)
+            .map_err(|e| CatalogError::storage(url, e))?;
+        // DataFusion's listing of a partitioned directory skips, without a word, files in
+        // directories that are not `key=value` (`other/f.parquet` beside `k=1/`): refused too.
+        if glob.is_none() {
+            use futures::TryStreamExt;
+            let store = state.runtime_env().object_store(&table_url).map_err(err)?;
+            let all: Vec<ObjectMeta> = store
+                .list(Some(table_url.prefix()))
+                .try_collect()
+                .await
+                .map_err(|e| CatalogError::storage(url, e))?;
+            if let Some(skipped) = all
+                .iter()
+                .find(|f| f.location.as_ref().ends_with(extension) && !table_url.contains(&f.location, true))
+            {
+                return Err(CatalogError::storage(
+                    url,
+                    not_below(&relative(&table_url, skipped), &partition_columns),
+                ));
+            }
+        }
+    }
     options = options.with_table_partition_cols(
         partition_columns
             .iter()
@@ -322,4 +362,68 @@ impl TableProvider for ParquetTable {
         }
         Ok(plan)
     }
+}
+
+fn relative(table_url: &ListingTableUrl, file: &ObjectMeta) -> String {
+    table_url
+        .strip_prefix(&file.location)
+        .map(|parts| parts.collect::<Vec<_>>().join("/"))
+        .unwrap_or_default()
+}
+
+fn not_below(file: &str, columns: &[String]) -> String {
+    format!(
+        "the file {file} is not below the hive partition directories {} that the other files are in \
+         (meshql reads `key=value` directories directly below the location, in the same order for every file)",
+        if columns.is_empty() {
+            "(none)".to_string()
+        } else {
+            columns.iter().map(|c| format!("{c}=…")).collect::<Vec<_>>().join("/")
+        }
+    )
+}
+
+/// The partition keys of the files' `key=value` directories, which must be the same for every
+/// file: those of most files; the message names a file with others.
+fn hive_keys(table_url: &ListingTableUrl, files: &[ObjectMeta]) -> std::result::Result<Vec<String>, String> {
+    let keys_of = |file: &ObjectMeta| -> Vec<String> {
+        let parts: Vec<&str> = table_url
+            .strip_prefix(&file.location)
+            .map(|p| p.collect())
+            .unwrap_or_default();
+        parts[..parts.len().saturating_sub(1)]
+            .iter()
+            .filter_map(|part| part.split_once('=').map(|(key, _)| key.to_string()))
+            .collect()
+    };
+    let keyed: Vec<(Vec<String>, &ObjectMeta)> = files.iter().map(|f| (keys_of(f), f)).collect();
+    let mut counts: std::collections::BTreeMap<&[String], usize> = Default::default();
+    for (keys, _) in &keyed {
+        *counts.entry(keys.as_slice()).or_default() += 1;
+    }
+    let Some((common, _)) = counts.iter().max_by_key(|(keys, n)| (**n, keys.len())) else {
+        return Ok(Vec::new());
+    };
+    let common = common.to_vec();
+    match keyed.iter().find(|(keys, _)| *keys != common) {
+        Some((_, file)) => Err(not_below(&relative(table_url, file), &common)),
+        None => Ok(common),
+    }
+}
+
+/// Whether every file lies below the partition directories `columns` (`k1=…/k2=…/`), directly
+/// under the location; the message names the first that does not.
+fn check_partition_directories(
+    table_url: &ListingTableUrl,
+    files: &[ObjectMeta],
+    columns: &[String],
+) -> std::result::Result<(), String> {
+    use datafusion::datasource::listing::helpers::parse_partitions_for_path;
+    for file in files {
+        let values = parse_partitions_for_path(table_url, &file.location, columns.iter().map(String::as_str));
+        if values.is_none_or(|v| v.len() != columns.len()) {
+            return Err(not_below(&relative(table_url, file), columns));
+        }
+    }
+    Ok(())
 }

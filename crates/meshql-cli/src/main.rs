@@ -14,8 +14,9 @@ use crate::output::OutputFormat;
 
 // mimalloc instead of the system allocator: DataFusion and the contract loader allocate a lot of
 // short-lived buffers, and glibc malloc showed up as a fifth of the profile of opening a mesh.
+// Counted per query (meshql::memory), so that a query is held to the memory it really holds.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: meshql::memory::Counting<mimalloc::MiMalloc> = meshql::memory::Counting::new(mimalloc::MiMalloc);
 
 #[derive(Parser)]
 #[command(

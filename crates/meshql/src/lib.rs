@@ -139,6 +139,12 @@ impl Mesh {
         fingerprint: u64,
         policies_from_code: bool,
     ) -> Result<Mesh, Error> {
+        if !memory::counting_installed() {
+            tracing::warn!(
+                "meshql::memory::Counting is not this program's global allocator: queries are held \
+                 only to the memory their operators reserve, not to what functions and joins build"
+            );
+        }
         let config = session::session_config(&definition.settings)?;
         let (stores, runtime) = MeshCatalog::runtime_for(&definition)?;
         let root = definition.root.clone();

@@ -119,7 +119,10 @@ impl Bound {
         let ctx = SessionContext::new_with_state(state);
         ctx.register_udaf(crate::checked::CheckedSum::udaf());
         ctx.register_udaf(crate::checked::CheckedAvg::udaf());
-        for f in crate::bounded::CappedAggregate::udafs() {
+        for f in crate::bounded::CappedAggregate::udafs()
+            .into_iter()
+            .chain(crate::checked::FiniteAggregate::udafs())
+        {
             ctx.register_udaf(f);
         }
         for (name, f) in crate::bounded::CheckedSeries::all() {

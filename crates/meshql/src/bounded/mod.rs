@@ -43,7 +43,7 @@ use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, 
 use datafusion::catalog::{TableFunctionImpl, TableProvider};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::expr::{ScalarFunction, WindowFunction, WindowFunctionParams};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
@@ -231,13 +231,15 @@ impl Bounded {
     }
 }
 
-/// `expr` with every built-in function call in it wrapped.
-fn wrap_calls(expr: Expr) -> Result<Transformed<Expr>> {
+/// `expr` (of a node whose input is `schema`) with every built-in function call in it wrapped.
+fn wrap_calls(expr: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
     expr.transform_up(|e| match &e {
-        Expr::Cast(_) => Ok(match cast::checked_decimal_cast(&e) {
-            Some(checked) => Transformed::yes(checked),
-            None => Transformed::no(e),
-        }),
+        Expr::Cast(_) => Ok(
+            match cast::checked_decimal_cast(&e).or_else(|| cast::checked_text_cast(&e, schema)) {
+                Some(checked) => Transformed::yes(checked),
+                None => Transformed::no(e),
+            },
+        ),
         Expr::ScalarFunction(ScalarFunction { func, args }) => match Bounded::wrap(func) {
             Some(wrapped) => Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
                 wrapped,
@@ -321,7 +323,12 @@ impl AnalyzerRule for BoundFunctions {
         // One budget for all the window functions of the statement.
         let budget = Arc::new(window::Budget::default());
         plan.transform_up_with_subqueries(|node| {
-            node.map_expressions(wrap_calls)?
+            // The schema the node's expressions read: its input's, or (a join, a leaf) its own.
+            let schema = match node.inputs().as_slice() {
+                [input] => Arc::clone(input.schema()),
+                _ => Arc::clone(node.schema()),
+            };
+            node.map_expressions(|e| wrap_calls(e, &schema))?
                 .transform_data(|node| wrap_windows(node, &budget))
         })
         .map(|t| t.data)
@@ -1209,13 +1216,16 @@ impl ScalarUDFImpl for Bounded {
             )));
         }
         self.check_result(&result, &given)?;
+        // Within the limits per value and per call, many calls of one batch can still add up
+        // to more than the query may hold.
+        crate::memory::check_current()?;
         folded(self.inner.name(), &result)?;
         Ok(result)
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
         Ok(match self.inner.simplify(args, info)? {
-            ExprSimplifyResult::Simplified(e) => ExprSimplifyResult::Simplified(wrap_calls(e)?.data),
+            ExprSimplifyResult::Simplified(e) => ExprSimplifyResult::Simplified(wrap_calls(e, info.schema())?.data),
             original => original,
         })
     }

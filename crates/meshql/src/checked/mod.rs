@@ -20,8 +20,11 @@
 //!   decimals are computed in 256 bits and fail when the result does not fit its type, in
 //!   plain, grouped and window aggregation alike (a partial sum that does not fit fails too).
 //!
+//! - wraps the statistical aggregates (variance, standard deviation, covariance, correlation,
+//!   regression) so that a result that is not a finite number fails ([`FiniteAggregate`]).
+//!
 //! Integer division already fails on overflow (`i64::MIN / -1`) and on division by zero;
-//! floats are left as DataFusion computes them (they reach infinity, as in IEEE 754).
+//! float arithmetic is left as DataFusion computes it (it reaches infinity, as in IEEE 754).
 
 use std::any::Any;
 use std::sync::Arc;
@@ -43,11 +46,13 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::AnalyzerRule;
 
 mod avg;
+mod finite;
 mod sum;
 
 pub use avg::CheckedAvg;
 use datafusion::physical_expr::expressions::{BinaryExpr as PhysicalBinaryExpr, Column};
 use datafusion::physical_expr::PhysicalExpr;
+pub use finite::FiniteAggregate;
 pub use sum::CheckedSum;
 
 /// The error of a value that does not fit its type.
@@ -212,7 +217,10 @@ impl CheckedOp {
                 let batch = RecordBatch::try_new(schema, vec![a, b])?;
                 let expr = PhysicalBinaryExpr::new(Arc::new(Column::new("a", 0)), op, Arc::new(Column::new("b", 1)))
                     .with_fail_on_overflow(true);
-                expr.evaluate(&batch)?.into_array(batch.num_rows())
+                let result = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+                // Many `||` of one batch can add up to more than the query may hold.
+                crate::memory::check_current()?;
+                Ok(result)
             }
             _ => Err(DataFusionError::Internal(format!(
                 "{}: wrong number of arguments",

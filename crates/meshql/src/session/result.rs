@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::audited::{audited, Pending};
 use crate::limits::isolated;
-use crate::memory::QueryPool;
+use crate::memory::{account_for, accounted, Account, QueryPool};
 use crate::redact::Redactor;
 use crate::Error;
 
@@ -106,6 +106,7 @@ impl QueryResult {
             Ok((plan, task)) => Ok(Runnable {
                 plan,
                 task,
+                account: Arc::new(account_for(memory_limit)),
                 audit,
                 redactor,
             }),
@@ -170,6 +171,8 @@ impl QueryResult {
 pub struct Runnable {
     plan: Arc<dyn ExecutionPlan>,
     task: Arc<TaskContext>,
+    /// Everything the query's operators allocate is counted here (crate::memory).
+    account: Arc<Account>,
     audit: Option<Pending>,
     redactor: Redactor,
 }
@@ -254,10 +257,12 @@ impl Runnable {
         let Runnable {
             plan,
             task,
+            account,
             audit,
             redactor,
         } = self;
-        audited(execute_stream(plan, task).map_err(Error::from), audit, redactor)
+        let stream = accounted(plan, &account).and_then(|plan| execute_stream(plan, task));
+        audited(stream.map_err(Error::from), audit, redactor)
     }
 
     /// Runs only the given partitions (numbers below [`Runnable::independent_partitions`]),
@@ -272,9 +277,14 @@ impl Runnable {
         let Runnable {
             plan,
             task,
+            account,
             audit,
             redactor,
         } = self;
+        let plan = match accounted(plan, &account) {
+            Ok(plan) => plan,
+            Err(e) => return audited(Err(e.into()), audit, redactor),
+        };
         let stream = match partitions {
             [one] => plan.execute(*one, task).map_err(Error::from),
             many => {

@@ -329,6 +329,121 @@ mod generated {
 
     use super::*;
 
+    const STATISTICS: [&str; 15] = [
+        "var_pop(x)",
+        "var_samp(x)",
+        "stddev(x)",
+        "stddev_pop(x)",
+        "covar_pop(x, y)",
+        "covar_samp(x, y)",
+        "corr(x, y)",
+        "regr_slope(y, x)",
+        "regr_intercept(y, x)",
+        "regr_r2(y, x)",
+        "regr_avgx(y, x)",
+        "regr_avgy(y, x)",
+        "regr_sxx(y, x)",
+        "regr_syy(y, x)",
+        "regr_sxy(y, x)",
+    ];
+
+    /// Floats with the ends of the range and the values IEEE 754 has besides numbers.
+    fn float() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            4 => -1e6f64..1e6,
+            2 => prop_oneof![Just(1e308), Just(-1e308), Just(f64::MAX), Just(-1.7e308), 1e300f64..1e308],
+            1 => prop_oneof![Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(f64::NAN), Just(0.0), Just(-0.0)],
+        ]
+    }
+
+    fn float_sql(v: f64) -> String {
+        if v.is_nan() {
+            "CAST('NaN' AS DOUBLE)".into()
+        } else if v.is_infinite() {
+            format!("CAST('{}' AS DOUBLE)", if v > 0.0 { "Infinity" } else { "-Infinity" })
+        } else {
+            format!("CAST({v:e} AS DOUBLE)")
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Whatever the inputs, a statistical aggregate answers a finite number, NULL, or an
+        /// out-of-range error — plain, grouped, and as a window (whole and sliding) — never
+        /// infinity or NaN (DataFusion answered `-inf` for `var_pop` of ±1e308).
+        #[test]
+        fn statistical_aggregates_answer_numbers_or_fail(values in proptest::collection::vec((0u8..2, float(), float()), 1..8)) {
+            let rows: Vec<String> = values.iter().map(|(g, x, y)| format!("({g}, {}, {})", float_sql(*x), float_sql(*y))).collect();
+            let table = format!("(VALUES {}) t(g, x, y)", rows.join(", "));
+            on_query_threads(async move {
+                let mesh = sample_mesh();
+                for agg in STATISTICS {
+                    let mut statements = vec![
+                        format!("SELECT {agg} FROM {table}"),
+                        format!("SELECT g, {agg} FROM {table} GROUP BY g"),
+                        format!("SELECT {agg} OVER () FROM {table}"),
+                    ];
+                    // Sliding windows need retraction, which DataFusion has for these only.
+                    if agg.starts_with("var") || agg.starts_with("stddev") {
+                        statements.push(format!("SELECT {agg} OVER (ORDER BY g ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM {table}"));
+                    }
+                    for sql in statements {
+                        match outcome(&mesh, &sql).await {
+                            Ok(rows) => {
+                                for value in rows.iter().flatten() {
+                                    let ok = value == "NULL" || value.parse::<f64>().is_ok_and(f64::is_finite)
+                                        || value.parse::<i64>().is_ok();
+                                    assert!(ok, "{sql}: {value}");
+                                }
+                            }
+                            Err(e) => assert!(e.to_string().contains("is out of range"), "{sql}: {e}"),
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn statistical_aggregates_keep_their_answers_within_range() {
+        on_query_threads(async {
+            let mesh = sample_mesh();
+            let data = "(VALUES (2.0, 1.0), (4.0, 2.0), (4.0, 3.0), (4.0, 4.0), (5.0, 5.0), (5.0, 6.0), (7.0, 7.0), (9.0, 8.0)) t(x, y)";
+            for (agg, expected) in [
+                ("var_pop(x)", 4.0),
+                ("var_samp(x)", 32.0 / 7.0),
+                ("stddev_pop(x)", 2.0),
+                ("covar_pop(x, y)", 4.25),
+                ("regr_sxx(y, x)", 32.0),
+            ] {
+                let sql = format!("SELECT {agg} FROM {data}");
+                let got: f64 = outcome(&mesh, &sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))[0][0]
+                    .parse()
+                    .expect("a number");
+                assert!(
+                    (got - expected).abs() < 1e-9 * expected.abs().max(1.0),
+                    "{sql}: {got} != {expected}"
+                );
+            }
+            // NULL where there is no answer: one row, a constant column.
+            for sql in [
+                "SELECT var_samp(x) FROM (VALUES (1.0)) t(x)",
+                "SELECT corr(x, y) FROM (VALUES (1.0, 1.0), (1.0, 2.0)) t(x, y)",
+            ] {
+                assert_eq!(
+                    outcome(&mesh, sql).await.expect(sql),
+                    vec![vec!["NULL".to_string()]],
+                    "{sql}"
+                );
+            }
+            let e = outcome(&mesh, "SELECT var_pop(x) FROM (VALUES (1e308), (-1e308)) t(x)")
+                .await
+                .expect_err("overflow");
+            assert!(e.to_string().contains("var_pop(…) is out of range"), "{e}");
+        })
+    }
+
     /// Integers that overflow when added: mostly near the ends of the range.
     fn value() -> impl Strategy<Value = i64> {
         prop_oneof![
@@ -873,4 +988,98 @@ async fn timestamp_literals_reach_beyond_2262_in_every_spelling() {
     ] {
         assert_eq!(query(&mesh, sql).await, [["9999-12-31T00:00:00"]], "{sql}");
     }
+}
+
+/// Everything a query's operators allocate counts against it, not only what they reserve:
+/// several expressions of one batch each within the per-value and per-call limits, a join
+/// repeating a large value into one batch, branches of a union. The query fails alone; the
+/// same statements run under a limit that holds them, and a bystander is answered throughout.
+#[test]
+fn what_functions_and_joins_build_counts_against_the_query() {
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        // 2 MB per row, 20 rows: 40 MB per column of a batch, each `||` within the limits.
+        let base = "SELECT repeat('x', 2000000) || CAST(value AS VARCHAR) AS s FROM range(20)";
+        let columns = |n: usize| (0..n).map(|i| format!("s || '{i}'")).collect::<Vec<_>>().join(", ");
+        let branches = (0..10)
+            .map(|i| format!("SELECT s || '{i}' AS s FROM ({base})"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        let statements = [
+            format!("SELECT {} FROM ({base})", columns(12)),
+            // One output batch of 100 copies of a 5 MB value.
+            "SELECT max(t.s) FROM (SELECT repeat('y', 5000000) AS s) t CROSS JOIN range(100) r".to_string(),
+            format!("SELECT count(DISTINCT s) FROM ({branches})"),
+        ];
+        let run = |sql: String, limit: usize| {
+            let mesh = mesh.clone();
+            async move {
+                let result = mesh.session(analyst()).sql(&sql).await?;
+                let stream = result.stream_with_memory_limit(limit).await?;
+                futures::TryStreamExt::try_collect::<Vec<_>>(stream)
+                    .await
+                    .map_err(meshql::Error::from)
+            }
+        };
+        for (i, sql) in statements.iter().enumerate() {
+            let e = run(sql.clone(), 32 << 20).await.expect_err(sql);
+            assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
+            if i < 2 {
+                // Nothing DataFusion reserves: only the counted allocations stop these.
+                assert!(e.to_string().contains("holds about"), "{sql}: {e}");
+            }
+            let bystander = outcome(&mesh, "SELECT count(*) FROM mesh.customer.profiles").await;
+            assert!(bystander.is_ok(), "after {sql}: {bystander:?}");
+        }
+        // Not a leak: with room for them, the same statements run.
+        for sql in &statements {
+            let batches = run(sql.clone(), 1 << 30).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert!(batches.iter().map(|b| b.num_rows()).sum::<usize>() >= 1, "{sql}");
+        }
+    })
+}
+
+/// Text that arrow builds from a list, struct or duration without a bound: held to the value
+/// limits before it is built, and a duration it cannot write is an error, not `<invalid>`.
+#[test]
+fn casts_to_text_are_bounded_and_never_invalid() {
+    on_query_threads(async {
+        let mesh = sample_mesh();
+        let max = i64::MAX;
+        for sql in [
+            format!("SELECT CAST(arrow_cast({max}, 'Duration(Second)') AS VARCHAR)"),
+            format!("SELECT CAST(arrow_cast(-{max}, 'Duration(Second)') AS VARCHAR)"),
+            format!("SELECT CAST(make_array(arrow_cast({max}, 'Duration(Second)')) AS VARCHAR)"),
+        ] {
+            let e = outcome(&mesh, &sql).await.expect_err(&sql);
+            assert!(e.to_string().contains("cannot be written as text"), "{sql}: {e}");
+        }
+        // Twelve million booleans (1.5 MB of bits) would be 78 MB of text.
+        let sql = "SELECT length(CAST(array_agg(g % 2 = 0) AS VARCHAR)) FROM generate_series(1, 12000000) t(g)";
+        let e = outcome(&mesh, sql).await.expect_err(sql);
+        assert_eq!(e.class(), ErrorClass::ResourcesExhausted, "{sql}: {e}");
+        assert!(e.to_string().contains("of text; at most 64 MiB"), "{sql}: {e}");
+        for (sql, expected) in [
+            (
+                "SELECT CAST([1, -22, 333] AS VARCHAR)".to_string(),
+                "[1, -22, 333]".to_string(),
+            ),
+            (
+                // The longest duration in seconds that can be written, as DataFusion writes it.
+                format!("SELECT CAST(arrow_cast({}, 'Duration(Second)') AS VARCHAR)", max / 1000),
+                "106751991167 days 7 hours 12 mins 55 secs".to_string(),
+            ),
+            (
+                "SELECT length(CAST(array_agg(g % 2 = 0) AS VARCHAR)) FROM generate_series(1, 100000) t(g)".to_string(),
+                // "[" + 50,000 "true" and 50,000 "false" + 99,999 ", " + "]"
+                (2 + 50_000 * 4 + 50_000 * 5 + 99_999 * 2).to_string(),
+            ),
+        ] {
+            assert_eq!(
+                outcome(&mesh, &sql).await.unwrap_or_else(|e| panic!("{sql}: {e}")),
+                vec![vec![expected]],
+                "{sql}"
+            );
+        }
+    })
 }

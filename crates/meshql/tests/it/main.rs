@@ -3,6 +3,10 @@
 //! ([`meshql_testdata::sample::Sample`]) or from the interop fixtures' defining formula — never
 //! from meshql itself.
 
+// As in the `meshql` binary: every query's memory is counted (meshql::memory).
+#[global_allocator]
+static GLOBAL: meshql::memory::Counting<std::alloc::System> = meshql::memory::Counting::new(std::alloc::System);
+
 mod bad_input;
 mod common;
 mod formats;

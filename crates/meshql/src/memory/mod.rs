@@ -7,8 +7,24 @@
 //! reservation fails, and spillable operators spill, when either is used up. An application
 //! embedding meshql sets the budget once; `meshql serve` sets it from `limits.memoryTotal`.
 //!
-//! Memory DataFusion does not account (a function's single huge result, encoding buffers) is
-//! bounded elsewhere: see [`crate::limits::MAX_VALUE_BYTES`].
+//! Memory DataFusion does not account — the values functions build, the batches joins repeat
+//! a value into, many expressions of one batch adding up — is counted by the allocator
+//! ([`Counting`], installed by the program: the `meshql` binary does) to the query whose
+//! operators allocated it ([`Account`]). A query may hold [`HELD_FACTOR`] times its memory
+//! limit that way, all queries together as many times the process's budget; the check runs at
+//! every batch an operator produces and after every function call, so a single value is
+//! still bounded first by [`crate::limits::MAX_VALUE_BYTES`].
+
+mod accounted;
+mod counting;
+
+pub(crate) use accounted::accounted;
+pub(crate) use counting::check_current;
+pub use counting::{counting_installed, Account, Counting, Entered, COUNTED_FROM};
+
+/// How many times its memory limit a query may hold, counting everything it allocated (the
+/// limit itself bounds what its operators reserve, which they reach before spilling).
+pub const HELD_FACTOR: usize = 2;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
@@ -35,6 +51,12 @@ fn budget() -> &'static ProcessBudget {
 /// until set).
 pub fn set_process_limit(bytes: usize) {
     budget().limit.store(bytes, Ordering::Relaxed);
+    counting::set_counted_process_limit(bytes.saturating_mul(HELD_FACTOR));
+}
+
+/// The account a query with this memory limit gets.
+pub(crate) fn account_for(limit: Option<usize>) -> Account {
+    Account::new(limit.map_or(usize::MAX, |l| l.saturating_mul(HELD_FACTOR)))
 }
 
 /// The bytes running queries have reserved, all together.
@@ -147,8 +169,9 @@ mod tests {
 
     #[test]
     fn a_query_is_held_to_its_own_limit_and_all_queries_to_the_process_budget() {
-        // The budget is process-wide: this is the only test in this binary that sets it.
-        set_process_limit(1000);
+        // The budget is process-wide: this is the only test in this binary that sets it (not
+        // through set_process_limit, which would hold the counted memory of other tests to it).
+        budget().limit.store(1000, Ordering::Relaxed);
         let a: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(600));
         let b: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(1000));
         let ra = MemoryConsumer::new("sort").register(&a);
@@ -167,6 +190,6 @@ mod tests {
         drop(rb);
         drop(b);
         assert_eq!(process_reserved(), 0);
-        set_process_limit(usize::MAX);
+        budget().limit.store(usize::MAX, Ordering::Relaxed);
     }
 }
